@@ -1,0 +1,150 @@
+/* config.h - the daemon's configuration as loaded from YAML, and its loader.
+ *
+ * conf_load() reads a file strictly: every problem (unknown key, wrong type,
+ * value out of range, contradiction) is collected as a diagnostic with
+ * file:line:column instead of stopping at the first one, so `mqforkd -t` can
+ * print them all. A struct conf is plain data owned by its caller. */
+#ifndef MQFORK_CONF_CONFIG_H
+#define MQFORK_CONF_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+enum conf_priority { PRIO_HIGH = 0, PRIO_NORMAL = 1, PRIO_LOW = 2, PRIO_COUNT = 3 };
+
+/* One `key: value` of a route's `params:` mapping, kept as text: the handler
+ * named by the route parses and checks it (see worker/handler.h). */
+struct conf_param {
+    char *key;
+    char *value;
+    int line, column;
+};
+
+struct conf_params {
+    struct conf_param *items;
+    size_t count;
+};
+
+struct conf_route {
+    char *name;
+    char *subscribe;
+    int qos;                     /* 0..2, default 0 */
+    char *job;                   /* handler name, must exist in the registry */
+    char *reply;                 /* topic template, NULL = no reply */
+    char *stream;                /* stream key template, NULL = no stream */
+    enum conf_priority priority; /* default normal */
+    uint32_t timeout_ms;         /* 1..3600000, default 10000 */
+    uint32_t deadline_ms;        /* 0 = none, else 1..3600000 */
+    uint32_t retries;            /* 0..100, default 2 */
+    struct conf_params params;
+    int line, column; /* where the route's mapping starts */
+};
+
+struct conf_tls {
+    char *ca_file, *cert_file, *key_file; /* NULL = unset */
+    bool verify;                          /* default true */
+};
+
+struct conf_broker {
+    char *host;      /* default "127.0.0.1" */
+    int port;        /* 1..65535, default 1883 */
+    char *protocol;  /* "5" or "3.1.1", default "5" */
+    char *client_id; /* NULL = mqforkd-<instance> */
+    char *username, *password;
+    uint32_t keepalive_s;      /* 5..3600, default 30 */
+    bool clean_session;        /* default true */
+    uint32_t session_expiry_s; /* default 0 */
+    double reconnect_min_s;    /* default 0.5 */
+    double reconnect_max_s;    /* default 30, must be >= reconnect_min_s */
+    char *status_topic;        /* NULL = mqfork/<instance>/status */
+    uint32_t max_outbound;     /* 1..10000000, default 10000 */
+    bool tls_enabled;          /* true when a tls: mapping is present */
+    struct conf_tls tls;
+};
+
+struct conf_workers {
+    uint32_t min;      /* 1..1024, default 2 */
+    uint32_t max;      /* min..1024, default 8 */
+    uint32_t inflight; /* jobs queued to one worker at most: 1..1024, default 32 */
+    uint32_t
+        inflight_us;   /* estimated work queued to one worker at most: 1..10000000, default 2000 */
+    uint64_t max_jobs; /* recycle after this many jobs; 0 = never (default) */
+    uint32_t max_rss_mb;  /* recycle above this RSS; 0 = never (default) */
+    double backoff_max_s; /* crash-loop respawn backoff cap, 0.01..600, default 2 */
+    double stable_s;      /* a worker that lived this long resets its slot's backoff, default 10 */
+};
+
+struct conf_limits {
+    uint32_t max_payload; /* bytes, 1..16777216, default 65536 */
+    uint32_t max_pending; /* jobs, 1..10000000, default 65536 */
+    uint32_t slab_mb;     /* MiB, 1..65536, default 64 */
+};
+
+struct conf_streams {
+    uint32_t max;  /* 1..1000000, default 1024 */
+    double idle_s; /* default 60 */
+};
+
+struct conf_scaling {
+    bool enabled;                 /* default true */
+    double interval_s;            /* default 10 */
+    double up_cooldown_s;         /* default 30 */
+    double down_cooldown_s;       /* default 60 */
+    uint32_t step;                /* default 1 */
+    double up_load;               /* 0..1, default 0.70 */
+    double up_cpu;                /* 0..1, default 0.60 */
+    double up_p95_ms;             /* default 50 */
+    double up_pending_per_worker; /* default 3 */
+    double down_load;             /* 0..1, default 0.30 */
+    double down_cpu;              /* 0..1, default 0.30 */
+    double down_p95_ms;           /* default 10 */
+};
+
+struct conf {
+    char *path;                /* the file this was read from */
+    char *instance;            /* [A-Za-z0-9_-]{1,32}, default "default" */
+    char *log_level;           /* debug|info|warn|error, default "info" */
+    char *user;                /* NULL = keep the starting user */
+    double shutdown_timeout_s; /* default 30 */
+    struct conf_broker broker;
+    struct conf_workers workers;
+    struct conf_limits limits;
+    struct conf_streams streams;
+    struct conf_scaling scaling;
+    char *errors_topic; /* errors.topic, default "mqfork/errors" */
+    struct conf_route *routes;
+    size_t nroutes;
+};
+
+/* One problem found while loading. */
+struct conf_diag {
+    char *file;
+    int line, column; /* 1-based; 0 when the problem has no position */
+    char *message;
+};
+
+struct conf_diags {
+    struct conf_diag *items;
+    size_t count;
+};
+
+/* Fill *c with every default, as if loaded from an empty file. */
+void conf_defaults(struct conf *c);
+
+/* Load and validate PATH into *c. Returns 0 when the file is valid; otherwise
+ * -1 with every problem appended to *d (and *c freed). */
+int conf_load(const char *path, struct conf *c, struct conf_diags *d);
+
+void conf_free(struct conf *c);
+void conf_diags_free(struct conf_diags *d);
+
+/* Print each diagnostic as "file:line:column: error: message". */
+void conf_diags_print(const struct conf_diags *d, FILE *out);
+
+/* Parse a priority name ("high", "normal", "low"); -1 if unknown. */
+int conf_priority_parse(const char *s);
+const char *conf_priority_name(enum conf_priority p);
+
+#endif

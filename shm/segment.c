@@ -1,0 +1,265 @@
+/* segment.c - lay out, create, attach and remove an instance's shared-memory
+ * segment. The layout is computed in one place (layout()) for the creator;
+ * a reader takes the offsets from the header after checking them. */
+#include "shm/segment.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proto/job.h"
+#include "shm/ring.h"
+
+#define PAGE 4096u
+
+static uint64_t page_align(uint64_t n)
+{
+    return (n + PAGE - 1) & ~(uint64_t)(PAGE - 1);
+}
+
+static uint64_t line_align(uint64_t n)
+{
+    return (n + RING_CACHELINE - 1) & ~(uint64_t)(RING_CACHELINE - 1);
+}
+
+/* Fill the offsets of s and h from g; returns the total size. */
+static uint64_t layout(struct segment *s, struct seg_header *h, const struct seg_geometry *g)
+{
+    uint64_t off = page_align(sizeof(struct seg_header));
+    h->off_global = off;
+    off = page_align(off + sizeof(struct stats_global));
+    h->off_events = off;
+    off = page_align(off + sizeof(struct stats_events));
+    h->off_kinds = off;
+    off = page_align(off + sizeof(struct stats_kind) * SEG_MAX_KINDS);
+    h->off_workers_stats = off;
+    off = page_align(off + sizeof(struct stats_worker) * g->max_workers);
+
+    s->job_ring_off = line_align(sizeof(struct seg_worker_ctl));
+    s->result_ring_off =
+        s->job_ring_off + line_align(ring_shm_size(g->ring_cap, sizeof(struct job_desc)));
+    s->worker_stride = page_align(
+        s->result_ring_off + line_align(ring_shm_size(g->ring_cap, sizeof(struct result_desc))));
+    h->off_workers = off;
+    h->worker_stride = s->worker_stride;
+    off = page_align(off + s->worker_stride * g->max_workers);
+
+    h->off_streams = off;
+    off = page_align(off + g->stream_slot_size * g->max_streams);
+    h->off_slab = off;
+    h->slab_size = g->slab_size;
+    return page_align(off + g->slab_size);
+}
+
+static void point_into(struct segment *s)
+{
+    uint8_t *b = s->base;
+    s->hdr = s->base;
+    s->global = (struct stats_global *)(b + s->hdr->off_global);
+    s->events = (struct stats_events *)(b + s->hdr->off_events);
+    s->kinds = (struct stats_kind *)(b + s->hdr->off_kinds);
+    s->workers_stats = (struct stats_worker *)(b + s->hdr->off_workers_stats);
+    s->workers = b + s->hdr->off_workers;
+    s->worker_stride = s->hdr->worker_stride;
+    s->streams = b + s->hdr->off_streams;
+    s->slab = b + s->hdr->off_slab;
+}
+
+uint64_t seg_pid_starttime(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    /* The command name may hold spaces and parentheses: skip past the last ')'. */
+    char *p = strrchr(buf, ')');
+    if (!p)
+        return 0;
+    unsigned long long start = 0;
+    /* after ")": state(3) ppid(4) ... starttime is field 22 */
+    int field = 2;
+    char *save = NULL;
+    for (char *tok = strtok_r(p + 1, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
+        if (++field == 22) {
+            start = strtoull(tok, NULL, 10);
+            break;
+        }
+    }
+    return start;
+}
+
+bool seg_owner_alive(const struct seg_header *h)
+{
+    if (h->pid <= 0)
+        return false;
+    if (kill(h->pid, 0) < 0 && errno == ESRCH)
+        return false;
+    uint64_t start = seg_pid_starttime(h->pid);
+    return start != 0 && start == h->pid_starttime;
+}
+
+static void set_name(struct segment *s, const char *instance)
+{
+    snprintf(s->name, sizeof(s->name), "/mqfork.%s", instance);
+}
+
+/* An existing segment of the same name: refuse if its owner lives, else remove it. */
+static int clear_stale(struct segment *s, pid_t *other_pid)
+{
+    int fd = shm_open(s->name, O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : -1;
+    struct stat st;
+    struct seg_header h = {0};
+    if (fstat(fd, &st) == 0 && (size_t)st.st_size >= sizeof(h)) {
+        void *m = mmap(NULL, sizeof(h), PROT_READ, MAP_SHARED, fd, 0);
+        if (m != MAP_FAILED) {
+            memcpy(&h, m, sizeof(h));
+            munmap(m, sizeof(h));
+        }
+    }
+    close(fd);
+    if (h.magic == SEG_MAGIC && h.pid != getpid() && seg_owner_alive(&h)) {
+        if (other_pid)
+            *other_pid = h.pid;
+        errno = EEXIST;
+        return -1;
+    }
+    return shm_unlink(s->name) < 0 && errno != ENOENT ? -1 : 0;
+}
+
+int seg_create(struct segment *s, const char *instance, const struct seg_geometry *g,
+               pid_t *other_pid)
+{
+    memset(s, 0, sizeof(*s));
+    s->fd = -1;
+    set_name(s, instance);
+    if (clear_stale(s, other_pid) < 0)
+        return -1;
+
+    struct seg_header h = {0};
+    uint64_t size = layout(s, &h, g);
+    int fd = shm_open(s->name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return -1;
+    /* shm_open applies the umask; the mode is part of the contract. */
+    if (fchmod(fd, 0640) < 0 || ftruncate(fd, (off_t)size) < 0)
+        goto fail;
+    void *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED)
+        goto fail;
+    s->fd = fd;
+    s->base = base;
+    s->size = size;
+    s->writable = true;
+
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    h.magic = SEG_MAGIC;
+    h.layout_version = SEG_LAYOUT_VERSION;
+    h.header_size = sizeof(struct seg_header);
+    h.size = size;
+    h.pid = getpid();
+    h.pid_starttime = seg_pid_starttime(getpid());
+    h.start_realtime_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+    snprintf(h.instance, sizeof(h.instance), "%s", instance);
+    snprintf(h.version, sizeof(h.version), "%s", MQFORK_VERSION);
+    h.max_workers = g->max_workers;
+    h.max_kinds = SEG_MAX_KINDS;
+    h.ring_cap = g->ring_cap;
+    h.max_streams = g->max_streams;
+    h.stream_slot_size = g->stream_slot_size;
+    memcpy(base, &h, sizeof(h));
+    point_into(s);
+    return 0;
+fail:;
+    int saved = errno;
+    close(fd);
+    shm_unlink(s->name);
+    errno = saved;
+    return -1;
+}
+
+/* The header's offsets must lie inside the mapping before a reader uses them. */
+static bool header_sane(const struct seg_header *h, size_t size)
+{
+    uint64_t ends[] = {
+        h->off_global + sizeof(struct stats_global),
+        h->off_events + sizeof(struct stats_events),
+        h->off_kinds + sizeof(struct stats_kind) * (uint64_t)h->max_kinds,
+        h->off_workers_stats + sizeof(struct stats_worker) * (uint64_t)h->max_workers,
+        h->off_slab + h->slab_size,
+    };
+    if (h->size != size || h->max_kinds > SEG_MAX_KINDS || h->max_workers > 65536)
+        return false;
+    for (size_t i = 0; i < sizeof(ends) / sizeof(ends[0]); i++)
+        if (ends[i] > size)
+            return false;
+    return true;
+}
+
+int seg_attach(struct segment *s, const char *instance, uint32_t *found_version)
+{
+    memset(s, 0, sizeof(*s));
+    s->fd = -1;
+    if (found_version)
+        *found_version = 0;
+    set_name(s, instance);
+    int fd = shm_open(s->name, O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        goto fail;
+    if ((size_t)st.st_size < sizeof(struct seg_header)) {
+        errno = EPROTO;
+        goto fail;
+    }
+    void *base = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED)
+        goto fail;
+    const struct seg_header *h = base;
+    if (h->magic != SEG_MAGIC || h->layout_version != SEG_LAYOUT_VERSION ||
+        !header_sane(h, (size_t)st.st_size)) {
+        if (found_version && h->magic == SEG_MAGIC)
+            *found_version = h->layout_version;
+        munmap(base, (size_t)st.st_size);
+        errno = EPROTO;
+        goto fail;
+    }
+    s->fd = fd;
+    s->base = base;
+    s->size = (size_t)st.st_size;
+    point_into(s);
+    return 0;
+fail:;
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
+}
+
+void seg_close(struct segment *s, bool unlink)
+{
+    if (s->base)
+        munmap(s->base, s->size);
+    if (s->fd >= 0)
+        close(s->fd);
+    if (unlink)
+        shm_unlink(s->name);
+    s->base = NULL;
+    s->fd = -1;
+}

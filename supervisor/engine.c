@@ -1,0 +1,526 @@
+/* engine.c - the engine's front door and back door: jobs are accepted in
+ * engine_submit() and leave, each exactly once, through engine_finish().
+ * In between they belong to dispatch.c (queued) and pool.c (running).
+ * engine_turn() is the round that moves them along; the statistics the
+ * engine keeps are published to the segment at the end of each round. */
+#include "supervisor/engine.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "supervisor/engine_impl.h"
+#include "supervisor/log.h"
+#include "supervisor/loop.h"
+
+#define DEFAULT_TIMEOUT_MS 10000
+#define SPIN_NS            30000     /* supervisor polls this long before it sleeps */
+#define TICK_BUSY_NS       2000000   /* timers while jobs run: timeouts are this precise */
+#define TICK_IDLE_NS       200000000 /* timers while idle */
+#define FIRST_ESTIMATE_NS  200000    /* a kind's run time before any was measured */
+
+uint64_t engine_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint32_t next_pow2(uint32_t v)
+{
+    uint32_t p = 1;
+    while (p < v)
+        p <<= 1;
+    return p;
+}
+
+/* Drain the eventfd a worker wrote to wake us; the work itself is found by
+ * looking at the rings. */
+static void on_wakeup(void *ctx, int events)
+{
+    struct engine *e = ctx;
+    eventfd_t v;
+    if (events > 0)
+        eventfd_read(e->efd, &v);
+}
+
+static int make_segment(struct engine *e)
+{
+    struct seg_geometry g = {
+        .max_workers = e->wconf.max,
+        /* one slot more than the in-flight bound, for the exit message */
+        .ring_cap = next_pow2(e->wconf.inflight + 1),
+        .max_streams = e->sconf.max,
+        .stream_slot_size = 0, /* set by engine_start once the kinds are known */
+        .slab_size = (uint64_t)e->limits.slab_mb << 20,
+    };
+    pid_t other = 0;
+    if (seg_create(&e->seg, e->instance, &g, &other) < 0) {
+        if (errno == EEXIST)
+            log_error("instance '%s' is already running as pid %d", e->instance, (int)other);
+        else
+            log_error("cannot create shared memory for instance '%s': %s", e->instance,
+                      strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+struct engine *engine_new(const struct conf *c, struct loop *loop)
+{
+    struct engine *e = calloc(1, sizeof(*e));
+    if (!e)
+        return NULL;
+    e->wconf = c->workers;
+    e->limits = c->limits;
+    e->sconf = c->streams;
+    snprintf(e->instance, sizeof(e->instance), "%s", c->instance);
+    e->loop = loop;
+    e->efd = -1;
+    e->accepting = true;
+    e->target = c->workers.min;
+    e->nslots = c->workers.max;
+    return e;
+}
+
+static int copy_params(struct conf_params *dst, const struct conf_params *src)
+{
+    dst->count = 0;
+    dst->items = NULL;
+    if (!src || src->count == 0)
+        return 0;
+    dst->items = calloc(src->count, sizeof(*dst->items));
+    if (!dst->items)
+        return -1;
+    for (size_t i = 0; i < src->count; i++) {
+        dst->items[i] = src->items[i];
+        dst->items[i].key = strdup(src->items[i].key);
+        dst->items[i].value = strdup(src->items[i].value);
+        dst->count++;
+        if (!dst->items[i].key || !dst->items[i].value)
+            return -1;
+    }
+    return 0;
+}
+
+static void free_params(struct conf_params *p)
+{
+    for (size_t i = 0; i < p->count; i++) {
+        free(p->items[i].key);
+        free(p->items[i].value);
+    }
+    free(p->items);
+    p->items = NULL;
+    p->count = 0;
+}
+
+int engine_add_kind(struct engine *e, const char *name, const char *handler,
+                    const struct conf_params *params)
+{
+    const struct handler *h = handler_find(handler);
+    if (e->started || e->nkinds >= SEG_MAX_KINDS || !h) {
+        log_error("cannot add job kind '%s': %s", name,
+                  !h           ? "no such handler"
+                  : e->started ? "pool already started"
+                               : "too many kinds");
+        return -1;
+    }
+    char err[256] = "";
+    const struct conf_param *where = NULL;
+    if (h->check && h->check(params, err, sizeof(err), &where) < 0) {
+        log_error("job kind '%s': %s", name, err);
+        return -1;
+    }
+    struct kind *k = &e->kinds[e->nkinds];
+    memset(k, 0, sizeof(*k));
+    snprintf(k->name, sizeof(k->name), "%s", name);
+    k->handler = h;
+    if (copy_params(&k->params, params) < 0) {
+        free_params(&k->params);
+        return -1;
+    }
+    size_t cap = h->out_capacity(params, e->limits.max_payload);
+    k->out_cap = (uint32_t)(cap > e->limits.max_payload ? cap : e->limits.max_payload);
+    if (cap < k->out_cap)
+        k->out_cap = (uint32_t)cap;
+    k->state_size = h->state_size ? (uint32_t)h->state_size(params) : 0;
+    k->est_ns = FIRST_ESTIMATE_NS;
+    return (int)e->nkinds++;
+}
+
+/* The slab must hold the largest block any job asks for. */
+static size_t largest_alloc(const struct engine *e)
+{
+    size_t max = e->limits.max_payload;
+    for (unsigned k = 0; k < e->nkinds; k++)
+        if (e->kinds[k].out_cap > max)
+            max = e->kinds[k].out_cap;
+    return max;
+}
+
+static void publish_kinds(struct engine *e)
+{
+    for (unsigned k = 0; k < e->nkinds; k++) {
+        struct stats_kind *s = &e->seg.kinds[k];
+        seqlock_write_begin(&s->lock);
+        s->used = 1;
+        snprintf(s->name, sizeof(s->name), "%s", e->kinds[k].name);
+        snprintf(s->handler, sizeof(s->handler), "%s", e->kinds[k].handler->name);
+        seqlock_write_end(&s->lock);
+        e->kinds[k].stats = s;
+    }
+}
+
+int engine_start(struct engine *e)
+{
+    uint32_t slot_size = 0;
+    for (unsigned k = 0; k < e->nkinds; k++)
+        if (e->kinds[k].state_size > slot_size)
+            slot_size = e->kinds[k].state_size;
+    e->stream_slot_size = (slot_size + 63) & ~63u;
+    if (make_segment(e) < 0)
+        return -1;
+    if (slab_init(&e->slab, e->seg.slab, e->seg.hdr->slab_size, largest_alloc(e)) < 0) {
+        log_error("limits.slab_mb (%u MiB) cannot hold a job of %zu bytes", e->limits.slab_mb,
+                  largest_alloc(e));
+        return -1;
+    }
+    e->seg.hdr->stream_slot_size = e->stream_slot_size;
+    e->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (e->efd < 0 || dispatch_init(e) < 0 || pool_init(e) < 0) {
+        log_error("engine start: %s", strerror(errno));
+        return -1;
+    }
+    e->efd_watch = loop_watch(e->loop, e->efd, POLLIN, true, on_wakeup, e);
+    publish_kinds(e);
+    e->g.workers_min = e->wconf.min;
+    e->g.workers_max = e->wconf.max;
+    e->g.slab_size = slab_size(&e->slab);
+    e->started = true;
+    e->now_ns = engine_now_ns();
+    log_info("instance '%s': segment %s is %.1f MiB (slab %.1f MiB, %u worker slots, %u stream "
+             "slots of %u bytes)",
+             e->instance, e->seg.name, (double)e->seg.size / 1048576.0,
+             (double)slab_size(&e->slab) / 1048576.0, e->nslots, e->sconf.max, e->stream_slot_size);
+    for (unsigned i = 0; i < e->target; i++)
+        if (pool_spawn(e, engine_worker(e, i)) < 0)
+            return -1;
+    return 0;
+}
+
+static enum job_status refuse(struct engine *e, enum job_status why)
+{
+    e->g.refused[why]++;
+    e->g_dirty = true;
+    return why;
+}
+
+enum job_status engine_submit(struct engine *e, const struct engine_job *r, uint64_t *id)
+{
+    if (!e->accepting || !e->started)
+        return refuse(e, JOB_E_SHUTDOWN);
+    if (r->kind >= e->nkinds)
+        return refuse(e, JOB_E_UNKNOWN_KIND);
+    if (r->len > e->limits.max_payload || r->stream_len > ENGINE_STREAM_KEY_MAX)
+        return refuse(e, JOB_E_TOO_LARGE);
+    struct job *j = TAILQ_FIRST(&e->free_jobs);
+    if (!j || e->queued >= e->limits.max_pending)
+        return refuse(e, JOB_E_OVERLOADED);
+    uint64_t in = slab_alloc(&e->slab, r->len);
+    if (in == SLAB_NONE)
+        return refuse(e, JOB_E_OVERLOADED);
+    struct stream *s = NULL;
+    if (r->stream && !(s = stream_get(e, r->kind, r->stream, r->stream_len))) {
+        slab_free(&e->slab, in);
+        return refuse(e, JOB_E_OVERLOADED);
+    }
+    TAILQ_REMOVE(&e->free_jobs, j, link);
+    memcpy(slab_ptr(&e->slab, in), r->payload, r->len);
+    uint64_t now = engine_now_ns();
+    *j = (struct job){
+        .id = ++e->next_id,
+        .kind = r->kind,
+        .prio = r->priority < PRIO_COUNT ? (uint8_t)r->priority : PRIO_NORMAL,
+        .retries = r->retries,
+        .timeout_ns = (uint64_t)(r->timeout_ms ? r->timeout_ms : DEFAULT_TIMEOUT_MS) * 1000000,
+        .deadline_ns = r->deadline_ms ? now + (uint64_t)r->deadline_ms * 1000000 : 0,
+        .accepted_ns = now,
+        .in_off = in,
+        .in_len = (uint32_t)r->len,
+        .out_off = SLAB_NONE,
+        .stream = s,
+        .worker = -1,
+        .done = r->done,
+        .ctx = r->ctx,
+    };
+    e->outstanding++;
+    e->queued++;
+    engine_wake_at(e, now + TICK_BUSY_NS);
+    e->g.accepted++;
+    e->g_dirty = true;
+    if (s && s->active) {
+        j->where = JOB_STREAM_WAIT;
+        TAILQ_INSERT_TAIL(&s->waiting, j, link);
+    } else {
+        if (s)
+            s->active = j;
+        pending_push(e, j, false);
+    }
+    if (id)
+        *id = j->id;
+    return JOB_OK;
+}
+
+static void count_outcome(struct engine *e, const struct job *j, enum job_status st,
+                          uint64_t run_ns)
+{
+    struct stats_kind *ks = e->kinds[j->kind].stats;
+    bool ok = st == JOB_OK || st == JOB_FILTERED;
+    if (st == JOB_OK)
+        e->g.completed++;
+    else if (st == JOB_FILTERED)
+        e->g.filtered++;
+    else
+        e->g.failed++;
+    if (st == JOB_E_QUARANTINED)
+        e->g.quarantined++;
+    else if (st == JOB_E_EXPIRED)
+        e->g.expired++;
+    else if (st == JOB_E_SHUTDOWN)
+        e->g.abandoned++;
+    e->g_dirty = true;
+    seqlock_write_begin(&ks->lock);
+    if (ok)
+        ks->completed++;
+    else
+        ks->failed++;
+    if (j->started_ns)
+        stats_hist_add(&ks->wait, j->started_ns - j->accepted_ns);
+    if (run_ns)
+        stats_hist_add(&ks->run, run_ns);
+    seqlock_write_end(&ks->lock);
+}
+
+/* The single exit of every accepted job. */
+void engine_finish(struct engine *e, struct job *j, enum job_status st, const void *data,
+                   size_t len, uint64_t run_ns)
+{
+    struct engine_outcome o = {
+        .id = j->id,
+        .status = st,
+        .data = data,
+        .len = len,
+        .attempts = j->attempts,
+        .wait_ns = j->started_ns ? j->started_ns - j->accepted_ns : 0,
+        .run_ns = run_ns,
+    };
+    count_outcome(e, j, st, run_ns);
+    if (j->done)
+        j->done(j->ctx, &o);
+    /* Released only now: the result lives in the slab during the callback. */
+    slab_free(&e->slab, j->in_off);
+    if (j->out_off != SLAB_NONE)
+        slab_free(&e->slab, j->out_off);
+    if (j->stream)
+        stream_release_job(e, j);
+    j->where = JOB_FREE;
+    TAILQ_INSERT_HEAD(&e->free_jobs, j, link);
+    e->outstanding--;
+}
+
+void engine_finishf(struct engine *e, struct job *j, enum job_status st, const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    engine_finish(e, j, st, msg, (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1, 0);
+}
+
+/* Per-second samples give the arrival and completion rates and the verdict. */
+static void sample_rates(struct engine *e)
+{
+    static const unsigned windows[STATS_RATE_WINDOWS] = {1, 10, 60};
+    uint64_t answered = e->g.completed + e->g.filtered + e->g.failed;
+    e->rate_pos = (e->rate_pos + 1) % RATE_SAMPLES;
+    e->rate_accepted[e->rate_pos] = e->g.accepted;
+    e->rate_answered[e->rate_pos] = answered;
+    if (e->rate_count < RATE_SAMPLES)
+        e->rate_count++;
+    for (unsigned i = 0; i < STATS_RATE_WINDOWS; i++) {
+        unsigned w = windows[i] < e->rate_count ? windows[i] : e->rate_count - 1;
+        unsigned then = (e->rate_pos + RATE_SAMPLES - w) % RATE_SAMPLES;
+        e->g.arrival_mrate[i] = w ? (e->g.accepted - e->rate_accepted[then]) * 1000 / w : 0;
+        e->g.completion_mrate[i] = w ? (answered - e->rate_answered[then]) * 1000 / w : 0;
+    }
+    /* Falling behind: over 10 s, answers came at less than 95% of arrivals. */
+    uint64_t in = e->g.arrival_mrate[1], out = e->g.completion_mrate[1];
+    e->g.verdict = in >= 1000 && out * 100 < in * 95 ? VERDICT_FALLING_BEHIND : VERDICT_HEALTHY;
+}
+
+static void publish(struct engine *e)
+{
+    e->g.inflight = (uint32_t)(e->outstanding - e->queued);
+    e->g.slab_used = slab_used(&e->slab);
+    e->g.workers_target = e->target;
+    e->g.updated_ns = e->now_ns;
+    struct stats_global *dst = e->seg.global;
+    seqlock_write_begin(&dst->lock);
+    /* everything after the lock word */
+    memcpy((char *)dst + sizeof(dst->lock), (char *)&e->g + sizeof(e->g.lock),
+           sizeof(e->g) - sizeof(e->g.lock));
+    seqlock_write_end(&dst->lock);
+    e->g_dirty = false;
+}
+
+static void tick(struct engine *e)
+{
+    dispatch_expire(e);
+    pool_tick(e);
+    if (e->now_ns >= e->next_sample_ns) {
+        e->next_sample_ns = e->now_ns + 1000000000;
+        sample_rates(e);
+        pool_sample(e);
+        stream_expire(e);
+        e->g_dirty = true;
+    }
+    e->next_tick_ns = e->now_ns + (e->outstanding ? TICK_BUSY_NS : TICK_IDLE_NS);
+}
+
+/* One pass over everything that can move without waiting. */
+static bool work(struct engine *e)
+{
+    e->now_ns = engine_now_ns();
+    bool busy = pool_collect(e);
+    dispatch(e);
+    if (e->now_ns >= e->next_tick_ns)
+        tick(e);
+    busy |= loop_run(e->loop, 0) > 0;
+    return busy;
+}
+
+/* Whether any worker has something for us: results, or word that it is ready. */
+static bool results_waiting(struct engine *e)
+{
+    for (unsigned i = 0; i < e->nslots; i++) {
+        struct worker *w = engine_worker(e, i);
+        if (w->state == WORKER_STARTING && atomic_load(&seg_worker_ctl(&e->seg, i)->ready))
+            return true;
+        if (w->pid > 0 && w->state != WORKER_STARTING && ring_has_data(&w->results))
+            return true;
+    }
+    return false;
+}
+
+static void sleep_in_loop(struct engine *e, int64_t wait_ns)
+{
+    int64_t until_tick = (int64_t)(e->next_tick_ns - e->now_ns);
+    if (until_tick < 0)
+        until_tick = 0;
+    if (wait_ns < 0 || wait_ns > until_tick)
+        wait_ns = until_tick;
+    /* Raise the flag, then look once more: a worker that pushed before it saw
+     * the flag is caught here, one that pushed after will write the eventfd. */
+    atomic_store(&e->seg.hdr->supervisor_sleeping, 1);
+    if (!results_waiting(e))
+        loop_run(e->loop, wait_ns ? wait_ns : 1);
+    atomic_store(&e->seg.hdr->supervisor_sleeping, 0);
+}
+
+void engine_turn(struct engine *e, int64_t wait_ns)
+{
+    bool busy = work(e);
+    if (e->g_dirty)
+        publish(e);
+    if (busy || wait_ns == 0)
+        return;
+    if (e->outstanding) {
+        uint64_t until = e->now_ns + SPIN_NS;
+        while (engine_now_ns() < until) {
+            if (results_waiting(e))
+                return;
+            ring_cpu_relax();
+        }
+    }
+    sleep_in_loop(e, wait_ns);
+}
+
+size_t engine_outstanding(const struct engine *e)
+{
+    return e->outstanding;
+}
+
+unsigned engine_live_workers(const struct engine *e)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < e->nslots; i++)
+        n += pool_takes_jobs(&e->workers[i]);
+    return n;
+}
+
+unsigned engine_target(const struct engine *e)
+{
+    return e->target;
+}
+
+void engine_stop_accepting(struct engine *e)
+{
+    e->accepting = false;
+}
+
+void engine_abandon(struct engine *e)
+{
+    e->accepting = false;
+    pool_shutdown(e);
+    for (int p = 0; p < PRIO_COUNT; p++) {
+        struct job *j;
+        while ((j = TAILQ_FIRST(&e->pending[p]))) {
+            pending_remove(e, j);
+            engine_finishf(e, j, JOB_E_SHUTDOWN, "abandoned: the daemon stopped first");
+        }
+    }
+    if (e->started)
+        publish(e);
+}
+
+void engine_free(struct engine *e)
+{
+    if (!e)
+        return;
+    if (e->started)
+        engine_abandon(e);
+    if (e->efd_watch)
+        loop_cancel(e->loop, e->efd_watch);
+    loop_run(e->loop, 0);
+    if (e->efd >= 0)
+        close(e->efd);
+    pool_free(e);
+    dispatch_free(e);
+    for (unsigned k = 0; k < e->nkinds; k++)
+        free_params(&e->kinds[k].params);
+    if (e->started) {
+        slab_destroy(&e->slab);
+        seg_close(&e->seg, true);
+    }
+    free(e);
+}
+
+const struct segment *engine_segment(const struct engine *e)
+{
+    return &e->seg;
+}
+
+int engine_worker_pid(const struct engine *e, unsigned slot)
+{
+    return slot < e->nslots && e->workers ? e->workers[slot].pid : 0;
+}

@@ -1,0 +1,113 @@
+/* engine.h - the job engine: the one entry point through which jobs enter the
+ * pool (from the MQTT routes, the UDP sessions, the tests and the benchmark)
+ * and through which each accepted job gets exactly one outcome.
+ *
+ * The engine owns the shared-memory segment, the worker processes and the
+ * queues. It runs inside the caller's event loop: engine_turn() does one
+ * round of work (collect results, dispatch, timers) and sleeps in the loop
+ * when there is nothing to do.
+ *
+ *   kind = engine_add_kind(e, "echo", "test.echo", NULL);   before start
+ *   engine_start(e);                                        forks the pool
+ *   engine_submit(e, &job, &id)  -> JOB_OK: accepted; job.done runs once later
+ *                                -> any other status: refused, done never runs
+ *   while (...) engine_turn(e, -1);
+ */
+#ifndef MQFORK_SUPERVISOR_ENGINE_H
+#define MQFORK_SUPERVISOR_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conf/config.h"
+#include "proto/job.h"
+
+struct engine;
+struct loop;
+struct segment;
+
+/* How one accepted job ended. Pointers are valid only during the callback. */
+struct engine_outcome {
+    uint64_t id;
+    enum job_status status;
+    const uint8_t *data; /* JOB_OK: the result; otherwise a sentence for a human */
+    size_t len;
+    uint32_t attempts; /* times it was started on a worker */
+    uint64_t wait_ns;  /* accepted -> last started (0 if never started) */
+    uint64_t run_ns;   /* handler run time (0 unless a worker answered) */
+};
+
+typedef void (*engine_done_fn)(void *ctx, const struct engine_outcome *o);
+
+struct engine_job {
+    uint32_t kind;
+    const void *payload;
+    size_t len;
+    const void *stream; /* stream key: jobs with the same kind and key run one at
+                           a time in arrival order and share state; NULL = none */
+    size_t stream_len;
+    enum conf_priority priority;
+    uint32_t timeout_ms;  /* run time allowed per attempt; 0 = 10000 */
+    uint32_t deadline_ms; /* drop as expired if still pending this long; 0 = never */
+    uint32_t retries;     /* re-runs after the job's worker died */
+    engine_done_fn done;
+    void *ctx;
+};
+
+#define ENGINE_STREAM_KEY_MAX 128
+
+/* Create the engine for configuration C (copied), with its segment. The loop
+ * is the caller's; the engine adds its own watches to it. NULL on failure,
+ * logged. */
+struct engine *engine_new(const struct conf *c, struct loop *loop);
+
+/* Register a job kind: NAME for stats, HANDLER from the registry, PARAMS
+ * (copied; NULL = none). Before engine_start only. Returns the kind's index,
+ * or -1 (logged) for an unknown handler, bad params or too many kinds. */
+int engine_add_kind(struct engine *e, const char *name, const char *handler,
+                    const struct conf_params *params);
+
+/* Fork workers.min workers. 0, or -1 (logged). */
+int engine_start(struct engine *e);
+
+/* Offer a job. JOB_OK: accepted, and J->done will run exactly once, from a
+ * later engine_turn() (never from inside this call). Anything else: refused
+ * (JOB_E_OVERLOADED, JOB_E_TOO_LARGE, JOB_E_UNKNOWN_KIND, JOB_E_SHUTDOWN),
+ * counted, and done is not called. */
+enum job_status engine_submit(struct engine *e, const struct engine_job *j, uint64_t *id);
+
+/* One round: collect results, dispatch, run timers and ready loop events;
+ * when there was nothing to do, spin briefly and then sleep in the loop up
+ * to WAIT_NS (< 0: until something happens; 0: never sleep). */
+void engine_turn(struct engine *e, int64_t wait_ns);
+
+/* Jobs accepted and not yet answered. */
+size_t engine_outstanding(const struct engine *e);
+
+/* Workers ready to take jobs now. */
+unsigned engine_live_workers(const struct engine *e);
+
+/* Change the wanted pool size (clamped to [workers.min, workers.max]);
+ * returns the size set. Growth forks at once; shrinking retires idle
+ * workers after their current jobs. */
+unsigned engine_set_target(struct engine *e, unsigned target);
+unsigned engine_target(const struct engine *e);
+
+/* Stop accepting jobs (submit returns JOB_E_SHUTDOWN). */
+void engine_stop_accepting(struct engine *e);
+
+/* Answer every job not yet answered with JOB_E_SHUTDOWN (counted as
+ * abandoned), kill the workers, wait for them. */
+void engine_abandon(struct engine *e);
+
+/* Stop the pool if still running, unlink the segment and free everything. */
+void engine_free(struct engine *e);
+
+/* The segment, for tests and tools that look at the stats it holds. */
+const struct segment *engine_segment(const struct engine *e);
+
+/* Pids of the workers, by slot (0 where none), for tests and drills. */
+int engine_worker_pid(const struct engine *e, unsigned slot);
+
+#endif

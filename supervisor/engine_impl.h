@@ -1,0 +1,205 @@
+/* engine_impl.h - the engine's private state, shared by its three parts:
+ * engine.c (the API, outcomes, stats), dispatch.c (queues, streams, choosing
+ * a worker) and pool.c (forking, deaths, timeouts, recycling, scaling).
+ *
+ * Ownership: a struct job lives in the engine's job pool from submit until
+ * its outcome; at any moment it is in exactly one place - a pending queue, a
+ * stream's waiting list, or one worker's in-flight list - and job->where
+ * says which. */
+#ifndef MQFORK_SUPERVISOR_ENGINE_IMPL_H
+#define MQFORK_SUPERVISOR_ENGINE_IMPL_H
+
+#include <sys/queue.h>
+#include <sys/types.h>
+
+#include "conf/config.h"
+#include "shm/ring.h"
+#include "shm/segment.h"
+#include "shm/slab.h"
+#include "supervisor/engine.h"
+#include "worker/handler.h"
+#include "worker/worker.h"
+
+enum job_where { JOB_FREE, JOB_PENDING, JOB_STREAM_WAIT, JOB_INFLIGHT };
+
+/* Why a worker died, as the supervisor saw it. */
+enum death_cause { DEATH_NONE, DEATH_CRASH, DEATH_TIMEOUT, DEATH_WILD, DEATH_RETIRED };
+
+struct stream;
+
+struct job {
+    TAILQ_ENTRY(job) link;
+    uint64_t id;
+    enum job_where where;
+    uint32_t kind;
+    uint8_t prio;
+    bool sent_fresh; /* its dispatch carried JOB_STREAM_FRESH */
+    uint32_t attempts;
+    uint32_t retries;
+    uint64_t timeout_ns;
+    uint64_t deadline_ns; /* CLOCK_MONOTONIC; 0 = none */
+    uint64_t accepted_ns;
+    uint64_t started_ns; /* when it became the running job of its worker */
+    uint64_t est_ns;     /* run time its worker was charged with at dispatch */
+    uint64_t in_off;
+    uint32_t in_len;
+    uint32_t out_cap;
+    uint64_t out_off; /* SLAB_NONE while not dispatched */
+    struct stream *stream;
+    int worker; /* slot while in flight, else -1 */
+    engine_done_fn done;
+    void *ctx;
+};
+
+TAILQ_HEAD(job_list, job);
+
+struct stream {
+    TAILQ_ENTRY(stream) lru; /* on the idle list while it has no job */
+    struct stream *hnext;    /* hash chain */
+    uint64_t hash;
+    uint32_t kind;
+    uint32_t klen;
+    uint32_t slot; /* its state slot in the segment */
+    bool in_use;
+    bool fresh;         /* state must be initialized by the next job */
+    struct job *active; /* its one job pending or in flight, or NULL */
+    struct job_list waiting;
+    uint64_t last_used_ns;
+    char key[ENGINE_STREAM_KEY_MAX];
+};
+
+TAILQ_HEAD(stream_list, stream);
+
+struct kind {
+    char name[STATS_NAME_LEN];
+    const struct handler *handler;
+    struct conf_params params; /* owned copy */
+    uint32_t out_cap;
+    uint32_t state_size;
+    uint64_t est_ns; /* moving average of run time: what dispatch expects a job to cost */
+    struct stats_kind *stats;
+};
+
+struct worker {
+    struct engine *engine;
+    struct loop_watch *watch; /* on the pidfd */
+    unsigned slot;
+    enum worker_state state;
+    pid_t pid;
+    int pidfd;
+    uint32_t generation;
+    struct ring jobs;         /* we produce */
+    struct ring results;      /* we consume */
+    struct job_list inflight; /* in the order the worker runs them */
+    uint32_t ninflight;
+    uint64_t est_ns;          /* sum of the estimates of its in-flight jobs */
+    uint64_t head_started_ns; /* when the job at the head of inflight started */
+    uint64_t jobs_sent;       /* since it was forked: recycled at workers.max_jobs */
+    bool wake;                /* jobs pushed since the last wake-up */
+    bool retiring;            /* leaves the pool for good when it exits */
+    bool exit_sent;           /* the exit message is in its ring */
+    enum death_cause killed;  /* we sent SIGKILL, and why */
+    uint64_t spawned_ns;
+    uint64_t ready_ns;
+    uint64_t respawn_at_ns; /* in WORKER_BACKOFF: when to fork again */
+    uint32_t crash_streak;  /* deaths in a row of workers that did not live stable_s */
+    uint64_t backoff_ns;
+    uint64_t respawns;
+    uint64_t cpu_ticks; /* last sample from /proc, for CPU % */
+    uint64_t cpu_sampled_ns;
+};
+
+/* Per-second samples of the accepted and answered counters, for rates. */
+#define RATE_SAMPLES 61
+
+struct engine {
+    struct conf_workers wconf;
+    struct conf_limits limits;
+    struct conf_streams sconf;
+    char instance[SEG_INSTANCE_LEN];
+    struct loop *loop;
+    struct segment seg;
+    struct slab slab;
+    int efd; /* workers write it to wake us */
+    struct loop_watch *efd_watch;
+    bool started, accepting;
+
+    struct kind kinds[SEG_MAX_KINDS];
+    unsigned nkinds;
+
+    struct worker *workers;
+    unsigned nslots; /* workers.max */
+    unsigned target;
+
+    struct job *jobs; /* the job pool */
+    size_t njobs;
+    struct job_list free_jobs;
+    size_t outstanding; /* accepted, not yet answered */
+    size_t queued;      /* pending + waiting on a stream */
+    struct job_list pending[PRIO_COUNT];
+    uint64_t next_id;
+
+    struct stream *streams; /* streams.max records */
+    struct stream **buckets;
+    size_t nbuckets;
+    struct stream_list idle_streams; /* least recently used first */
+    struct stream_list free_streams;
+    uint32_t stream_slot_size;
+
+    struct stats_global g; /* private copy, published each turn */
+    bool g_dirty;
+    uint64_t now_ns;
+    uint64_t next_tick_ns;
+    uint64_t next_sample_ns;
+    uint64_t next_expire_ns;
+    uint64_t rate_accepted[RATE_SAMPLES], rate_answered[RATE_SAMPLES];
+    unsigned rate_pos, rate_count;
+};
+
+static inline struct worker *engine_worker(struct engine *e, unsigned slot)
+{
+    return &e->workers[slot];
+}
+
+uint64_t engine_now_ns(void);
+
+/* Make sure the timers run again no later than AT_NS. */
+static inline void engine_wake_at(struct engine *e, uint64_t at_ns)
+{
+    if (at_ns < e->next_tick_ns)
+        e->next_tick_ns = at_ns;
+}
+
+/* engine.c */
+void engine_finish(struct engine *e, struct job *j, enum job_status st, const void *data,
+                   size_t len, uint64_t run_ns);
+void engine_finishf(struct engine *e, struct job *j, enum job_status st, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* dispatch.c */
+int dispatch_init(struct engine *e);
+void dispatch_free(struct engine *e);
+struct stream *stream_get(struct engine *e, uint32_t kind, const void *key, size_t len);
+void stream_release_job(struct engine *e, struct job *j);
+void stream_expire(struct engine *e);
+void pending_push(struct engine *e, struct job *j, bool front);
+void pending_remove(struct engine *e, struct job *j);
+void dispatch(struct engine *e);
+void dispatch_expire(struct engine *e);
+
+/* pool.c */
+int pool_init(struct engine *e);
+void pool_free(struct engine *e);
+int pool_spawn(struct engine *e, struct worker *w);
+bool pool_collect(struct engine *e);
+void pool_tick(struct engine *e);
+void pool_sample(struct engine *e);
+void pool_kill(struct engine *e, struct worker *w, enum death_cause why);
+void pool_retire(struct engine *e, struct worker *w);
+void pool_drain(struct engine *e, struct worker *w);
+bool pool_takes_jobs(const struct worker *w);
+void pool_publish_worker(struct engine *e, struct worker *w);
+void pool_shutdown(struct engine *e);
+void pool_count(struct engine *e);
+
+#endif

@@ -1,0 +1,22 @@
+/* log.h - the daemon's log: one line per event on stderr, which systemd's
+ * journal captures. Under the journal each line carries its priority as a
+ * "<N>" prefix; on a terminal it carries the time and the level's name. */
+#ifndef MQFORK_SUPERVISOR_LOG_H
+#define MQFORK_SUPERVISOR_LOG_H
+
+enum log_level { LOG_LVL_DEBUG, LOG_LVL_INFO, LOG_LVL_WARN, LOG_LVL_ERROR };
+
+/* Only messages at LEVEL or above are written. Returns -1 for an unknown name. */
+int log_set_level_name(const char *name);
+void log_set_level(enum log_level level);
+/* A tag written after the level on each line ("worker 3"); NULL for none. */
+void log_set_tag(const char *tag);
+
+void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define log_debug(...) log_msg(LOG_LVL_DEBUG, __VA_ARGS__)
+#define log_info(...)  log_msg(LOG_LVL_INFO, __VA_ARGS__)
+#define log_warn(...)  log_msg(LOG_LVL_WARN, __VA_ARGS__)
+#define log_error(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,242 @@
+/* main.c - mqforkd: read the configuration, start the engine with one job
+ * kind per route, and run the event loop until a signal says stop.
+ *
+ *   mqforkd -c FILE       run in the foreground (systemd style)
+ *   mqforkd -t -c FILE    check FILE, print every problem, exit 0 or 1
+ *
+ * Signals arrive through a signalfd in the loop, never as handlers:
+ * SIGUSR1 / SIGUSR2 one worker more / fewer, SIGTERM / SIGINT drain and exit
+ * 0, a second one or SIGQUIT exit at once. */
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "conf/config.h"
+#include "supervisor/engine.h"
+#include "supervisor/log.h"
+#include "supervisor/loop.h"
+#include "worker/worker.h"
+
+enum run_state { RUNNING, DRAINING, STOP_NOW };
+
+struct daemon {
+    struct conf conf;
+    struct loop *loop;
+    struct engine *engine;
+    int sfd;
+    enum run_state state;
+    int exit_code;
+    uint64_t drain_deadline_ns;
+};
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: mqforkd [-t] -c FILE\n"
+                 "  -c FILE   configuration file (YAML)\n"
+                 "  -t        check the configuration, print every problem, exit 0 or 1\n"
+                 "  -V        print the version\n"
+                 "  -h        this help\n");
+}
+
+static int check_config(const char *path)
+{
+    struct conf c;
+    struct conf_diags d = {0};
+    int rc = conf_load(path, &c, &d);
+    conf_diags_print(&d, stderr);
+    if (rc == 0) {
+        printf("%s: configuration OK (%zu routes, workers %u..%u)\n", path, c.nroutes,
+               c.workers.min, c.workers.max);
+        conf_free(&c);
+    } else {
+        fprintf(stderr, "%s: %zu problem%s\n", path, d.count, d.count == 1 ? "" : "s");
+    }
+    conf_diags_free(&d);
+    return rc == 0 ? 0 : 1;
+}
+
+static void scale_by(struct daemon *d, int delta)
+{
+    unsigned now = engine_target(d->engine);
+    unsigned want = delta > 0 ? now + 1 : now ? now - 1 : 0;
+    unsigned got = engine_set_target(d->engine, want);
+    if (got == now)
+        log_info("%s ignored: the pool is already at its %s (%u workers)",
+                 delta > 0 ? "SIGUSR1" : "SIGUSR2", delta > 0 ? "maximum" : "minimum", now);
+    else
+        log_info("%s: pool target %u -> %u workers", delta > 0 ? "SIGUSR1" : "SIGUSR2", now, got);
+}
+
+static void begin_drain(struct daemon *d, const char *why)
+{
+    if (d->state != RUNNING) {
+        log_info("%s during the drain: stopping now", why);
+        d->state = STOP_NOW;
+        return;
+    }
+    log_info("%s: draining %zu jobs (at most %.1f s), then exiting", why,
+             engine_outstanding(d->engine), d->conf.shutdown_timeout_s);
+    sd_notify(0, "STOPPING=1");
+    engine_stop_accepting(d->engine);
+    d->state = DRAINING;
+    d->drain_deadline_ns = mono_ns() + (uint64_t)(d->conf.shutdown_timeout_s * 1e9);
+}
+
+static void on_signal(void *ctx, int events)
+{
+    struct daemon *d = ctx;
+    struct signalfd_siginfo si;
+    while (read(d->sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        switch (si.ssi_signo) {
+        case SIGUSR1:
+            scale_by(d, +1);
+            break;
+        case SIGUSR2:
+            scale_by(d, -1);
+            break;
+        case SIGHUP:
+            log_warn("SIGHUP: configuration reload is not supported yet; keeping the current one");
+            break;
+        case SIGTERM:
+        case SIGINT:
+            begin_drain(d, si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+            break;
+        case SIGQUIT:
+            log_info("SIGQUIT: stopping now");
+            d->state = STOP_NOW;
+            d->exit_code = 3;
+            break;
+        }
+    }
+}
+
+static int setup_signals(struct daemon *d)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    int sigs[] = {SIGUSR1, SIGUSR2, SIGHUP, SIGTERM, SIGINT, SIGQUIT};
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        sigaddset(&set, sigs[i]);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    d->sfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (d->sfd < 0 || !loop_watch(d->loop, d->sfd, POLLIN, true, on_signal, d)) {
+        log_error("signalfd: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int add_routes(struct daemon *d)
+{
+    for (size_t i = 0; i < d->conf.nroutes; i++) {
+        const struct conf_route *r = &d->conf.routes[i];
+        if (engine_add_kind(d->engine, r->name, r->job, &r->params) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static bool drain_over(struct daemon *d)
+{
+    if (engine_outstanding(d->engine) == 0)
+        return true;
+    if (mono_ns() < d->drain_deadline_ns)
+        return false;
+    log_warn("shutdown_timeout_s passed with %zu jobs unanswered: abandoning them",
+             engine_outstanding(d->engine));
+    return true;
+}
+
+static void run(struct daemon *d)
+{
+    while (d->state != STOP_NOW) {
+        engine_turn(d->engine, d->state == DRAINING ? 50000000 : -1);
+        if (d->state == DRAINING && drain_over(d))
+            break;
+    }
+}
+
+static int serve(const char *path)
+{
+    struct daemon d = {.sfd = -1};
+    struct conf_diags diags = {0};
+    if (conf_load(path, &d.conf, &diags) < 0) {
+        conf_diags_print(&diags, stderr);
+        conf_diags_free(&diags);
+        return 1;
+    }
+    conf_diags_free(&diags);
+    log_set_level_name(d.conf.log_level);
+    int rc = 1;
+    d.loop = loop_new(256);
+    if (!d.loop) {
+        log_error("io_uring: %s", strerror(errno));
+        goto out;
+    }
+    if (setup_signals(&d) < 0 || !(d.engine = engine_new(&d.conf, d.loop)) || add_routes(&d) < 0 ||
+        engine_start(d.engine) < 0)
+        goto out;
+    log_info("mqforkd %s: instance '%s' running as pid %d with %u workers", MQFORK_VERSION,
+             d.conf.instance, (int)getpid(), d.conf.workers.min);
+    sd_notify(0, "READY=1");
+    run(&d);
+    rc = d.exit_code;
+out:
+    engine_free(d.engine);
+    if (d.sfd >= 0)
+        close(d.sfd);
+    loop_free(d.loop);
+    conf_free(&d.conf);
+    if (rc == 0)
+        log_info("stopped");
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = NULL;
+    bool test_only = false;
+    int opt;
+    proctitle_init(argc, argv);
+    while ((opt = getopt(argc, argv, "c:thV")) != -1) {
+        switch (opt) {
+        case 'c':
+            path = optarg;
+            break;
+        case 't':
+            test_only = true;
+            break;
+        case 'V':
+            printf("mqforkd %s\n", MQFORK_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!path || optind != argc) {
+        fprintf(stderr, "mqforkd: %s\n", !path ? "-c FILE is required" : "unexpected argument");
+        usage(stderr);
+        return 2;
+    }
+    return test_only ? check_config(path) : serve(path);
+}

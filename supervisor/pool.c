@@ -1,0 +1,592 @@
+/* pool.c - the worker processes: fork them, take their answers, notice their
+ * deaths, and decide what happens to the jobs they held.
+ *
+ * A worker's death is reported by the kernel through its pidfd (DESIGN.md,
+ * principle 8). The job at the head of a dead worker's in-flight list is the
+ * one it was running - workers run their ring in order - so only that job is
+ * charged an attempt; the jobs queued behind it go back to the front of
+ * their queues untouched. A hung job is caught by its timeout: the worker is
+ * killed and the job treated as if it had crashed it. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "supervisor/engine_impl.h"
+#include "supervisor/log.h"
+#include "supervisor/loop.h"
+
+#define WORKER_SPIN_NS   50000
+#define BACKOFF_FIRST_NS 10000000 /* second crash in a row: wait 10 ms, then double */
+
+static void on_worker_exit(void *ctx, int events);
+
+int pool_init(struct engine *e)
+{
+    e->workers = calloc(e->nslots, sizeof(*e->workers));
+    if (!e->workers)
+        return -1;
+    for (unsigned i = 0; i < e->nslots; i++) {
+        struct worker *w = &e->workers[i];
+        w->engine = e;
+        w->slot = i;
+        w->pidfd = -1;
+        TAILQ_INIT(&w->inflight);
+    }
+    return 0;
+}
+
+void pool_free(struct engine *e)
+{
+    free(e->workers);
+    e->workers = NULL;
+}
+
+bool pool_takes_jobs(const struct worker *w)
+{
+    return (w->state == WORKER_IDLE || w->state == WORKER_BUSY) && !w->killed;
+}
+
+void pool_publish_worker(struct engine *e, struct worker *w)
+{
+    struct stats_worker *s = &e->seg.workers_stats[w->slot];
+    seqlock_write_begin(&s->lock);
+    s->pid = w->pid;
+    s->state = w->state;
+    s->generation = w->generation;
+    s->inflight = w->ninflight;
+    s->started_ns = w->spawned_ns;
+    s->respawns = w->respawns;
+    s->backoff_ms = w->backoff_ns / 1000000;
+    seqlock_write_end(&s->lock);
+}
+
+void pool_count(struct engine *e)
+{
+    unsigned live = 0, busy = 0, idle = 0;
+    for (unsigned i = 0; i < e->nslots; i++) {
+        const struct worker *w = &e->workers[i];
+        if (w->pid <= 0 || w->state == WORKER_STARTING)
+            continue;
+        live++;
+        busy += w->ninflight > 0;
+        idle += w->ninflight == 0;
+    }
+    e->g.workers_live = live;
+    e->g.workers_busy = busy;
+    e->g.workers_idle = idle;
+}
+
+/* A slot's rings and control word start clean for each new worker: a dead
+ * worker can only have wedged its own pair (DESIGN.md, principle 2). */
+static void reset_slot(struct engine *e, struct worker *w)
+{
+    uint32_t cap = e->seg.hdr->ring_cap;
+    ring_reset(seg_job_ring(&e->seg, w->slot));
+    ring_reset(seg_result_ring(&e->seg, w->slot));
+    ring_attach(&w->jobs, seg_job_ring(&e->seg, w->slot), cap, sizeof(struct job_desc), true);
+    ring_attach(&w->results, seg_result_ring(&e->seg, w->slot), cap, sizeof(struct result_desc),
+                false);
+    struct seg_worker_ctl *ctl = seg_worker_ctl(&e->seg, w->slot);
+    atomic_store(&ctl->ready, 0);
+    ctl->generation = ++w->generation;
+    struct stats_worker *s = &e->seg.workers_stats[w->slot];
+    seqlock_write_begin(&s->self_lock);
+    s->cur_start_ns = 0;
+    s->jobs_done = 0;
+    s->failures = 0;
+    seqlock_write_end(&s->self_lock);
+    w->killed = DEATH_NONE;
+    w->exit_sent = false;
+    w->jobs_sent = 0;
+    w->ninflight = 0;
+    w->est_ns = 0;
+}
+
+static void fork_worker(struct engine *e, struct worker *w)
+{
+    struct worker_kind kinds[SEG_MAX_KINDS];
+    for (unsigned k = 0; k < e->nkinds; k++)
+        kinds[k] = (struct worker_kind){e->kinds[k].handler, &e->kinds[k].params};
+    struct worker_args args = {
+        .seg = &e->seg,
+        .slot = w->slot,
+        .generation = w->generation,
+        .efd = e->efd,
+        .kinds = kinds,
+        .nkinds = e->nkinds,
+        .spin_ns = WORKER_SPIN_NS,
+    };
+    worker_main(&args);
+}
+
+int pool_spawn(struct engine *e, struct worker *w)
+{
+    reset_slot(e, w);
+    pid_t pid = fork();
+    if (pid < 0) {
+        log_error("worker %u: fork failed: %s", w->slot, strerror(errno));
+        return -1;
+    }
+    if (pid == 0)
+        fork_worker(e, w);
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd < 0) {
+        log_error("worker %u: pidfd_open failed: %s", w->slot, strerror(errno));
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        return -1;
+    }
+    w->pid = pid;
+    w->pidfd = pidfd;
+    w->watch = loop_watch(e->loop, pidfd, POLLIN, false, on_worker_exit, w);
+    w->state = WORKER_STARTING;
+    w->spawned_ns = engine_now_ns();
+    w->ready_ns = 0;
+    e->g.spawned++;
+    e->g_dirty = true;
+    pool_publish_worker(e, w);
+    log_debug("worker %u: started as pid %d", w->slot, (int)pid);
+    return 0;
+}
+
+void pool_kill(struct engine *e, struct worker *w, enum death_cause why)
+{
+    if (w->killed || w->pid <= 0)
+        return;
+    w->killed = why;
+    kill(w->pid, SIGKILL);
+    if (why == DEATH_TIMEOUT) {
+        e->g.timed_out++;
+        e->g.killed_timeout++;
+        e->g_dirty = true;
+    }
+}
+
+/* Ask W to exit once it has answered what it holds (recycling, retiring). */
+void pool_drain(struct engine *e, struct worker *w)
+{
+    if (w->exit_sent || w->killed || w->pid <= 0)
+        return;
+    struct job_desc d = {.kind = WORKER_EXIT_KIND};
+    if (!ring_push(&w->jobs, &d)) {
+        pool_kill(e, w, DEATH_WILD);
+        return;
+    }
+    ring_wake(&w->jobs);
+    w->exit_sent = true;
+    w->state = WORKER_DRAINING;
+    pool_publish_worker(e, w);
+}
+
+void pool_retire(struct engine *e, struct worker *w)
+{
+    w->retiring = true;
+    if (w->state == WORKER_STARTING || w->state == WORKER_BACKOFF) {
+        pool_kill(e, w, DEATH_RETIRED);
+        if (w->state == WORKER_BACKOFF) {
+            w->state = WORKER_EMPTY;
+            w->retiring = false;
+            pool_publish_worker(e, w);
+        }
+        return;
+    }
+    pool_drain(e, w);
+}
+
+static void update_estimate(struct kind *k, uint64_t run_ns)
+{
+    /* A moving average over about the last eight jobs. */
+    k->est_ns = k->est_ns - k->est_ns / 8 + run_ns / 8;
+    if (k->est_ns == 0)
+        k->est_ns = 1;
+}
+
+/* One answer from W. Anything that does not fit what we sent marks the
+ * worker wild: it is killed and its jobs handled as after a crash. */
+static void on_result(struct engine *e, struct worker *w, const struct result_desc *r)
+{
+    struct job *j = TAILQ_FIRST(&w->inflight);
+    if (!j || r->id != j->id || r->status > JOB_E_FAILED || r->out_len > j->out_cap) {
+        e->g.late_results++;
+        log_warn("worker %u (pid %d) answered a job it was not running; killing it", w->slot,
+                 (int)w->pid);
+        pool_kill(e, w, DEATH_WILD);
+        return;
+    }
+    TAILQ_REMOVE(&w->inflight, j, link);
+    w->ninflight--;
+    w->est_ns -= j->est_ns;
+    uint64_t ran_for = e->now_ns - w->head_started_ns;
+    uint64_t run_ns = r->run_ns < ran_for ? r->run_ns : ran_for;
+    update_estimate(&e->kinds[j->kind], run_ns);
+    struct job *next = TAILQ_FIRST(&w->inflight);
+    if (next) {
+        w->head_started_ns = e->now_ns;
+        next->started_ns = e->now_ns;
+    } else if (w->state == WORKER_BUSY) {
+        w->state = WORKER_IDLE;
+        pool_publish_worker(e, w);
+    }
+    engine_finish(e, j, (enum job_status)r->status, slab_ptr(&e->slab, j->out_off), r->out_len,
+                  run_ns);
+}
+
+static bool collect_worker(struct engine *e, struct worker *w)
+{
+    struct result_desc r;
+    bool any = false;
+    int rc;
+    while (!w->killed && (rc = ring_pop(&w->results, &r)) != 0) {
+        if (rc < 0) {
+            log_warn("worker %u (pid %d) corrupted its result ring; killing it", w->slot,
+                     (int)w->pid);
+            pool_kill(e, w, DEATH_WILD);
+            break;
+        }
+        on_result(e, w, &r);
+        any = true;
+    }
+    return any;
+}
+
+bool pool_collect(struct engine *e)
+{
+    bool any = false;
+    for (unsigned i = 0; i < e->nslots; i++) {
+        struct worker *w = &e->workers[i];
+        if (w->pid <= 0)
+            continue;
+        if (w->state == WORKER_STARTING) {
+            if (!atomic_load(&seg_worker_ctl(&e->seg, i)->ready))
+                continue;
+            w->state = w->retiring ? WORKER_DRAINING : WORKER_IDLE;
+            w->ready_ns = e->now_ns;
+            pool_publish_worker(e, w);
+            log_debug("worker %u: ready after %.1f ms", i,
+                      (double)(e->now_ns - w->spawned_ns) / 1e6);
+            any = true;
+        }
+        any |= collect_worker(e, w);
+    }
+    return any;
+}
+
+/* ---- deaths ----------------------------------------------------------- */
+
+static void requeue(struct engine *e, struct job *j)
+{
+    if (j->out_off != SLAB_NONE) {
+        slab_free(&e->slab, j->out_off);
+        j->out_off = SLAB_NONE;
+    }
+    j->worker = -1;
+    e->queued++;
+    pending_push(e, j, true);
+}
+
+/* The jobs W held when it died. REASON is set when its running job is to
+ * blame; then that job is charged an attempt, the others are not. */
+static void rescue_jobs(struct engine *e, struct worker *w, const char *reason)
+{
+    struct job *culprit = reason ? TAILQ_FIRST(&w->inflight) : NULL;
+    /* Tail first, each to the front of its queue: their order is kept. */
+    struct job *j;
+    while ((j = TAILQ_LAST(&w->inflight, job_list))) {
+        TAILQ_REMOVE(&w->inflight, j, link);
+        if (j->stream && j->sent_fresh)
+            j->stream->fresh = true;
+        if (j != culprit) {
+            j->attempts--;
+            requeue(e, j);
+            continue;
+        }
+        if (j->stream) {
+            /* It may have died halfway through changing the stream's state. */
+            j->stream->fresh = true;
+            e->g.stream_resets++;
+        }
+        if (j->attempts > j->retries) {
+            engine_finishf(e, j, JOB_E_QUARANTINED, "%s (attempt %u of %u)", reason, j->attempts,
+                           j->retries + 1);
+        } else {
+            e->g.retried++;
+            requeue(e, j);
+        }
+    }
+    w->ninflight = 0;
+    w->est_ns = 0;
+}
+
+static void record_crash(struct engine *e, struct worker *w, const siginfo_t *si)
+{
+    struct stats_events *ev = e->seg.events;
+    const struct job *j = TAILQ_FIRST(&w->inflight);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    seqlock_write_begin(&ev->lock);
+    struct stats_crash *c = &ev->crash[ev->crashes % STATS_RING_LEN];
+    c->time_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+    c->slot = w->slot;
+    c->pid = w->pid;
+    c->signal = si->si_code == CLD_EXITED ? 0 : si->si_status;
+    c->exit_code = si->si_code == CLD_EXITED ? si->si_status : 0;
+    snprintf(c->kind, sizeof(c->kind), "%s", j ? e->kinds[j->kind].name : "");
+    ev->crashes++;
+    seqlock_write_end(&ev->lock);
+}
+
+static void describe_death(const struct worker *w, const siginfo_t *si, const struct engine *e,
+                           char *buf, size_t len)
+{
+    const struct job *j = TAILQ_FIRST(&w->inflight);
+    if (w->killed == DEATH_TIMEOUT && j)
+        snprintf(buf, len, "timeout: ran past %" PRIu64 " ms", j->timeout_ns / 1000000);
+    else if (w->killed == DEATH_WILD)
+        snprintf(buf, len, "crashed: worker broke the ring protocol");
+    else if (si->si_code == CLD_EXITED && si->si_status == WORKER_EXIT_SETUP)
+        snprintf(buf, len, "crashed: handler set-up failed");
+    else if (si->si_code == CLD_EXITED)
+        snprintf(buf, len, "crashed: exit %d", si->si_status);
+    else
+        snprintf(buf, len, "crashed: signal %d", si->si_status);
+    (void)e;
+}
+
+/* When W's slot may fork again: at once after a worker that lived a while,
+ * with a doubling delay while the slot keeps dying young. */
+static void schedule_respawn(struct engine *e, struct worker *w, bool crashed)
+{
+    uint64_t lived = e->now_ns - w->spawned_ns;
+    if (!crashed || lived >= (uint64_t)(e->wconf.stable_s * 1e9))
+        w->crash_streak = 0;
+    if (crashed)
+        w->crash_streak++;
+    uint64_t cap = (uint64_t)(e->wconf.backoff_max_s * 1e9);
+    uint64_t delay = 0;
+    if (w->crash_streak > 1) {
+        unsigned shift = w->crash_streak - 2 < 30 ? w->crash_streak - 2 : 30;
+        delay = BACKOFF_FIRST_NS << shift;
+        if (delay > cap)
+            delay = cap;
+    }
+    w->backoff_ns = delay;
+    w->respawns++;
+    if (delay == 0) {
+        if (pool_spawn(e, w) == 0)
+            return;
+        delay = BACKOFF_FIRST_NS;
+    }
+    log_warn("worker %u keeps dying (%u in a row): next start in %" PRIu64 " ms", w->slot,
+             w->crash_streak, delay / 1000000);
+    w->state = WORKER_BACKOFF;
+    w->respawn_at_ns = e->now_ns + delay;
+    engine_wake_at(e, w->respawn_at_ns);
+    pool_publish_worker(e, w);
+}
+
+static void reap(struct engine *e, struct worker *w)
+{
+    siginfo_t si = {0};
+    if (waitid(P_PIDFD, (id_t)w->pidfd, &si, WEXITED) < 0) {
+        log_error("worker %u: waitid: %s", w->slot, strerror(errno));
+        return;
+    }
+    close(w->pidfd);
+    w->pidfd = -1;
+    e->now_ns = engine_now_ns();
+    /* Answers it pushed before it died are good, unless we had given up on it. */
+    if (!w->killed)
+        collect_worker(e, w);
+    else
+        e->g.late_results += ring_has_data(&w->results);
+    bool clean = w->exit_sent && !w->killed && si.si_code == CLD_EXITED && si.si_status == 0 &&
+                 w->ninflight == 0;
+    char reason[96] = "";
+    if (!clean) {
+        describe_death(w, &si, e, reason, sizeof(reason));
+        if (w->killed != DEATH_TIMEOUT && w->killed != DEATH_RETIRED)
+            e->g.crashed++;
+        record_crash(e, w, &si);
+        log_warn("worker %u (pid %d) %s%s", w->slot, (int)w->pid, reason,
+                 TAILQ_EMPTY(&w->inflight) ? "" : "; its jobs go to other workers");
+    }
+    rescue_jobs(e, w, clean || w->killed == DEATH_RETIRED ? NULL : reason);
+    w->pid = 0;
+    e->g_dirty = true;
+    if (w->retiring) {
+        w->retiring = false;
+        w->state = WORKER_EMPTY;
+        pool_publish_worker(e, w);
+        return;
+    }
+    if (clean)
+        e->g.recycled++;
+    schedule_respawn(e, w, !clean);
+}
+
+static void on_worker_exit(void *ctx, int events)
+{
+    struct worker *w = ctx;
+    w->watch = NULL; /* a one-shot watch is gone once it fired */
+    if (w->pidfd >= 0)
+        reap(w->engine, w);
+}
+
+/* ---- timers ----------------------------------------------------------- */
+
+/* Keep the number of workers in use at the target: fork into empty slots. */
+static void fill_to_target(struct engine *e)
+{
+    unsigned used = 0;
+    for (unsigned i = 0; i < e->nslots; i++)
+        used += e->workers[i].state != WORKER_EMPTY && !e->workers[i].retiring;
+    for (unsigned i = 0; i < e->nslots && used < e->target; i++) {
+        struct worker *w = &e->workers[i];
+        if (w->state == WORKER_EMPTY && w->pid <= 0 && pool_spawn(e, w) == 0)
+            used++;
+    }
+}
+
+void pool_tick(struct engine *e)
+{
+    for (unsigned i = 0; i < e->nslots; i++) {
+        struct worker *w = &e->workers[i];
+        if (w->state == WORKER_BACKOFF && e->now_ns >= w->respawn_at_ns) {
+            if (pool_spawn(e, w) < 0)
+                w->respawn_at_ns = e->now_ns + BACKOFF_FIRST_NS;
+            continue;
+        }
+        const struct job *head = TAILQ_FIRST(&w->inflight);
+        if (head && !w->killed && e->now_ns - w->head_started_ns > head->timeout_ns) {
+            log_warn("worker %u (pid %d): job %" PRIu64 " (%s) ran past its %" PRIu64
+                     " ms timeout; killing the worker",
+                     w->slot, (int)w->pid, head->id, e->kinds[head->kind].name,
+                     head->timeout_ns / 1000000);
+            pool_kill(e, w, DEATH_TIMEOUT);
+        }
+    }
+    fill_to_target(e);
+}
+
+/* CPU and memory of each worker, as the kernel counts them: /proc is
+ * trusted, a worker's word about itself is not. */
+static void sample_worker(struct engine *e, struct worker *w)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)w->pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    char *p = n > 0 ? (buf[n] = '\0', strrchr(buf, ')')) : NULL;
+    unsigned long long utime = 0, stime = 0;
+    long rss_pages = 0;
+    /* after ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt
+     * cmajflt utime stime cutime cstime priority nice threads itreal starttime
+     * vsize rss */
+    if (!p || sscanf(p + 2,
+                     "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d "
+                     "%*d %*d %*u %*u %ld",
+                     &utime, &stime, &rss_pages) != 3)
+        return;
+    long hz = sysconf(_SC_CLK_TCK);
+    uint64_t ticks = utime + stime;
+    uint64_t dt = e->now_ns - w->cpu_sampled_ns;
+    uint32_t permille = 0;
+    if (w->cpu_sampled_ns && dt && ticks >= w->cpu_ticks)
+        permille = (uint32_t)((ticks - w->cpu_ticks) * 1000000000000ull / (uint64_t)hz / dt);
+    w->cpu_ticks = ticks;
+    w->cpu_sampled_ns = e->now_ns;
+    uint64_t rss_kb = (uint64_t)rss_pages * (uint64_t)(sysconf(_SC_PAGESIZE) / 1024);
+
+    struct stats_worker *s = &e->seg.workers_stats[w->slot];
+    seqlock_write_begin(&s->lock);
+    s->cpu_permille = permille;
+    s->rss_kb = rss_kb;
+    s->cpu_ns = ticks * (1000000000ull / (uint64_t)hz);
+    s->inflight = w->ninflight;
+    seqlock_write_end(&s->lock);
+
+    if (e->wconf.max_rss_mb && rss_kb > (uint64_t)e->wconf.max_rss_mb * 1024 && !w->exit_sent) {
+        log_info("worker %u (pid %d) uses %" PRIu64 " MiB, above workers.max_rss_mb: recycling it",
+                 w->slot, (int)w->pid, rss_kb / 1024);
+        pool_drain(e, w);
+    }
+}
+
+void pool_sample(struct engine *e)
+{
+    for (unsigned i = 0; i < e->nslots; i++) {
+        struct worker *w = &e->workers[i];
+        if (w->pid > 0 && w->state != WORKER_STARTING)
+            sample_worker(e, w);
+    }
+}
+
+/* ---- scaling and shutdown --------------------------------------------- */
+
+unsigned engine_set_target(struct engine *e, unsigned target)
+{
+    if (target < e->wconf.min)
+        target = e->wconf.min;
+    if (target > e->wconf.max)
+        target = e->wconf.max;
+    e->target = target;
+    unsigned used = 0;
+    for (unsigned i = 0; i < e->nslots; i++)
+        used += e->workers[i].state != WORKER_EMPTY && !e->workers[i].retiring;
+    /* Retire from the top, idle workers first, then whoever finishes next. */
+    for (int pass = 0; pass < 2 && used > target; pass++) {
+        for (unsigned i = e->nslots; i-- > 0 && used > target;) {
+            struct worker *w = &e->workers[i];
+            if (w->state == WORKER_EMPTY || w->retiring || (pass == 0 && w->ninflight))
+                continue;
+            pool_retire(e, w);
+            used--;
+        }
+    }
+    fill_to_target(e);
+    e->g_dirty = true;
+    return target;
+}
+
+/* Kill every worker and wait for it; what it held is abandoned. */
+void pool_shutdown(struct engine *e)
+{
+    for (unsigned i = 0; i < e->nslots; i++) {
+        struct worker *w = &e->workers[i];
+        if (w->pid > 0)
+            kill(w->pid, SIGKILL);
+    }
+    for (unsigned i = 0; i < e->nslots; i++) {
+        struct worker *w = &e->workers[i];
+        if (w->watch) {
+            loop_cancel(e->loop, w->watch);
+            w->watch = NULL;
+        }
+        if (w->pidfd >= 0) {
+            siginfo_t si;
+            waitid(P_PIDFD, (id_t)w->pidfd, &si, WEXITED);
+            close(w->pidfd);
+            w->pidfd = -1;
+        }
+        struct job *j;
+        while ((j = TAILQ_FIRST(&w->inflight))) {
+            TAILQ_REMOVE(&w->inflight, j, link);
+            engine_finishf(e, j, JOB_E_SHUTDOWN, "abandoned: the daemon stopped first");
+        }
+        w->pid = 0;
+        w->ninflight = 0;
+        w->state = WORKER_EMPTY;
+        pool_publish_worker(e, w);
+    }
+}

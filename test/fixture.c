@@ -1,0 +1,149 @@
+/* fixture.c - see fixture.h. */
+#include "test/fixture.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shm/segment.h"
+#include "supervisor/log.h"
+#include "supervisor/loop.h"
+
+double fixture_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void fixture_init(struct fixture *f, const char *name, size_t nrecs)
+{
+    memset(f, 0, sizeof(*f));
+    conf_defaults(&f->conf);
+    char instance[64];
+    snprintf(instance, sizeof(instance), "%s-%d", name, (int)getpid());
+    free(f->conf.instance);
+    f->conf.instance = strdup(instance);
+    f->conf.workers.min = 2;
+    f->conf.workers.max = 4;
+    f->conf.limits.slab_mb = 16;
+    f->nrecs = nrecs;
+    f->recs = calloc(nrecs ? nrecs : 1, sizeof(*f->recs));
+    for (size_t i = 0; i < nrecs; i++)
+        f->recs[i].f = f;
+    if (!getenv("MQFORK_TEST_VERBOSE"))
+        log_set_level(LOG_LVL_ERROR);
+}
+
+static int must_kind(struct fixture *f, const char *handler)
+{
+    int k = engine_add_kind(f->e, handler, handler, NULL);
+    if (k < 0) {
+        fprintf(stderr, "fixture: cannot add kind %s\n", handler);
+        exit(1);
+    }
+    return k;
+}
+
+void fixture_start(struct fixture *f)
+{
+    f->loop = loop_new(256);
+    f->e = f->loop ? engine_new(&f->conf, f->loop) : NULL;
+    if (!f->e) {
+        fprintf(stderr, "fixture: cannot create the engine\n");
+        exit(1);
+    }
+    f->echo = must_kind(f, "test.echo");
+    f->spin = must_kind(f, "test.spin");
+    f->crash = must_kind(f, "test.crash");
+    f->hang = must_kind(f, "test.hang");
+    if (engine_start(f->e) < 0) {
+        fprintf(stderr, "fixture: engine_start failed\n");
+        exit(1);
+    }
+    if (!fixture_run_until(f, fixture_pool_ready, NULL, 10)) {
+        fprintf(stderr, "fixture: pool not ready in 10 s\n");
+        exit(1);
+    }
+}
+
+void fixture_free(struct fixture *f)
+{
+    engine_free(f->e);
+    loop_free(f->loop);
+    conf_free(&f->conf);
+    free(f->recs);
+}
+
+static void on_done(void *ctx, const struct engine_outcome *o)
+{
+    struct record *r = ctx;
+    r->outcomes++;
+    r->status = o->status;
+    r->attempts = o->attempts;
+    r->order = ++r->f->answered;
+    r->len = o->len;
+    size_t n = o->len < sizeof(r->data) - 1 ? o->len : sizeof(r->data) - 1;
+    memcpy(r->data, o->data, n);
+    r->data[n] = '\0';
+}
+
+enum job_status fixture_submit(struct fixture *f, size_t idx, int kind, const void *payload,
+                               size_t len, const char *stream, enum conf_priority prio,
+                               uint32_t timeout_ms, uint32_t retries)
+{
+    struct engine_job j = {
+        .kind = (uint32_t)kind,
+        .payload = payload,
+        .len = len,
+        .stream = stream,
+        .stream_len = stream ? strlen(stream) : 0,
+        .priority = prio,
+        .timeout_ms = timeout_ms,
+        .retries = retries,
+        .done = on_done,
+        .ctx = idx < f->nrecs ? &f->recs[idx] : NULL,
+    };
+    if (!j.ctx)
+        j.done = NULL;
+    return engine_submit(f->e, &j, NULL);
+}
+
+bool fixture_run_until(struct fixture *f, bool (*cond)(struct fixture *, void *), void *arg,
+                       double limit_s)
+{
+    double end = fixture_now() + limit_s;
+    while (!cond(f, arg)) {
+        if (fixture_now() > end)
+            return false;
+        engine_turn(f->e, 10000000);
+    }
+    return true;
+}
+
+bool fixture_all_answered(struct fixture *f, void *n_submitted)
+{
+    return f->answered >= *(size_t *)n_submitted && engine_outstanding(f->e) == 0;
+}
+
+bool fixture_pool_ready(struct fixture *f, void *unused)
+{
+    return engine_live_workers(f->e) >= engine_target(f->e);
+}
+
+bool fixture_each_once(const struct fixture *f, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (f->recs[i].outcomes != 1)
+            return false;
+    return true;
+}
+
+void fixture_stats(const struct fixture *f, struct stats_global *out)
+{
+    const struct segment *s = engine_segment(f->e);
+    while (!seqlock_read(&s->global->lock, out, s->global, sizeof(*out), 1000))
+        ;
+}

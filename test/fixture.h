@@ -1,0 +1,65 @@
+/* fixture.h - an engine inside the test process, with the drill handlers as
+ * job kinds and a record of every outcome, for the integration tests and
+ * the benchmark. The test process is the supervisor: its workers are real
+ * forked processes, their deaths real signals. */
+#ifndef MQFORK_TEST_FIXTURE_H
+#define MQFORK_TEST_FIXTURE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conf/config.h"
+#include "shm/stats.h"
+#include "supervisor/engine.h"
+
+struct fixture;
+
+/* What happened to one submitted job. */
+struct record {
+    struct fixture *f;
+    int outcomes; /* must end as exactly 1 */
+    enum job_status status;
+    uint32_t attempts;
+    uint64_t order; /* position among all outcomes, from 1 */
+    size_t len;
+    char data[64]; /* start of the result or error text */
+};
+
+struct fixture {
+    struct conf conf; /* adjust between fixture_init and fixture_start */
+    struct loop *loop;
+    struct engine *e;
+    int echo, spin, crash, hang; /* kind indices */
+    struct record *recs;
+    size_t nrecs;
+    uint64_t answered;
+};
+
+/* Defaults for a small pool, instance named after the test and its pid. */
+void fixture_init(struct fixture *f, const char *name, size_t nrecs);
+void fixture_start(struct fixture *f);
+void fixture_free(struct fixture *f);
+
+/* Submit job number IDX (its outcome lands in recs[IDX]). */
+enum job_status fixture_submit(struct fixture *f, size_t idx, int kind, const void *payload,
+                               size_t len, const char *stream, enum conf_priority prio,
+                               uint32_t timeout_ms, uint32_t retries);
+
+/* Turn the engine until COND(f, arg) holds or LIMIT_S passes; returns COND. */
+bool fixture_run_until(struct fixture *f, bool (*cond)(struct fixture *, void *), void *arg,
+                       double limit_s);
+
+/* Conditions for fixture_run_until. */
+bool fixture_all_answered(struct fixture *f, void *n_submitted);
+bool fixture_pool_ready(struct fixture *f, void *unused);
+
+/* Every record below N has exactly one outcome. */
+bool fixture_each_once(const struct fixture *f, size_t n);
+
+/* A consistent copy of the global statistics. */
+void fixture_stats(const struct fixture *f, struct stats_global *out);
+
+double fixture_now(void);
+
+#endif

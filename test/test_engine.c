@@ -1,0 +1,335 @@
+/* test_engine.c - the engine through its C API with real worker processes:
+ * round trip, order within a stream, priority order, refusals, every kind of
+ * crash mid-job, hang -> timeout -> retry -> quarantine, crash-loop backoff,
+ * and recycling by job count and by RSS. Each test checks that every job
+ * accepted got exactly one outcome. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "shm/segment.h"
+#include "test/fixture.h"
+#include "test/t.h"
+
+static void test_round_trip(void)
+{
+    struct fixture f;
+    enum { N = 2000 };
+    fixture_init(&f, "rt", N);
+    fixture_start(&f);
+    char payload[N][32];
+    for (size_t i = 0; i < N; i++) {
+        snprintf(payload[i], sizeof(payload[i]), "job %zu", i);
+        T_CHECK(fixture_submit(&f, i, f.echo, payload[i], strlen(payload[i]), NULL, PRIO_NORMAL, 0,
+                               0) == JOB_OK,
+                "job %zu accepted", i);
+    }
+    size_t n = N;
+    T_CHECK(fixture_run_until(&f, fixture_all_answered, &n, 20), "all %d answered", N);
+    T_CHECK(fixture_each_once(&f, N), "each job answered exactly once");
+    size_t wrong = 0;
+    for (size_t i = 0; i < N; i++)
+        wrong += f.recs[i].status != JOB_OK || strcmp(f.recs[i].data, payload[i]) != 0;
+    T_CHECK(wrong == 0, "%zu echoes differ from their input", wrong);
+    struct stats_global g;
+    fixture_stats(&f, &g);
+    T_CHECK(g.accepted == N && g.completed == N && g.failed == 0,
+            "stats: accepted %lu completed %lu failed %lu", (unsigned long)g.accepted,
+            (unsigned long)g.completed, (unsigned long)g.failed);
+    fixture_free(&f);
+}
+
+/* Jobs of one stream complete in the order they arrived, even with
+ * several workers free and jobs of different lengths. */
+static void test_stream_order(void)
+{
+    struct fixture f;
+    enum { STREAMS = 6, PER = 60, N = STREAMS * PER };
+    fixture_init(&f, "order", N);
+    f.conf.workers.min = 3;
+    fixture_start(&f);
+    char spin[N][8];
+    for (size_t i = 0; i < N; i++) {
+        char stream[16];
+        snprintf(stream, sizeof(stream), "dev%zu", i % STREAMS);
+        /* alternate short and long jobs so a free-for-all would reorder them */
+        snprintf(spin[i], sizeof(spin[i]), "%d", (i / STREAMS) % 2 ? 20 : 300);
+        T_REQUIRE(fixture_submit(&f, i, f.spin, spin[i], strlen(spin[i]), stream, PRIO_NORMAL, 0,
+                                 0) == JOB_OK,
+                  "job %zu accepted", i);
+    }
+    size_t n = N;
+    T_CHECK(fixture_run_until(&f, fixture_all_answered, &n, 30), "all answered");
+    T_CHECK(fixture_each_once(&f, N), "each job answered exactly once");
+    size_t out_of_order = 0;
+    for (size_t i = STREAMS; i < N; i++)
+        out_of_order += f.recs[i].order < f.recs[i - STREAMS].order;
+    T_CHECK(out_of_order == 0, "%zu jobs overtook an earlier job of their stream", out_of_order);
+    fixture_free(&f);
+}
+
+/* With the only worker busy, queued jobs leave high first, then normal,
+ * then low, each class in arrival order. */
+static void test_priority_order(void)
+{
+    struct fixture f;
+    enum { PER = 20, N = 1 + 3 * PER };
+    fixture_init(&f, "prio", N);
+    f.conf.workers.min = f.conf.workers.max = 1;
+    f.conf.workers.inflight = 1;
+    fixture_start(&f);
+    T_REQUIRE(fixture_submit(&f, 0, f.spin, "100000", 6, NULL, PRIO_NORMAL, 0, 0) == JOB_OK,
+              "blocker accepted");
+    engine_turn(f.e, 0); /* the blocker goes out; the rest queues behind it */
+    static const enum conf_priority order[] = {PRIO_LOW, PRIO_NORMAL, PRIO_HIGH};
+    for (size_t i = 1; i < N; i++)
+        T_REQUIRE(fixture_submit(&f, i, f.echo, "x", 1, NULL, order[i % 3], 0, 0) == JOB_OK,
+                  "job %zu accepted", i);
+    size_t n = N;
+    T_CHECK(fixture_run_until(&f, fixture_all_answered, &n, 20), "all answered");
+    size_t bad = 0;
+    for (size_t i = 1; i < N; i++)
+        for (size_t k = 1; k < N; k++) {
+            enum conf_priority pi = order[i % 3], pk = order[k % 3];
+            bool should_precede = pi < pk || (pi == pk && i < k);
+            bad += should_precede && f.recs[i].order > f.recs[k].order;
+        }
+    T_CHECK(bad == 0, "%zu pairs answered against priority or arrival order", bad);
+    fixture_free(&f);
+}
+
+/* Past max_pending a job is refused, counted, and never answered; too large
+ * and unknown kinds likewise. What was accepted is still answered. */
+static void test_refusals(void)
+{
+    struct fixture f;
+    enum { N = 300 };
+    fixture_init(&f, "refuse", N);
+    f.conf.workers.min = f.conf.workers.max = 1;
+    f.conf.workers.inflight = 1;
+    f.conf.limits.max_pending = 100;
+    f.conf.limits.max_payload = 1024;
+    fixture_start(&f);
+    T_REQUIRE(fixture_submit(&f, 0, f.spin, "50000", 5, NULL, PRIO_NORMAL, 0, 0) == JOB_OK,
+              "blocker");
+    engine_turn(f.e, 0);
+    size_t accepted = 1, overloaded = 0;
+    for (size_t i = 1; i < N; i++) {
+        enum job_status st = fixture_submit(&f, i, f.echo, "y", 1, NULL, PRIO_NORMAL, 0, 0);
+        accepted += st == JOB_OK;
+        overloaded += st == JOB_E_OVERLOADED;
+    }
+    T_CHECK(accepted == 101 && overloaded == N - 101,
+            "100 queued + 1 running accepted (got %zu), the rest overloaded (got %zu)", accepted,
+            overloaded);
+    static char big[2048];
+    T_CHECK(fixture_submit(&f, N, f.echo, big, sizeof(big), NULL, PRIO_NORMAL, 0, 0) ==
+                JOB_E_TOO_LARGE,
+            "2048 bytes over a 1024 limit is too_large");
+    T_CHECK(fixture_submit(&f, N, 99, "z", 1, NULL, PRIO_NORMAL, 0, 0) == JOB_E_UNKNOWN_KIND,
+            "kind 99 is unknown");
+    T_CHECK(fixture_run_until(&f, fixture_all_answered, &accepted, 20), "accepted answered");
+    size_t answered = 0, twice = 0;
+    for (size_t i = 0; i < N; i++) {
+        answered += f.recs[i].outcomes == 1;
+        twice += f.recs[i].outcomes > 1;
+    }
+    T_CHECK(answered == accepted && twice == 0, "answered %zu of %zu, %zu twice", answered,
+            accepted, twice);
+    struct stats_global g;
+    fixture_stats(&f, &g);
+    T_CHECK(g.refused[JOB_E_OVERLOADED] == overloaded && g.refused[JOB_E_TOO_LARGE] == 1 &&
+                g.refused[JOB_E_UNKNOWN_KIND] == 1,
+            "refusals counted by reason");
+    fixture_free(&f);
+}
+
+/* A job that crashes its worker is retried on another worker up to its
+ * retries, then quarantined with the reason; echo jobs around it all come
+ * back, and the pool returns to full strength. */
+static void test_crashes(void)
+{
+    static const struct {
+        const char *payload, *reason;
+    } kinds[] = {
+        {"segv", "crashed: signal 11"},
+        {"abort", "crashed: signal 6"},
+        {"exit", "crashed: exit 3"},
+    };
+    struct fixture f;
+    enum { ECHOES = 200, N = 3 + ECHOES };
+    fixture_init(&f, "crash", N);
+    f.conf.workers.min = 3;
+    f.conf.workers.stable_s = 0.01;
+    fixture_start(&f);
+    for (size_t i = 0; i < 3; i++)
+        T_REQUIRE(fixture_submit(&f, i, f.crash, kinds[i].payload, strlen(kinds[i].payload), NULL,
+                                 PRIO_NORMAL, 0, 1) == JOB_OK,
+                  "crash job accepted");
+    for (size_t i = 3; i < N; i++)
+        T_REQUIRE(fixture_submit(&f, i, f.echo, "e", 1, NULL, PRIO_NORMAL, 0, 0) == JOB_OK,
+                  "echo accepted");
+    size_t n = N;
+    T_CHECK(fixture_run_until(&f, fixture_all_answered, &n, 20), "all answered");
+    T_CHECK(fixture_each_once(&f, N), "each job answered exactly once");
+    for (size_t i = 0; i < 3; i++) {
+        T_CHECK(f.recs[i].status == JOB_E_QUARANTINED, "%s: quarantined (got %s)", kinds[i].payload,
+                job_status_name(f.recs[i].status));
+        T_CHECK(strstr(f.recs[i].data, kinds[i].reason) != NULL, "%s: reason '%s' in '%s'",
+                kinds[i].payload, kinds[i].reason, f.recs[i].data);
+        T_CHECK(f.recs[i].attempts == 2, "%s: ran twice (retries 1), got %u", kinds[i].payload,
+                f.recs[i].attempts);
+    }
+    size_t echo_ok = 0;
+    for (size_t i = 3; i < N; i++)
+        echo_ok += f.recs[i].status == JOB_OK;
+    T_CHECK(echo_ok == ECHOES, "echo jobs all answered OK (%zu of %d)", echo_ok, ECHOES);
+    T_CHECK(fixture_run_until(&f, fixture_pool_ready, NULL, 10), "pool back to full strength");
+    struct stats_global g;
+    fixture_stats(&f, &g);
+    T_CHECK(g.crashed == 6 && g.quarantined == 3 && g.retried == 3,
+            "6 crashes, 3 retries, 3 quarantined (got %lu, %lu, %lu)", (unsigned long)g.crashed,
+            (unsigned long)g.retried, (unsigned long)g.quarantined);
+    const struct segment *seg = engine_segment(f.e);
+    T_CHECK(seg->events->crashes == 6, "6 crashes in the crash ring");
+    fixture_free(&f);
+}
+
+/* A hung job is killed at its timeout, retried, and quarantined. */
+static void test_hang_timeout(void)
+{
+    struct fixture f;
+    enum { N = 11 };
+    fixture_init(&f, "hang", N);
+    fixture_start(&f);
+    double t0 = fixture_now();
+    T_REQUIRE(fixture_submit(&f, 0, f.hang, "", 0, NULL, PRIO_NORMAL, 100, 2) == JOB_OK,
+              "hang accepted");
+    for (size_t i = 1; i < N; i++)
+        T_REQUIRE(fixture_submit(&f, i, f.echo, "e", 1, NULL, PRIO_NORMAL, 0, 0) == JOB_OK,
+                  "echo accepted");
+    size_t n = N;
+    T_CHECK(fixture_run_until(&f, fixture_all_answered, &n, 20), "all answered");
+    double took = fixture_now() - t0;
+    T_CHECK(fixture_each_once(&f, N), "each job answered exactly once");
+    T_CHECK(f.recs[0].status == JOB_E_QUARANTINED && strstr(f.recs[0].data, "timeout"),
+            "hang quarantined for timeout: %s %s", job_status_name(f.recs[0].status),
+            f.recs[0].data);
+    T_CHECK(f.recs[0].attempts == 3, "ran 3 times (retries 2), got %u", f.recs[0].attempts);
+    T_CHECK(took >= 0.3, "three 100 ms timeouts take at least 0.3 s (took %.3f)", took);
+    struct stats_global g;
+    fixture_stats(&f, &g);
+    T_CHECK(g.timed_out == 3 && g.killed_timeout == 3, "3 timeouts counted (got %lu)",
+            (unsigned long)g.timed_out);
+    for (size_t i = 1; i < N; i++)
+        T_CHECK(f.recs[i].status == JOB_OK, "echo %zu ok", i);
+    T_CHECK(fixture_run_until(&f, fixture_pool_ready, NULL, 10), "pool back to full strength");
+    fixture_free(&f);
+}
+
+/* A slot whose workers die young is respawned with a growing delay, capped
+ * at backoff_max_s; a worker that lives past stable_s resets it. */
+static void test_crash_loop_backoff(void)
+{
+    struct fixture f;
+    enum { N = 8 };
+    fixture_init(&f, "backoff", N);
+    f.conf.workers.min = f.conf.workers.max = 1;
+    f.conf.workers.backoff_max_s = 0.1;
+    f.conf.workers.stable_s = 1.0;
+    fixture_start(&f);
+    double t0 = fixture_now();
+    for (size_t i = 0; i < 6; i++)
+        T_REQUIRE(fixture_submit(&f, i, f.crash, "segv", 4, NULL, PRIO_NORMAL, 0, 0) == JOB_OK,
+                  "crash accepted");
+    size_t n = 6;
+    T_CHECK(fixture_run_until(&f, fixture_all_answered, &n, 20), "all answered");
+    double took = fixture_now() - t0;
+    const struct segment *s = engine_segment(f.e);
+    /* delays before each restart: 0, 10, 20, 40, 80 ms, then 100 (capped)
+     * after the sixth death, whose job is answered at once */
+    T_CHECK(took >= 0.15, "six deaths in a row took %.3f s, backoff should make it >= 0.15", took);
+    T_CHECK(s->workers_stats[0].backoff_ms == 100, "backoff capped at 100 ms, shows %lu",
+            (unsigned long)s->workers_stats[0].backoff_ms);
+    T_CHECK(fixture_run_until(&f, fixture_pool_ready, NULL, 5), "slot live again");
+    /* Live past stable_s, then crash: respawned at once. */
+    double live_since = fixture_now();
+    while (fixture_now() - live_since < 1.1)
+        engine_turn(f.e, 50000000);
+    T_REQUIRE(fixture_submit(&f, 6, f.crash, "segv", 4, NULL, PRIO_NORMAL, 0, 0) == JOB_OK,
+              "crash accepted");
+    n = 7;
+    T_CHECK(fixture_run_until(&f, fixture_all_answered, &n, 5), "answered");
+    T_CHECK(s->workers_stats[0].backoff_ms == 0, "backoff reset after a stable worker (shows %lu)",
+            (unsigned long)s->workers_stats[0].backoff_ms);
+    fixture_free(&f);
+}
+
+/* Recycling by job count: each worker exits after max_jobs, gracefully. */
+static void test_recycle_jobs(void)
+{
+    struct fixture f;
+    enum { N = 1000 };
+    fixture_init(&f, "recycle", N);
+    f.conf.workers.max_jobs = 100;
+    fixture_start(&f);
+    int first_pid = engine_worker_pid(f.e, 0);
+    for (size_t i = 0; i < N; i++)
+        T_REQUIRE(fixture_submit(&f, i, f.echo, "r", 1, NULL, PRIO_NORMAL, 0, 0) == JOB_OK,
+                  "accepted");
+    size_t n = N;
+    T_CHECK(fixture_run_until(&f, fixture_all_answered, &n, 20), "all answered");
+    T_CHECK(fixture_each_once(&f, N), "each once");
+    size_t ok = 0;
+    for (size_t i = 0; i < N; i++)
+        ok += f.recs[i].status == JOB_OK && f.recs[i].attempts == 1;
+    T_CHECK(ok == N, "all OK on their first attempt (%zu)", ok);
+    T_CHECK(fixture_run_until(&f, fixture_pool_ready, NULL, 5), "pool ready");
+    struct stats_global g;
+    fixture_stats(&f, &g);
+    T_CHECK(g.recycled >= 8 && g.crashed == 0, "recycled %lu times (>= 8), crashed %lu",
+            (unsigned long)g.recycled, (unsigned long)g.crashed);
+    T_CHECK(engine_worker_pid(f.e, 0) != first_pid, "slot 0 has a new process");
+    fixture_free(&f);
+}
+
+static bool recycled_once(struct fixture *f, void *unused)
+{
+    struct stats_global g;
+    fixture_stats(f, &g);
+    return g.recycled >= 1;
+}
+
+/* Recycling by RSS: a worker above max_rss_mb is replaced after its jobs. */
+static void test_recycle_rss(void)
+{
+    struct fixture f;
+    fixture_init(&f, "rss", 1);
+    f.conf.workers.min = f.conf.workers.max = 1;
+    f.conf.workers.max_rss_mb = 1; /* any process is above 1 MiB */
+    fixture_start(&f);
+    int pid = engine_worker_pid(f.e, 0);
+    T_CHECK(fixture_run_until(&f, recycled_once, NULL, 5), "recycled within 5 s");
+    T_CHECK(fixture_run_until(&f, fixture_pool_ready, NULL, 5), "pool ready");
+    T_CHECK(engine_worker_pid(f.e, 0) != pid, "a new process in slot 0");
+    struct stats_global g;
+    fixture_stats(&f, &g);
+    T_CHECK(g.crashed == 0, "recycling is not a crash");
+    fixture_free(&f);
+}
+
+int main(void)
+{
+    test_round_trip();
+    test_stream_order();
+    test_priority_order();
+    test_refusals();
+    test_crashes();
+    test_hang_timeout();
+    test_crash_loop_backoff();
+    test_recycle_jobs();
+    test_recycle_rss();
+    T_DONE();
+}

@@ -1,0 +1,131 @@
+/* handler_test.c - the drill handlers that ship with the daemon:
+ * test.echo (output = input), test.spin (burn the payload's decimal count of
+ * microseconds of CPU), test.crash (die by `segv`, `abort` or `exit`) and
+ * test.hang (never return). Operators use them to rehearse failures. */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "worker/handler.h"
+
+/* The test handlers have no per-worker state; setup() returns a non-NULL
+ * token because NULL means failure. */
+static void *no_setup(const struct conf_params *p)
+{
+    static int token;
+    return &token;
+}
+
+static size_t same_as_input(const struct conf_params *p, size_t max_payload)
+{
+    return max_payload;
+}
+
+static size_t error_text_only(const struct conf_params *p, size_t max_payload)
+{
+    return 256;
+}
+
+static enum job_status echo_run(void *ctx, struct handler_job *job)
+{
+    memcpy(job->out, job->in, job->in_len);
+    job->out_len = job->in_len;
+    return JOB_OK;
+}
+
+/* Parse a short decimal payload without trusting it to be NUL-terminated. */
+static int parse_decimal(const uint8_t *in, size_t len, uint64_t max, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (len == 0 || len > 20)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        if (in[i] < '0' || in[i] > '9')
+            return -1;
+        v = v * 10 + (uint64_t)(in[i] - '0');
+        if (v > max)
+            return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static uint64_t cpu_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+#define SPIN_MAX_US 3600000000ull /* an hour: longer is surely a typo */
+
+static enum job_status spin_run(void *ctx, struct handler_job *job)
+{
+    uint64_t us;
+    if (parse_decimal(job->in, job->in_len, SPIN_MAX_US, &us) < 0) {
+        handler_error(job, "test.spin wants a decimal count of microseconds up to %llu",
+                      (unsigned long long)SPIN_MAX_US);
+        return JOB_E_BAD_INPUT;
+    }
+    uint64_t end = cpu_now_ns() + us * 1000;
+    while (cpu_now_ns() < end)
+        ;
+    job->out_len = 0;
+    return JOB_OK;
+}
+
+static bool payload_is(const struct handler_job *job, const char *word)
+{
+    size_t n = strlen(word);
+    return job->in_len == n && memcmp(job->in, word, n) == 0;
+}
+
+static enum job_status crash_run(void *ctx, struct handler_job *job)
+{
+    if (payload_is(job, "segv")) {
+        raise(SIGSEGV);
+    } else if (payload_is(job, "abort")) {
+        abort();
+    } else if (payload_is(job, "exit")) {
+        _exit(3);
+    }
+    handler_error(job, "test.crash wants 'segv', 'abort' or 'exit'");
+    return JOB_E_BAD_INPUT;
+}
+
+static enum job_status hang_run(void *ctx, struct handler_job *job)
+{
+    for (;;)
+        pause();
+    return JOB_E_FAILED;
+}
+
+const struct handler handler_test_echo = {
+    .name = "test.echo",
+    .out_capacity = same_as_input,
+    .setup = no_setup,
+    .run = echo_run,
+};
+
+const struct handler handler_test_spin = {
+    .name = "test.spin",
+    .out_capacity = error_text_only,
+    .setup = no_setup,
+    .run = spin_run,
+};
+
+const struct handler handler_test_crash = {
+    .name = "test.crash",
+    .out_capacity = error_text_only,
+    .setup = no_setup,
+    .run = crash_run,
+};
+
+const struct handler handler_test_hang = {
+    .name = "test.hang",
+    .out_capacity = error_text_only,
+    .setup = no_setup,
+    .run = hang_run,
+};

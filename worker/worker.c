@@ -1,0 +1,168 @@
+/* worker.c - a worker process: take a job from the ring, run its handler,
+ * push the result, and wake the supervisor only if it is asleep.
+ *
+ * The supervisor forked us; everything we got from it (the kind table, the
+ * segment geometry) is a private copy, so we trust it. What we write to the
+ * segment the supervisor checks before use. */
+#include "worker/worker.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shm/ring.h"
+#include "supervisor/log.h"
+
+struct worker {
+    const struct worker_args *a;
+    struct ring jobs, results;
+    void *ctx[SEG_MAX_KINDS];
+    struct stats_worker *stats;
+    struct seg_header *hdr;
+};
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Leave nothing of the supervisor's behind: its signal mask (it blocks
+ * signals for its signalfd) and every descriptor but the eventfd. */
+static void detach_from_supervisor(const struct worker_args *a)
+{
+    sigset_t none;
+    sigemptyset(&none);
+    for (int sig = 1; sig < NSIG; sig++)
+        signal(sig, SIG_DFL);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != a->seg->hdr->pid)
+        _exit(0); /* the supervisor died before we could ask to follow it */
+    if (a->efd > 3)
+        close_range(3, (unsigned)a->efd - 1, 0);
+    close_range((unsigned)a->efd + 1, ~0u, 0);
+}
+
+static void setup_handlers(struct worker *w)
+{
+    for (unsigned k = 0; k < w->a->nkinds; k++) {
+        const struct worker_kind *kind = &w->a->kinds[k];
+        w->ctx[k] = kind->handler->setup(kind->params);
+        if (!w->ctx[k]) {
+            log_error("set-up of handler %s failed", kind->handler->name);
+            _exit(WORKER_EXIT_SETUP);
+        }
+    }
+}
+
+static void notify_supervisor(struct worker *w)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&w->hdr->supervisor_sleeping, memory_order_relaxed) &&
+        atomic_exchange(&w->hdr->supervisor_sleeping, 0))
+        eventfd_write(w->a->efd, 1);
+}
+
+/* A descriptor from the supervisor is trusted, but checking it costs nothing
+ * next to a handler run and turns a supervisor bug into an error, not a
+ * scribble over someone else's buffer. */
+static bool desc_valid(const struct worker *w, const struct job_desc *d)
+{
+    const struct seg_header *h = w->hdr;
+    return d->kind < w->a->nkinds && d->in_off <= h->slab_size &&
+           d->in_len <= h->slab_size - d->in_off && d->out_off <= h->slab_size &&
+           d->out_cap <= h->slab_size - d->out_off &&
+           (d->stream_slot == JOB_NO_STREAM || d->stream_slot < h->max_streams);
+}
+
+static enum job_status run_job(struct worker *w, const struct job_desc *d, struct result_desc *r)
+{
+    const struct segment *seg = w->a->seg;
+    struct handler_job hj = {
+        .in = seg->slab + d->in_off,
+        .in_len = d->in_len,
+        .out = seg->slab + d->out_off,
+        .out_cap = d->out_cap,
+        .state_fresh = d->flags & JOB_STREAM_FRESH,
+    };
+    if (d->stream_slot != JOB_NO_STREAM && w->hdr->stream_slot_size)
+        hj.state = seg->streams + (size_t)d->stream_slot * w->hdr->stream_slot_size;
+    enum job_status st = w->a->kinds[d->kind].handler->run(w->ctx[d->kind], &hj);
+    r->out_len = (uint32_t)(hj.out_len <= d->out_cap ? hj.out_len : d->out_cap);
+    return st;
+}
+
+static void handle(struct worker *w, const struct job_desc *d)
+{
+    struct result_desc r = {.id = d->id};
+    uint64_t start = now_ns();
+
+    seqlock_write_begin(&w->stats->self_lock);
+    w->stats->cur_kind = d->kind;
+    w->stats->cur_start_ns = start;
+    seqlock_write_end(&w->stats->self_lock);
+
+    enum job_status st = desc_valid(w, d) ? run_job(w, d, &r) : JOB_E_FAILED;
+    r.status = st;
+    r.run_ns = now_ns() - start;
+    while (!ring_push(&w->results, &r))
+        sched_yield(); /* cannot happen while the supervisor keeps its in-flight bound */
+    notify_supervisor(w);
+
+    seqlock_write_begin(&w->stats->self_lock);
+    w->stats->cur_start_ns = 0;
+    w->stats->jobs_done++;
+    if (st != JOB_OK && st != JOB_FILTERED)
+        w->stats->failures++;
+    seqlock_write_end(&w->stats->self_lock);
+}
+
+/* Take the next job: poll the ring for spin_ns, then park on its futex. */
+static void next_job(struct worker *w, struct job_desc *d)
+{
+    for (;;) {
+        if (ring_pop(&w->jobs, d) == 1)
+            return;
+        uint64_t until = now_ns() + w->a->spin_ns;
+        while (!ring_has_data(&w->jobs) && now_ns() < until)
+            ring_cpu_relax();
+        if (!ring_has_data(&w->jobs))
+            ring_sleep(&w->jobs, NULL);
+    }
+}
+
+void worker_main(const struct worker_args *a)
+{
+    struct worker w = {.a = a, .hdr = a->seg->hdr, .stats = &a->seg->workers_stats[a->slot]};
+    char title[64];
+    snprintf(title, sizeof(title), "mqforkd: worker %u", a->slot);
+    proctitle_set(title);
+    snprintf(title, sizeof(title), "worker %u", a->slot);
+    log_set_tag(title);
+    detach_from_supervisor(a);
+
+    uint32_t cap = a->seg->hdr->ring_cap;
+    ring_attach(&w.jobs, seg_job_ring(a->seg, a->slot), cap, sizeof(struct job_desc), false);
+    ring_attach(&w.results, seg_result_ring(a->seg, a->slot), cap, sizeof(struct result_desc),
+                true);
+    setup_handlers(&w);
+    atomic_store(&seg_worker_ctl(a->seg, a->slot)->ready, 1);
+    notify_supervisor(&w);
+
+    for (;;) {
+        struct job_desc d;
+        next_job(&w, &d);
+        if (d.kind == WORKER_EXIT_KIND)
+            _exit(0);
+        handle(&w, &d);
+    }
+}
