@@ -68,6 +68,14 @@ struct stats_global {
     uint32_t workers_live, workers_busy, workers_idle;
     uint32_t streams_live;
     uint64_t slab_used, slab_size;
+    /* MQTT client (supervisor/mqtt.c) */
+    uint32_t mqtt_connected;  /* gauge: 1 while connected to the broker */
+    uint32_t mqtt_queue;      /* gauge: results waiting to be published */
+    uint64_t mqtt_reconnects; /* connections made after the first */
+    uint64_t mqtt_msgs_in, mqtt_bytes_in;
+    uint64_t mqtt_msgs_out, mqtt_bytes_out;
+    uint64_t mqtt_dropped;  /* results dropped: outbound queue full while the broker was away */
+    uint64_t mqtt_unrouted; /* messages that matched no route */
     uint64_t arrival_mrate[STATS_RATE_WINDOWS];    /* jobs/s x 1000 */
     uint64_t completion_mrate[STATS_RATE_WINDOWS]; /* answered jobs/s x 1000 */
     uint64_t updated_ns;                           /* CLOCK_MONOTONIC of the last update */
@@ -76,11 +84,14 @@ struct stats_global {
 struct stats_kind {
     struct seqlock lock;
     uint32_t used;
-    char name[STATS_NAME_LEN];    /* route name, or handler name for API-made kinds */
-    char handler[STATS_NAME_LEN]; /* e.g. test.echo */
-    uint64_t completed, failed;
-    struct stats_hist wait; /* accepted -> started on a worker */
-    struct stats_hist run;  /* time the handler ran */
+    char name[STATS_NAME_LEN];         /* route name, or handler name for API-made kinds */
+    char handler[STATS_NAME_LEN];      /* e.g. test.echo */
+    uint64_t received;                 /* jobs offered: accepted or refused */
+    uint64_t completed;                /* answered OK or filtered */
+    uint64_t failed;                   /* answered with an error */
+    uint64_t errors[JOB_STATUS_COUNT]; /* refusals and failed answers, by status */
+    struct stats_hist wait;            /* accepted -> started on a worker */
+    struct stats_hist run;             /* time the handler ran */
 };
 
 enum worker_state {

@@ -151,7 +151,9 @@ int engine_add_kind(struct engine *e, const char *name, const char *handler,
     if (cap < k->out_cap)
         k->out_cap = (uint32_t)cap;
     k->state_size = h->state_size ? (uint32_t)h->state_size(params) : 0;
-    k->est_ns = FIRST_ESTIMATE_NS;
+    /* Until a run was measured, assume a job of this kind fills a worker's
+     * whole budget: nothing is queued behind a job that may be slow. */
+    k->est_ns = (uint64_t)e->wconf.inflight_us * 1000;
     return (int)e->nkinds++;
 }
 
@@ -215,31 +217,40 @@ int engine_start(struct engine *e)
     return 0;
 }
 
-static enum job_status refuse(struct engine *e, enum job_status why)
+static enum job_status refuse(struct engine *e, uint32_t kind, enum job_status why)
 {
     e->g.refused[why]++;
     e->g_dirty = true;
+    if (kind < e->nkinds) {
+        struct stats_kind *ks = e->kinds[kind].stats;
+        seqlock_write_begin(&ks->lock);
+        ks->received++;
+        ks->errors[why]++;
+        seqlock_write_end(&ks->lock);
+    }
     return why;
 }
 
 enum job_status engine_submit(struct engine *e, const struct engine_job *r, uint64_t *id)
 {
-    if (!e->accepting || !e->started)
-        return refuse(e, JOB_E_SHUTDOWN);
+    if (!e->started)
+        return refuse(e, UINT32_MAX, JOB_E_SHUTDOWN);
     if (r->kind >= e->nkinds)
-        return refuse(e, JOB_E_UNKNOWN_KIND);
+        return refuse(e, r->kind, JOB_E_UNKNOWN_KIND);
+    if (!e->accepting)
+        return refuse(e, r->kind, JOB_E_SHUTDOWN);
     if (r->len > e->limits.max_payload || r->stream_len > ENGINE_STREAM_KEY_MAX)
-        return refuse(e, JOB_E_TOO_LARGE);
+        return refuse(e, r->kind, JOB_E_TOO_LARGE);
     struct job *j = TAILQ_FIRST(&e->free_jobs);
     if (!j || e->queued >= e->limits.max_pending)
-        return refuse(e, JOB_E_OVERLOADED);
+        return refuse(e, r->kind, JOB_E_OVERLOADED);
     uint64_t in = slab_alloc(&e->slab, r->len);
     if (in == SLAB_NONE)
-        return refuse(e, JOB_E_OVERLOADED);
+        return refuse(e, r->kind, JOB_E_OVERLOADED);
     struct stream *s = NULL;
     if (r->stream && !(s = stream_get(e, r->kind, r->stream, r->stream_len))) {
         slab_free(&e->slab, in);
-        return refuse(e, JOB_E_OVERLOADED);
+        return refuse(e, r->kind, JOB_E_OVERLOADED);
     }
     TAILQ_REMOVE(&e->free_jobs, j, link);
     memcpy(slab_ptr(&e->slab, in), r->payload, r->len);
@@ -265,6 +276,10 @@ enum job_status engine_submit(struct engine *e, const struct engine_job *r, uint
     engine_wake_at(e, now + TICK_BUSY_NS);
     e->g.accepted++;
     e->g_dirty = true;
+    struct stats_kind *ks = e->kinds[r->kind].stats;
+    seqlock_write_begin(&ks->lock);
+    ks->received++;
+    seqlock_write_end(&ks->lock);
     if (s && s->active) {
         j->where = JOB_STREAM_WAIT;
         TAILQ_INSERT_TAIL(&s->waiting, j, link);
@@ -297,10 +312,12 @@ static void count_outcome(struct engine *e, const struct job *j, enum job_status
         e->g.abandoned++;
     e->g_dirty = true;
     seqlock_write_begin(&ks->lock);
-    if (ok)
+    if (ok) {
         ks->completed++;
-    else
+    } else {
         ks->failed++;
+        ks->errors[st]++;
+    }
     if (j->started_ns)
         stats_hist_add(&ks->wait, j->started_ns - j->accepted_ns);
     if (run_ns)

@@ -37,14 +37,29 @@ void fixture_init(struct fixture *f, const char *name, size_t nrecs)
         log_set_level(LOG_LVL_ERROR);
 }
 
-static int must_kind(struct fixture *f, const char *handler)
+static int must_kind(struct fixture *f, const char *name, const char *handler,
+                     const struct conf_params *params)
 {
-    int k = engine_add_kind(f->e, handler, handler, NULL);
+    int k = engine_add_kind(f->e, name, handler, params);
     if (k < 0) {
-        fprintf(stderr, "fixture: cannot add kind %s\n", handler);
+        fprintf(stderr, "fixture: cannot add kind %s\n", name);
         exit(1);
     }
     return k;
+}
+
+void fixture_add_kind(struct fixture *f, const char *name, const char *handler,
+                      const struct conf_params *params, int *index)
+{
+    if (f->nextra >= sizeof(f->extra) / sizeof(f->extra[0])) {
+        fprintf(stderr, "fixture: too many extra kinds\n");
+        exit(1);
+    }
+    f->extra[f->nextra].name = name;
+    f->extra[f->nextra].handler = handler;
+    f->extra[f->nextra].params = params;
+    f->extra[f->nextra].index = index;
+    f->nextra++;
 }
 
 void fixture_start(struct fixture *f)
@@ -55,10 +70,13 @@ void fixture_start(struct fixture *f)
         fprintf(stderr, "fixture: cannot create the engine\n");
         exit(1);
     }
-    f->echo = must_kind(f, "test.echo");
-    f->spin = must_kind(f, "test.spin");
-    f->crash = must_kind(f, "test.crash");
-    f->hang = must_kind(f, "test.hang");
+    f->echo = must_kind(f, "test.echo", "test.echo", NULL);
+    f->spin = must_kind(f, "test.spin", "test.spin", NULL);
+    f->crash = must_kind(f, "test.crash", "test.crash", NULL);
+    f->hang = must_kind(f, "test.hang", "test.hang", NULL);
+    for (unsigned i = 0; i < f->nextra; i++)
+        *f->extra[i].index =
+            must_kind(f, f->extra[i].name, f->extra[i].handler, f->extra[i].params);
     if (engine_start(f->e) < 0) {
         fprintf(stderr, "fixture: engine_start failed\n");
         exit(1);

@@ -31,6 +31,12 @@ struct fixture {
     struct loop *loop;
     struct engine *e;
     int echo, spin, crash, hang; /* kind indices */
+    struct {
+        const char *name, *handler;
+        const struct conf_params *params;
+        int *index;
+    } extra[8];
+    unsigned nextra;
     struct record *recs;
     size_t nrecs;
     uint64_t answered;
@@ -38,6 +44,9 @@ struct fixture {
 
 /* Defaults for a small pool, instance named after the test and its pid. */
 void fixture_init(struct fixture *f, const char *name, size_t nrecs);
+/* Register one more job kind at fixture_start; its index lands in *INDEX. */
+void fixture_add_kind(struct fixture *f, const char *name, const char *handler,
+                      const struct conf_params *params, int *index);
 void fixture_start(struct fixture *f);
 void fixture_free(struct fixture *f);
 

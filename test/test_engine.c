@@ -100,6 +100,29 @@ static void test_priority_order(void)
     fixture_free(&f);
 }
 
+/* A slow job holds up only its own worker: quick jobs offered while it runs
+ * go to the other worker and are all answered before it finishes. */
+static void test_slow_job_isolated(void)
+{
+    struct fixture f;
+    enum { N = 41 };
+    fixture_init(&f, "isolate", N);
+    fixture_start(&f);
+    T_REQUIRE(fixture_submit(&f, 0, f.spin, "300000", 6, NULL, PRIO_NORMAL, 0, 0) == JOB_OK,
+              "slow job accepted");
+    engine_turn(f.e, 0);
+    for (size_t i = 1; i < N; i++)
+        T_REQUIRE(fixture_submit(&f, i, f.echo, "q", 1, NULL, PRIO_NORMAL, 0, 0) == JOB_OK,
+                  "quick job accepted");
+    size_t n = N;
+    T_CHECK(fixture_run_until(&f, fixture_all_answered, &n, 20), "all answered");
+    size_t behind = 0;
+    for (size_t i = 1; i < N; i++)
+        behind += f.recs[i].order > f.recs[0].order;
+    T_CHECK(behind == 0, "%zu quick jobs waited for the slow one", behind);
+    fixture_free(&f);
+}
+
 /* Past max_pending a job is refused, counted, and never answered; too large
  * and unknown kinds likewise. What was accepted is still answered. */
 static void test_refusals(void)
@@ -325,6 +348,7 @@ int main(void)
     test_round_trip();
     test_stream_order();
     test_priority_order();
+    test_slow_job_isolated();
     test_refusals();
     test_crashes();
     test_hang_timeout();
