@@ -1,2 +1,158 @@
-#!/bin/sh
-exit 0
+#!/usr/bin/env bash
+# test_daemon.sh - mqforkd seen from outside, as an operator sees it: the
+# configuration check, the segment in /dev/shm, the worker processes in ps,
+# kill -9 of a worker, a second instance, a stale segment, SIGTERM.
+#
+#   test_daemon.sh MQFORKD TEST_SOURCE_DIR
+set -u
+MQFORKD=$1
+SRC=$2
+TMP=$(mktemp -d)
+FAILS=0
+DAEMON_PID=
+
+cleanup() {
+    [ -n "$DAEMON_PID" ] && kill -9 "$DAEMON_PID" 2>/dev/null
+    rm -rf "$TMP"
+    rm -f "/dev/shm/mqfork.$INSTANCE"
+}
+trap cleanup EXIT
+
+fail() {
+    echo "FAIL: $*" >&2
+    FAILS=$((FAILS + 1))
+}
+
+# Wait until the command succeeds, up to $1 seconds (polling a condition
+# that an event makes true; never a fixed sleep).
+wait_for() {
+    local limit=$1
+    shift
+    local end=$((SECONDS + limit))
+    until "$@"; do
+        [ $SECONDS -ge $end ] && return 1
+        sleep 0.02
+    done
+}
+
+workers_of() { # pids of the children of $1 whose title names a worker
+    local p
+    for p in $(pgrep -P "$1" 2>/dev/null); do
+        tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q '^mqforkd: worker ' && echo "$p"
+    done
+}
+
+count_workers() { [ "$(workers_of "$DAEMON_PID" | wc -l)" -eq "$1" ]; }
+
+INSTANCE="daemontest-$$"
+CONF=$TMP/mqfork.yaml
+cat >"$CONF" <<EOF
+instance: $INSTANCE
+workers:
+  min: 2
+  max: 3
+  stable_s: 0.05
+limits:
+  slab_mb: 8
+routes:
+  - name: echo
+    subscribe: t/+/in
+    job: test.echo
+    reply: t/{1}/out
+EOF
+
+# --- the configuration check -------------------------------------------------
+out=$("$MQFORKD" -t -c "$CONF" 2>&1) || fail "-t on a good file exited $?: $out"
+echo "$out" | grep -q "configuration OK" || fail "-t on a good file says: $out"
+
+"$MQFORKD" -t -c "$SRC/../conf/mqfork.yaml" >/dev/null 2>&1 || fail "conf/mqfork.yaml does not pass -t"
+
+bad=$SRC/conf/bad-several.yaml
+out=$("$MQFORKD" -t -c "$bad" 2>&1)
+rc=$?
+[ $rc -eq 1 ] || fail "-t on a bad file exited $rc, want 1"
+n=0
+while IFS= read -r line; do
+    expect=${line#\# expect: }
+    echo "$out" | grep -qF "$bad:$expect" || fail "-t output lacks '$bad:$expect'"
+    n=$((n + 1))
+done < <(grep '^# expect: ' "$bad" | sed 's/^# expect: \([0-9]*:[0-9]*\): /# expect: \1: error: /')
+[ $n -ge 2 ] || fail "bad-several.yaml should list several problems"
+
+out=$("$MQFORKD" -t -c "$TMP/missing.yaml" 2>&1)
+[ $? -eq 1 ] && echo "$out" | grep -q "cannot open" || fail "-t on a missing file: $out"
+"$MQFORKD" >/dev/null 2>&1
+[ $? -eq 2 ] || fail "no arguments should be a usage error (exit 2)"
+
+# --- running -----------------------------------------------------------------
+start_daemon() {
+    "$MQFORKD" -c "$CONF" 2>>"$TMP/log" &
+    DAEMON_PID=$!
+}
+
+start_daemon
+wait_for 10 count_workers 2 || fail "2 workers did not appear: $(cat "$TMP/log")"
+SEG=/dev/shm/mqfork.$INSTANCE
+[ -e "$SEG" ] || fail "no segment $SEG"
+mode=$(stat -c %a "$SEG" 2>/dev/null)
+[ "$mode" = "640" ] || fail "segment mode is $mode, want 640"
+grep -q "segment /mqfork.$INSTANCE is .* MiB" "$TMP/log" || fail "segment size not logged"
+
+# kill -9 one worker: a new one takes its slot, the pool stays at 2
+victim=$(workers_of "$DAEMON_PID" | head -1)
+victim_title=$(tr '\0' ' ' <"/proc/$victim/cmdline")
+kill -9 "$victim"
+replaced() {
+    local p
+    p=$(workers_of "$DAEMON_PID" | grep -vx "$victim" | xargs -r -n1 sh -c \
+        'tr "\0" " " </proc/$0/cmdline' | grep -cF "$victim_title")
+    [ "$p" -ge 1 ] && count_workers 2
+}
+wait_for 5 replaced || fail "worker $victim ($victim_title) was not replaced"
+kill -0 "$DAEMON_PID" 2>/dev/null || fail "the daemon died when its worker was killed"
+
+# several kills at once: still within bounds and back to 2
+for p in $(workers_of "$DAEMON_PID"); do kill -9 "$p"; done
+wait_for 5 count_workers 2 || fail "pool not back to 2 after killing every worker"
+[ "$(workers_of "$DAEMON_PID" | wc -l)" -le 3 ] || fail "more workers than workers.max"
+
+# a second daemon for the same instance is refused
+out=$("$MQFORKD" -c "$CONF" 2>&1)
+[ $? -ne 0 ] && echo "$out" | grep -q "already running as pid $DAEMON_PID" ||
+    fail "a second instance was not refused: $out"
+
+# SIGTERM: exit 0, segment gone, workers gone
+old_workers=$(workers_of "$DAEMON_PID")
+kill -TERM "$DAEMON_PID"
+wait "$DAEMON_PID"
+rc=$?
+DAEMON_PID=
+[ $rc -eq 0 ] || fail "SIGTERM: exit status $rc, want 0"
+[ ! -e "$SEG" ] || fail "segment left after a clean exit"
+for p in $old_workers; do
+    wait_for 5 sh -c "! kill -0 $p 2>/dev/null" || fail "worker $p outlived the daemon"
+done
+
+# --- a stale segment from a crashed run is replaced ---------------------------
+start_daemon
+wait_for 10 count_workers 2 || fail "second start: no workers"
+old_workers=$(workers_of "$DAEMON_PID")
+kill -9 "$DAEMON_PID"
+wait "$DAEMON_PID" 2>/dev/null
+DAEMON_PID=
+for p in $old_workers; do
+    wait_for 5 sh -c "! kill -0 $p 2>/dev/null" || fail "worker $p outlived a killed supervisor"
+done
+[ -e "$SEG" ] || fail "a killed supervisor should leave its segment behind"
+start_daemon
+wait_for 10 count_workers 2 || fail "did not start over a stale segment: $(tail -3 "$TMP/log")"
+kill -TERM "$DAEMON_PID"
+wait "$DAEMON_PID"
+DAEMON_PID=
+
+if [ $FAILS -ne 0 ]; then
+    echo "--- daemon log" >&2
+    cat "$TMP/log" >&2
+    exit 1
+fi
+echo "test_daemon: all checks passed"
