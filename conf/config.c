@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1278,6 +1279,10 @@ static void check_across(struct loader *ld)
     check_limits(ld);
     if (c->broker.tls_enabled)
         check_tls(ld);
+    /* The daemon drops to this user at start: find out now, not then. */
+    yaml_node_t *un = lookup(ld, "user");
+    if (c->user && !(un && was_reported(ld, un)) && !getpwnam(c->user))
+        report(ld, un, "user: no such user '%s'", c->user);
 }
 
 /* ---- reading and parsing the file */

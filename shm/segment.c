@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "proto/job.h"
+#include "shm/procstat.h"
 #include "shm/ring.h"
 
 #define PAGE 4096u
@@ -74,31 +75,8 @@ static void point_into(struct segment *s)
 
 uint64_t seg_pid_starttime(pid_t pid)
 {
-    char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
-    /* The command name may hold spaces and parentheses: skip past the last ')'. */
-    char *p = strrchr(buf, ')');
-    if (!p)
-        return 0;
-    unsigned long long start = 0;
-    /* after ")": state(3) ppid(4) ... starttime is field 22 */
-    int field = 2;
-    char *save = NULL;
-    for (char *tok = strtok_r(p + 1, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
-        if (++field == 22) {
-            start = strtoull(tok, NULL, 10);
-            break;
-        }
-    }
-    return start;
+    struct procstat ps;
+    return procstat_read(pid, &ps) == 0 ? ps.starttime : 0;
 }
 
 bool seg_owner_alive(const struct seg_header *h)

@@ -15,6 +15,7 @@
 #include "supervisor/log.h"
 
 #define EXPIRE_SWEEP_NS 50000000 /* look for expired pending jobs this often */
+#define SKIP_MAX        64       /* jobs passed over per queue while a reload recycles */
 
 static size_t next_pow2(size_t v)
 {
@@ -155,6 +156,22 @@ void stream_expire(struct engine *e)
         stream_unlink(e, s);
 }
 
+/* A reload redefined KIND: its streams' state belongs to the old handler.
+ * Idle streams are forgotten when DROP (the index gets a new route); the
+ * others start fresh with their next job. */
+void stream_forget_kind(struct engine *e, uint32_t kind, bool drop)
+{
+    for (uint32_t i = 0; i < e->sconf.max; i++) {
+        struct stream *s = &e->streams[i];
+        if (!s->in_use || s->kind != kind)
+            continue;
+        if (drop && stream_idle(s))
+            stream_unlink(e, s);
+        else
+            s->fresh = true;
+    }
+}
+
 /* ---- pending queues --------------------------------------------------- */
 
 void pending_push(struct engine *e, struct job *j, bool front)
@@ -223,7 +240,8 @@ static struct worker *pick_worker(struct engine *e, const struct job *j)
     uint64_t best_load = UINT64_MAX;
     for (unsigned i = 0; i < e->nslots; i++) {
         struct worker *w = &e->workers[i];
-        if (!pool_takes_jobs(w) || w->ninflight >= e->wconf.inflight)
+        if (!pool_takes_jobs(w) || w->ninflight >= e->wconf.inflight ||
+            w->kinds_gen < e->kinds[j->kind].since_gen)
             continue;
         uint64_t load = worker_load(e, w);
         if (w->ninflight && load + est > budget)
@@ -282,16 +300,41 @@ static bool send_to(struct engine *e, struct worker *w, struct job *j)
     return true;
 }
 
+/* A job whose route a reload removed while it waited (or was being
+ * retried) never runs: no new worker has its handler. */
+static void answer_removed(struct engine *e, struct job *j)
+{
+    pending_remove(e, j);
+    engine_finishf(e, j, JOB_E_SHUTDOWN, "route removed by reload");
+}
+
+/* While a reload recycles the pool, a job of a new or changed kind may find
+ * no worker forked with its handler yet; jobs behind it that old workers
+ * can run go on, up to SKIP_MAX passed over. Otherwise the queue's head
+ * waiting means everything behind it waits too. */
+static bool may_skip(const struct engine *e, const struct job *j, unsigned *skipped)
+{
+    return e->kinds[j->kind].since_gen > 0 && engine_stale_workers(e) > 0 &&
+           (*skipped)++ < SKIP_MAX;
+}
+
 void dispatch(struct engine *e)
 {
     for (int p = 0; p < PRIO_COUNT; p++) {
-        struct job *j;
-        while ((j = TAILQ_FIRST(&e->pending[p]))) {
+        unsigned skipped = 0;
+        for (struct job *j = TAILQ_FIRST(&e->pending[p]), *next; j; j = next) {
+            next = TAILQ_NEXT(j, link);
             if (j->deadline_ns && e->now_ns > j->deadline_ns) {
                 expire(e, j);
                 continue;
             }
+            if (!e->kinds[j->kind].handler) {
+                answer_removed(e, j);
+                continue;
+            }
             struct worker *w = pick_worker(e, j);
+            if (!w && may_skip(e, j, &skipped))
+                continue;
             if (!w)
                 goto wake;
             if (j->out_off == SLAB_NONE) {
@@ -303,6 +346,7 @@ void dispatch(struct engine *e)
             if (!send_to(e, w, j)) {
                 pending_push(e, j, true);
                 e->queued++;
+                goto wake;
             }
         }
     }

@@ -19,12 +19,14 @@
 #include "supervisor/engine_impl.h"
 #include "supervisor/log.h"
 #include "supervisor/loop.h"
+#include "supervisor/privs.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
 #define SPIN_NS            30000     /* supervisor polls this long before it sleeps */
 #define TICK_BUSY_NS       2000000   /* timers while jobs run: timeouts are this precise */
 #define TICK_IDLE_NS       200000000 /* timers while idle */
-#define FIRST_ESTIMATE_NS  200000    /* a kind's run time before any was measured */
+#define BATCH_MIN_NS       200000    /* queued work per worker from which results are batched */
+#define BATCH_MAX_SLEEP_NS 1000000
 
 uint64_t engine_now_ns(void)
 {
@@ -58,7 +60,7 @@ static int make_segment(struct engine *e)
         /* one slot more than the in-flight bound, for the exit message */
         .ring_cap = next_pow2(e->wconf.inflight + 1),
         .max_streams = e->sconf.max,
-        .stream_slot_size = 0, /* set by engine_start once the kinds are known */
+        .stream_slot_size = e->stream_slot_size,
         .slab_size = (uint64_t)e->limits.slab_mb << 20,
     };
     pid_t other = 0;
@@ -87,6 +89,11 @@ struct engine *engine_new(const struct conf *c, struct loop *loop)
     e->accepting = true;
     e->target = c->workers.min;
     e->nslots = c->workers.max;
+    scale_configure(e, &c->scaling);
+    if (c->user && privs_plan(c->user, &e->drop_privs, &e->uid, &e->gid) < 0) {
+        free(e);
+        return NULL;
+    }
     return e;
 }
 
@@ -121,6 +128,59 @@ static void free_params(struct conf_params *p)
     p->count = 0;
 }
 
+bool kind_params_equal(const struct conf_params *a, const struct conf_params *b)
+{
+    size_t na = a ? a->count : 0, nb = b ? b->count : 0;
+    if (na != nb)
+        return false;
+    for (size_t i = 0; i < na; i++)
+        if (strcmp(a->items[i].key, b->items[i].key) ||
+            strcmp(a->items[i].value, b->items[i].value))
+            return false;
+    return true;
+}
+
+/* Fill kind slot IDX from handler H with PARAMS (checked by the caller).
+ * Its stats block is bound later by engine_publish_kind. */
+int kind_define(struct engine *e, unsigned idx, const char *name, const struct handler *h,
+                const struct conf_params *params)
+{
+    struct kind *k = &e->kinds[idx];
+    free_params(&k->params);
+    memset(k, 0, sizeof(*k));
+    snprintf(k->name, sizeof(k->name), "%s", name);
+    k->handler = h;
+    if (copy_params(&k->params, params) < 0) {
+        free_params(&k->params);
+        k->handler = NULL;
+        return -1;
+    }
+    size_t cap = h->out_capacity(params, e->limits.max_payload);
+    k->out_cap = (uint32_t)(cap > e->limits.max_payload ? cap : e->limits.max_payload);
+    if (cap < k->out_cap)
+        k->out_cap = (uint32_t)cap;
+    k->state_size = h->state_size ? (uint32_t)h->state_size(params) : 0;
+    /* Until a run was measured, assume a job of this kind fills a worker's
+     * whole budget: nothing is queued behind a job that may be slow. */
+    k->est_ns = (uint64_t)e->wconf.inflight_us * 1000;
+    k->since_gen = e->kinds_gen;
+    return 0;
+}
+
+/* The route of kind IDX is gone: refuse its new jobs from now on. Its name
+ * and stats stay for the jobs still running on old workers. */
+void kind_undefine(struct engine *e, unsigned idx)
+{
+    struct kind *k = &e->kinds[idx];
+    free_params(&k->params);
+    k->handler = NULL;
+    if (k->stats) {
+        seqlock_write_begin(&k->stats->lock);
+        k->stats->used = 0;
+        seqlock_write_end(&k->stats->lock);
+    }
+}
+
 int engine_add_kind(struct engine *e, const char *name, const char *handler,
                     const struct conf_params *params)
 {
@@ -138,23 +198,17 @@ int engine_add_kind(struct engine *e, const char *name, const char *handler,
         log_error("job kind '%s': %s", name, err);
         return -1;
     }
-    struct kind *k = &e->kinds[e->nkinds];
-    memset(k, 0, sizeof(*k));
-    snprintf(k->name, sizeof(k->name), "%s", name);
-    k->handler = h;
-    if (copy_params(&k->params, params) < 0) {
-        free_params(&k->params);
+    if (kind_define(e, e->nkinds, name, h, params) < 0)
         return -1;
-    }
-    size_t cap = h->out_capacity(params, e->limits.max_payload);
-    k->out_cap = (uint32_t)(cap > e->limits.max_payload ? cap : e->limits.max_payload);
-    if (cap < k->out_cap)
-        k->out_cap = (uint32_t)cap;
-    k->state_size = h->state_size ? (uint32_t)h->state_size(params) : 0;
-    /* Until a run was measured, assume a job of this kind fills a worker's
-     * whole budget: nothing is queued behind a job that may be slow. */
-    k->est_ns = (uint64_t)e->wconf.inflight_us * 1000;
     return (int)e->nkinds++;
+}
+
+int engine_kind_by_name(const struct engine *e, const char *name)
+{
+    for (unsigned k = 0; k < e->nkinds; k++)
+        if (e->kinds[k].handler && strcmp(e->kinds[k].name, name) == 0)
+            return (int)k;
+    return -1;
 }
 
 /* The slab must hold the largest block any job asks for. */
@@ -167,17 +221,29 @@ static size_t largest_alloc(const struct engine *e)
     return max;
 }
 
-static void publish_kinds(struct engine *e)
+void engine_publish_kind(struct engine *e, unsigned k)
 {
-    for (unsigned k = 0; k < e->nkinds; k++) {
-        struct stats_kind *s = &e->seg.kinds[k];
-        seqlock_write_begin(&s->lock);
-        s->used = 1;
-        snprintf(s->name, sizeof(s->name), "%s", e->kinds[k].name);
-        snprintf(s->handler, sizeof(s->handler), "%s", e->kinds[k].handler->name);
-        seqlock_write_end(&s->lock);
-        e->kinds[k].stats = s;
+    struct stats_kind *s = &e->seg.kinds[k];
+    seqlock_write_begin(&s->lock);
+    s->used = 1;
+    snprintf(s->name, sizeof(s->name), "%s", e->kinds[k].name);
+    snprintf(s->handler, sizeof(s->handler), "%s", e->kinds[k].handler->name);
+    seqlock_write_end(&s->lock);
+    e->kinds[k].stats = s;
+}
+
+/* Only the supervisor's own group may read the segment once it runs as
+ * the configured user; then drop before the first fork (see engine.h). */
+static int drop_privileges(struct engine *e)
+{
+    if (!e->drop_privs)
+        return 0;
+    if (fchown(e->seg.fd, e->uid, e->gid) < 0) {
+        log_error("cannot hand segment %s to uid %d: %s", e->seg.name, (int)e->uid,
+                  strerror(errno));
+        return -1;
     }
+    return privs_drop(e->uid, e->gid);
 }
 
 int engine_start(struct engine *e)
@@ -187,9 +253,10 @@ int engine_start(struct engine *e)
         if (e->kinds[k].state_size > slot_size)
             slot_size = e->kinds[k].state_size;
     e->stream_slot_size = (slot_size + 63) & ~63u;
-    if (make_segment(e) < 0)
+    if (make_segment(e) < 0 || drop_privileges(e) < 0)
         return -1;
-    if (slab_init(&e->slab, e->seg.slab, e->seg.hdr->slab_size, largest_alloc(e)) < 0) {
+    e->max_alloc = largest_alloc(e);
+    if (slab_init(&e->slab, e->seg.slab, e->seg.hdr->slab_size, e->max_alloc) < 0) {
         log_error("limits.slab_mb (%u MiB) cannot hold a job of %zu bytes", e->limits.slab_mb,
                   largest_alloc(e));
         return -1;
@@ -201,12 +268,14 @@ int engine_start(struct engine *e)
         return -1;
     }
     e->efd_watch = loop_watch(e->loop, e->efd, POLLIN, true, on_wakeup, e);
-    publish_kinds(e);
+    for (unsigned k = 0; k < e->nkinds; k++)
+        engine_publish_kind(e, k);
     e->g.workers_min = e->wconf.min;
     e->g.workers_max = e->wconf.max;
     e->g.slab_size = slab_size(&e->slab);
     e->started = true;
     e->now_ns = engine_now_ns();
+    e->scale.next_check_ns = e->now_ns + (uint64_t)(e->scale.conf.interval_s * 1e9);
     log_info("instance '%s': segment %s is %.1f MiB (slab %.1f MiB, %u worker slots, %u stream "
              "slots of %u bytes)",
              e->instance, e->seg.name, (double)e->seg.size / 1048576.0,
@@ -235,7 +304,7 @@ enum job_status engine_submit(struct engine *e, const struct engine_job *r, uint
 {
     if (!e->started)
         return refuse(e, UINT32_MAX, JOB_E_SHUTDOWN);
-    if (r->kind >= e->nkinds)
+    if (r->kind >= e->nkinds || !e->kinds[r->kind].handler)
         return refuse(e, r->kind, JOB_E_UNKNOWN_KIND);
     if (!e->accepting)
         return refuse(e, r->kind, JOB_E_SHUTDOWN);
@@ -253,7 +322,8 @@ enum job_status engine_submit(struct engine *e, const struct engine_job *r, uint
         return refuse(e, r->kind, JOB_E_OVERLOADED);
     }
     TAILQ_REMOVE(&e->free_jobs, j, link);
-    memcpy(slab_ptr(&e->slab, in), r->payload, r->len);
+    if (r->len) /* an empty MQTT payload comes as NULL */
+        memcpy(slab_ptr(&e->slab, in), r->payload, r->len);
     uint64_t now = engine_now_ns();
     *j = (struct job){
         .id = ++e->next_id,
@@ -318,11 +388,15 @@ static void count_outcome(struct engine *e, const struct job *j, enum job_status
         ks->failed++;
         ks->errors[st]++;
     }
+    /* Only a worker answers with these: then the job ran, however briefly. */
+    bool ran = st == JOB_OK || st == JOB_FILTERED || st == JOB_E_BAD_INPUT || st == JOB_E_FAILED;
     if (j->started_ns)
         stats_hist_add(&ks->wait, j->started_ns - j->accepted_ns);
-    if (run_ns)
+    if (ran)
         stats_hist_add(&ks->run, run_ns);
     seqlock_write_end(&ks->lock);
+    if (ran)
+        stats_hist_add(&e->scale.run, run_ns);
 }
 
 /* The single exit of every accepted job. */
@@ -391,6 +465,8 @@ static void publish(struct engine *e)
     e->g.slab_used = slab_used(&e->slab);
     e->g.workers_target = e->target;
     e->g.updated_ns = e->now_ns;
+    if (e->stats_hook)
+        e->stats_hook(e->stats_ctx, &e->g);
     struct stats_global *dst = e->seg.global;
     seqlock_write_begin(&dst->lock);
     /* everything after the lock word */
@@ -411,7 +487,10 @@ static void tick(struct engine *e)
         stream_expire(e);
         e->g_dirty = true;
     }
+    pool_count(e);
     e->next_tick_ns = e->now_ns + (e->outstanding ? TICK_BUSY_NS : TICK_IDLE_NS);
+    scale_sample(e);
+    scale_tick(e);
 }
 
 /* One pass over everything that can move without waiting. */
@@ -454,6 +533,24 @@ static void sleep_in_loop(struct engine *e, int64_t wait_ns)
     atomic_store(&e->seg.hdr->supervisor_sleeping, 0);
 }
 
+/* Under saturation - jobs still pending, and every worker holding enough
+ * work to stay busy a while - being woken for each result only takes CPU
+ * from the workers. Then sleep on a timer for half of what the least loaded
+ * worker holds, without raising the sleeper flag: one wake-up per batch
+ * instead of an eventfd write per result (DESIGN.md, principle 7). */
+static int64_t batch_sleep_ns(const struct engine *e)
+{
+    if (e->queued == 0)
+        return 0;
+    uint64_t least = UINT64_MAX;
+    for (unsigned i = 0; i < e->nslots; i++)
+        if (pool_takes_jobs(&e->workers[i]) && e->workers[i].est_ns < least)
+            least = e->workers[i].est_ns;
+    if (least == UINT64_MAX || least < BATCH_MIN_NS)
+        return 0;
+    return (int64_t)(least / 2 < BATCH_MAX_SLEEP_NS ? least / 2 : BATCH_MAX_SLEEP_NS);
+}
+
 void engine_turn(struct engine *e, int64_t wait_ns)
 {
     bool busy = work(e);
@@ -461,6 +558,11 @@ void engine_turn(struct engine *e, int64_t wait_ns)
         publish(e);
     if (busy || wait_ns == 0)
         return;
+    int64_t batch = batch_sleep_ns(e);
+    if (batch) {
+        loop_run(e->loop, wait_ns > 0 && wait_ns < batch ? wait_ns : batch);
+        return;
+    }
     if (e->outstanding) {
         uint64_t until = e->now_ns + SPIN_NS;
         while (engine_now_ns() < until) {
@@ -495,8 +597,9 @@ void engine_stop_accepting(struct engine *e)
     e->accepting = false;
 }
 
-void engine_abandon(struct engine *e)
+size_t engine_abandon(struct engine *e)
 {
+    size_t running = e->outstanding - e->queued, total = e->outstanding;
     e->accepting = false;
     pool_shutdown(e);
     for (int p = 0; p < PRIO_COUNT; p++) {
@@ -506,8 +609,22 @@ void engine_abandon(struct engine *e)
             engine_finishf(e, j, JOB_E_SHUTDOWN, "abandoned: the daemon stopped first");
         }
     }
-    if (e->started)
+    if (total)
+        log_warn("abandoned %zu jobs (%zu running, %zu queued): answered with a shutdown error",
+                 total, running, total - running);
+    if (e->started) {
+        pool_count(e);
         publish(e);
+    }
+    return total;
+}
+
+unsigned engine_stale_workers(const struct engine *e)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < e->nslots && e->workers; i++)
+        n += e->workers[i].pid > 0 && e->workers[i].kinds_gen < e->kinds_gen;
+    return n;
 }
 
 void engine_free(struct engine *e)
@@ -530,6 +647,17 @@ void engine_free(struct engine *e)
         seg_close(&e->seg, true);
     }
     free(e);
+}
+
+void engine_set_stats_hook(struct engine *e, engine_stats_fn fn, void *ctx)
+{
+    e->stats_hook = fn;
+    e->stats_ctx = ctx;
+}
+
+void engine_stats_changed(struct engine *e)
+{
+    e->g_dirty = true;
 }
 
 const struct segment *engine_segment(const struct engine *e)

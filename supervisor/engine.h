@@ -26,6 +26,7 @@
 struct engine;
 struct loop;
 struct segment;
+struct stats_global;
 
 /* How one accepted job ended. Pointers are valid only during the callback. */
 struct engine_outcome {
@@ -68,7 +69,12 @@ struct engine *engine_new(const struct conf *c, struct loop *loop);
 int engine_add_kind(struct engine *e, const char *name, const char *handler,
                     const struct conf_params *params);
 
-/* Fork workers.min workers. 0, or -1 (logged). */
+/* Create the segment and fork workers.min workers. 0, or -1 (logged).
+ * When the configuration names a `user:` and the process runs as root, the
+ * segment is handed to that user's group (mode 0640, for mqforkstat) and
+ * the whole process then drops to the user and group before any worker is
+ * forked: workers, handler set-up included, never run as root, and the
+ * supervisor keeps nothing it does not need. */
 int engine_start(struct engine *e);
 
 /* Offer a job. JOB_OK: accepted, and J->done will run exactly once, from a
@@ -94,15 +100,46 @@ unsigned engine_live_workers(const struct engine *e);
 unsigned engine_set_target(struct engine *e, unsigned target);
 unsigned engine_target(const struct engine *e);
 
+/* An operator's change of the pool by DELTA workers (SIGUSR1 +1, SIGUSR2 -1;
+ * WHO names it in the log). Clamped to [workers.min, workers.max], logged,
+ * recorded as a scaling event, and the autoscaler's cooldown starts. Returns
+ * the new target. */
+unsigned engine_scale_manual(struct engine *e, int delta, const char *who);
+
+/* Apply configuration C (already validated by conf_load) to the running
+ * engine: worker limits, scaling, limits that fit the segment (others are
+ * logged as needing a restart and kept), and the routes. Kinds are matched
+ * by route name: a kept route keeps its index and its jobs keep flowing;
+ * pending jobs of a removed route are answered JOB_E_SHUTDOWN ("route
+ * removed by reload"); when the kind table changed, every worker is
+ * recycled gracefully (it answers what it holds, then is forked again with
+ * the new table) and no job is ever sent to a worker without its handler.
+ * Returns 0, or -1 (logged) with nothing changed. */
+int engine_reload(struct engine *e, const struct conf *c);
+
+/* Index of the job kind named NAME (a route), or -1. Valid after a reload. */
+int engine_kind_by_name(const struct engine *e, const char *name);
+
+/* Workers still running a kind table older than the current one. */
+unsigned engine_stale_workers(const struct engine *e);
+
 /* Stop accepting jobs (submit returns JOB_E_SHUTDOWN). */
 void engine_stop_accepting(struct engine *e);
 
 /* Answer every job not yet answered with JOB_E_SHUTDOWN (counted as
- * abandoned), kill the workers, wait for them. */
-void engine_abandon(struct engine *e);
+ * abandoned, and logged when there were any), kill the workers, wait for
+ * them. Returns how many jobs were abandoned. */
+size_t engine_abandon(struct engine *e);
 
 /* Stop the pool if still running, unlink the segment and free everything. */
 void engine_free(struct engine *e);
+
+/* A function the engine calls before it publishes its statistics, so the
+ * layers around it (MQTT) can fill in their fields of the global block. */
+typedef void (*engine_stats_fn)(void *ctx, struct stats_global *g);
+void engine_set_stats_hook(struct engine *e, engine_stats_fn fn, void *ctx);
+/* Ask for the statistics to be published at the end of this round. */
+void engine_stats_changed(struct engine *e);
 
 /* The segment, for tests and tools that look at the stats it holds. */
 const struct segment *engine_segment(const struct engine *e);

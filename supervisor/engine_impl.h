@@ -17,6 +17,7 @@
 #include "shm/segment.h"
 #include "shm/slab.h"
 #include "supervisor/engine.h"
+#include "supervisor/scale.h"
 #include "worker/handler.h"
 #include "worker/worker.h"
 
@@ -78,6 +79,23 @@ struct kind {
     uint32_t state_size;
     uint64_t est_ns; /* moving average of run time: what dispatch expects a job to cost */
     struct stats_kind *stats;
+    /* Kinds generation in which this definition appeared: a worker forked
+     * before it holds another handler (or none) at this index. */
+    uint32_t since_gen;
+    /* handler == NULL: the route was removed by a reload; the index stays
+     * reserved while old workers may still hold its jobs. */
+};
+
+/* The autoscaler's state (scale.c). */
+struct scaler {
+    struct conf_scaling conf;
+    uint64_t next_check_ns;
+    uint64_t last_event_ns; /* 0: none yet */
+    bool last_up;           /* direction of the last event: picks the cooldown */
+    uint64_t last_sample_ns;
+    double load_sum;       /* load x time since the last check */
+    double load_weight;    /* the time */
+    struct stats_hist run; /* handler run times answered since the last check */
 };
 
 struct worker {
@@ -88,6 +106,7 @@ struct worker {
     pid_t pid;
     int pidfd;
     uint32_t generation;
+    uint32_t kinds_gen;       /* the kind table it was forked with */
     struct ring jobs;         /* we produce */
     struct ring results;      /* we consume */
     struct job_list inflight; /* in the order the worker runs them */
@@ -126,6 +145,13 @@ struct engine {
 
     struct kind kinds[SEG_MAX_KINDS];
     unsigned nkinds;
+    uint32_t kinds_gen; /* bumped by each reload that changes the kind table */
+    size_t max_alloc;   /* largest block the slab was set up for */
+
+    struct scaler scale;
+    bool drop_privs; /* workers run as uid/gid (conf user:) */
+    uid_t uid;
+    gid_t gid;
 
     struct worker *workers;
     unsigned nslots; /* workers.max */
@@ -147,6 +173,8 @@ struct engine {
     uint32_t stream_slot_size;
 
     struct stats_global g; /* private copy, published each turn */
+    engine_stats_fn stats_hook;
+    void *stats_ctx;
     bool g_dirty;
     uint64_t now_ns;
     uint64_t next_tick_ns;
@@ -171,6 +199,11 @@ static inline void engine_wake_at(struct engine *e, uint64_t at_ns)
 }
 
 /* engine.c */
+int kind_define(struct engine *e, unsigned idx, const char *name, const struct handler *h,
+                const struct conf_params *params);
+void kind_undefine(struct engine *e, unsigned idx);
+bool kind_params_equal(const struct conf_params *a, const struct conf_params *b);
+void engine_publish_kind(struct engine *e, unsigned idx);
 void engine_finish(struct engine *e, struct job *j, enum job_status st, const void *data,
                    size_t len, uint64_t run_ns);
 void engine_finishf(struct engine *e, struct job *j, enum job_status st, const char *fmt, ...)
@@ -182,6 +215,7 @@ void dispatch_free(struct engine *e);
 struct stream *stream_get(struct engine *e, uint32_t kind, const void *key, size_t len);
 void stream_release_job(struct engine *e, struct job *j);
 void stream_expire(struct engine *e);
+void stream_forget_kind(struct engine *e, uint32_t kind, bool drop);
 void pending_push(struct engine *e, struct job *j, bool front);
 void pending_remove(struct engine *e, struct job *j);
 void dispatch(struct engine *e);

@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
-#include <systemd/sd-daemon.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,6 +22,9 @@
 #include "supervisor/engine.h"
 #include "supervisor/log.h"
 #include "supervisor/loop.h"
+#include "supervisor/mqtt.h"
+#include "supervisor/notify.h"
+#include "supervisor/routes.h"
 #include "worker/worker.h"
 
 enum run_state { RUNNING, DRAINING, STOP_NOW };
@@ -31,6 +33,9 @@ struct daemon {
     struct conf conf;
     struct loop *loop;
     struct engine *engine;
+    struct routes *routes;
+    struct mqtt *mqtt;
+    struct notify notify;
     int sfd;
     enum run_state state;
     int exit_code;
@@ -70,28 +75,48 @@ static int check_config(const char *path)
     return rc == 0 ? 0 : 1;
 }
 
-static void scale_by(struct daemon *d, int delta)
+/* SIGHUP: a configuration that does not load changes nothing; every
+ * problem is logged as file:line:column. */
+static void reload(struct daemon *d)
 {
-    unsigned now = engine_target(d->engine);
-    unsigned want = delta > 0 ? now + 1 : now ? now - 1 : 0;
-    unsigned got = engine_set_target(d->engine, want);
-    if (got == now)
-        log_info("%s ignored: the pool is already at its %s (%u workers)",
-                 delta > 0 ? "SIGUSR1" : "SIGUSR2", delta > 0 ? "maximum" : "minimum", now);
-    else
-        log_info("%s: pool target %u -> %u workers", delta > 0 ? "SIGUSR1" : "SIGUSR2", now, got);
+    notify_reloading(&d->notify);
+    struct conf c;
+    struct conf_diags diags = {0};
+    if (conf_load(d->conf.path, &c, &diags) < 0) {
+        for (size_t i = 0; i < diags.count; i++) {
+            const struct conf_diag *g = &diags.items[i];
+            log_error("%s:%d:%d: %s", g->file, g->line, g->column, g->message);
+        }
+        log_error("SIGHUP: %s has %zu problem%s; keeping the current configuration", d->conf.path,
+                  diags.count, diags.count == 1 ? "" : "s");
+    } else if (engine_reload(d->engine, &c) < 0) {
+        conf_free(&c);
+    } else {
+        /* The engine keeps copies; the routes move to the new one, reading
+         * the old one as they do, and then nothing points into it. */
+        struct conf old = d->conf;
+        d->conf = c;
+        if (routes_reload(d->routes, &d->conf) < 0)
+            log_error("SIGHUP: the routes could not follow; MQTT subscriptions may be stale");
+        conf_free(&old);
+        log_set_level_name(d->conf.log_level);
+        log_info("SIGHUP: configuration reloaded from %s", d->conf.path);
+    }
+    conf_diags_free(&diags);
+    notify_reloaded(&d->notify);
 }
 
 static void begin_drain(struct daemon *d, const char *why)
 {
     if (d->state != RUNNING) {
-        log_info("%s during the drain: stopping now", why);
+        log_warn("%s during the drain: stopping now", why);
         d->state = STOP_NOW;
+        d->exit_code = 3;
         return;
     }
     log_info("%s: draining %zu jobs (at most %.1f s), then exiting", why,
              engine_outstanding(d->engine), d->conf.shutdown_timeout_s);
-    sd_notify(0, "STOPPING=1");
+    notify_stopping(&d->notify, why);
     engine_stop_accepting(d->engine);
     d->state = DRAINING;
     d->drain_deadline_ns = mono_ns() + (uint64_t)(d->conf.shutdown_timeout_s * 1e9);
@@ -104,13 +129,14 @@ static void on_signal(void *ctx, int events)
     while (read(d->sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
         switch (si.ssi_signo) {
         case SIGUSR1:
-            scale_by(d, +1);
+            engine_scale_manual(d->engine, +1, "SIGUSR1");
             break;
         case SIGUSR2:
-            scale_by(d, -1);
+            engine_scale_manual(d->engine, -1, "SIGUSR2");
             break;
         case SIGHUP:
-            log_warn("SIGHUP: configuration reload is not supported yet; keeping the current one");
+            if (d->state == RUNNING)
+                reload(d);
             break;
         case SIGTERM:
         case SIGINT:
@@ -142,13 +168,22 @@ static int setup_signals(struct daemon *d)
     return 0;
 }
 
-static int add_routes(struct daemon *d)
+/* The MQTT and routes layers' figures, added to the engine's statistics. */
+static void daemon_stats(void *ctx, struct stats_global *g)
 {
-    for (size_t i = 0; i < d->conf.nroutes; i++) {
-        const struct conf_route *r = &d->conf.routes[i];
-        if (engine_add_kind(d->engine, r->name, r->job, &r->params) < 0)
-            return -1;
-    }
+    struct daemon *d = ctx;
+    if (d->mqtt)
+        mqtt_stats(d->mqtt, g);
+    routes_stats(d->routes, g);
+}
+
+static int connect_broker(struct daemon *d)
+{
+    d->mqtt = mqtt_new(&d->conf, d->loop, routes_on_message, d->routes);
+    if (!d->mqtt || routes_attach(d->routes, d->mqtt) < 0)
+        return -1;
+    engine_set_stats_hook(d->engine, daemon_stats, d);
+    mqtt_start(d->mqtt);
     return 0;
 }
 
@@ -166,7 +201,14 @@ static bool drain_over(struct daemon *d)
 static void run(struct daemon *d)
 {
     while (d->state != STOP_NOW) {
-        engine_turn(d->engine, d->state == DRAINING ? 50000000 : -1);
+        int64_t wait =
+            notify_tick(&d->notify, d->engine, d->state == DRAINING ? "draining" : "running");
+        if (d->state == DRAINING && (wait < 0 || wait > 50000000))
+            wait = 50000000; /* look at the drain deadline */
+        engine_turn(d->engine, wait);
+        mqtt_service(d->mqtt);
+        if (mqtt_stats_changed(d->mqtt))
+            engine_stats_changed(d->engine);
         if (d->state == DRAINING && drain_over(d))
             break;
     }
@@ -175,6 +217,7 @@ static void run(struct daemon *d)
 static int serve(const char *path)
 {
     struct daemon d = {.sfd = -1};
+    notify_init(&d.notify);
     struct conf_diags diags = {0};
     if (conf_load(path, &d.conf, &diags) < 0) {
         conf_diags_print(&diags, stderr);
@@ -189,16 +232,19 @@ static int serve(const char *path)
         log_error("io_uring: %s", strerror(errno));
         goto out;
     }
-    if (setup_signals(&d) < 0 || !(d.engine = engine_new(&d.conf, d.loop)) || add_routes(&d) < 0 ||
-        engine_start(d.engine) < 0)
+    if (setup_signals(&d) < 0 || !(d.engine = engine_new(&d.conf, d.loop)) ||
+        !(d.routes = routes_new(&d.conf, d.engine)) || engine_start(d.engine) < 0 ||
+        connect_broker(&d) < 0)
         goto out;
     log_info("mqforkd %s: instance '%s' running as pid %d with %u workers", MQFORK_VERSION,
              d.conf.instance, (int)getpid(), d.conf.workers.min);
-    sd_notify(0, "READY=1");
     run(&d);
     rc = d.exit_code;
 out:
+    /* The engine first: jobs it abandons are reported through MQTT. */
     engine_free(d.engine);
+    mqtt_free(d.mqtt);
+    routes_free(d.routes);
     if (d.sfd >= 0)
         close(d.sfd);
     loop_free(d.loop);

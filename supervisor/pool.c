@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "shm/procstat.h"
 #include "supervisor/engine_impl.h"
 #include "supervisor/log.h"
 #include "supervisor/loop.h"
@@ -114,7 +115,8 @@ static void fork_worker(struct engine *e, struct worker *w)
 {
     struct worker_kind kinds[SEG_MAX_KINDS];
     for (unsigned k = 0; k < e->nkinds; k++)
-        kinds[k] = (struct worker_kind){e->kinds[k].handler, &e->kinds[k].params};
+        kinds[k] =
+            (struct worker_kind){e->kinds[k].handler, &e->kinds[k].params}; /* NULL: removed */
     struct worker_args args = {
         .seg = &e->seg,
         .slot = w->slot,
@@ -146,6 +148,7 @@ int pool_spawn(struct engine *e, struct worker *w)
     }
     w->pid = pid;
     w->pidfd = pidfd;
+    w->kinds_gen = e->kinds_gen;
     w->watch = loop_watch(e->loop, pidfd, POLLIN, false, on_worker_exit, w);
     w->state = WORKER_STARTING;
     w->spawned_ns = engine_now_ns();
@@ -224,8 +227,9 @@ static void on_result(struct engine *e, struct worker *w, const struct result_de
     TAILQ_REMOVE(&w->inflight, j, link);
     w->ninflight--;
     w->est_ns -= j->est_ns;
-    uint64_t ran_for = e->now_ns - w->head_started_ns;
-    uint64_t run_ns = r->run_ns < ran_for ? r->run_ns : ran_for;
+    /* The worker's own figure, bounded by what it could have been: a job
+     * runs no longer than its timeout before its worker is killed. */
+    uint64_t run_ns = r->run_ns < j->timeout_ns ? r->run_ns : j->timeout_ns;
     update_estimate(&e->kinds[j->kind], run_ns);
     struct job *next = TAILQ_FIRST(&w->inflight);
     if (next) {
@@ -410,7 +414,10 @@ static void reap(struct engine *e, struct worker *w)
     bool clean = w->exit_sent && !w->killed && si.si_code == CLD_EXITED && si.si_status == 0 &&
                  w->ninflight == 0;
     char reason[96] = "";
-    if (!clean) {
+    /* A worker retired before it was ready was killed by us: no crash. */
+    if (!clean && w->killed == DEATH_RETIRED) {
+        log_debug("worker %u (pid %d) retired before it was ready", w->slot, (int)w->pid);
+    } else if (!clean) {
         describe_death(w, &si, e, reason, sizeof(reason));
         if (w->killed != DEATH_TIMEOUT && w->killed != DEATH_RETIRED)
             e->g.crashed++;
@@ -442,16 +449,57 @@ static void on_worker_exit(void *ctx, int events)
 
 /* ---- timers ----------------------------------------------------------- */
 
-/* Keep the number of workers in use at the target: fork into empty slots. */
-static void fill_to_target(struct engine *e)
+static unsigned workers_in_use(const struct engine *e)
 {
     unsigned used = 0;
     for (unsigned i = 0; i < e->nslots; i++)
         used += e->workers[i].state != WORKER_EMPTY && !e->workers[i].retiring;
+    return used;
+}
+
+/* Keep the number of workers in use at the target: fork into empty slots,
+ * and retire surplus workers from the top - only ones holding no job, so a
+ * scale-down never interrupts or delays work; a busy surplus worker is
+ * retired at a later tick, once it is idle. */
+static void fill_to_target(struct engine *e)
+{
+    unsigned used = workers_in_use(e);
     for (unsigned i = 0; i < e->nslots && used < e->target; i++) {
         struct worker *w = &e->workers[i];
         if (w->state == WORKER_EMPTY && w->pid <= 0 && pool_spawn(e, w) == 0)
             used++;
+    }
+    for (unsigned i = e->nslots; i-- > 0 && used > e->target;) {
+        struct worker *w = &e->workers[i];
+        if (w->state == WORKER_EMPTY || w->retiring || w->ninflight)
+            continue;
+        pool_retire(e, w);
+        used--;
+    }
+}
+
+/* After a reload changed the kind table, replace workers holding the old
+ * one: each answers what it holds and exits, and is forked again with the
+ * new table. At most half the pool (at least one) is out at a time, so the
+ * jobs of kept routes keep flowing. */
+static void recycle_stale(struct engine *e)
+{
+    unsigned out = 0, stale = 0;
+    for (unsigned i = 0; i < e->nslots; i++) {
+        const struct worker *w = &e->workers[i];
+        if (w->pid <= 0)
+            continue;
+        out += w->state == WORKER_STARTING || w->state == WORKER_DRAINING;
+        stale += w->kinds_gen < e->kinds_gen && pool_takes_jobs(w) && !w->exit_sent;
+    }
+    unsigned limit = e->target / 2 ? e->target / 2 : 1;
+    for (unsigned i = e->nslots; i-- > 0 && stale && out < limit;) {
+        struct worker *w = &e->workers[i];
+        if (w->pid <= 0 || w->kinds_gen >= e->kinds_gen || !pool_takes_jobs(w) || w->exit_sent)
+            continue;
+        pool_drain(e, w);
+        out++;
+        stale--;
     }
 }
 
@@ -474,39 +522,25 @@ void pool_tick(struct engine *e)
         }
     }
     fill_to_target(e);
+    recycle_stale(e);
 }
 
 /* CPU and memory of each worker, as the kernel counts them: /proc is
  * trusted, a worker's word about itself is not. */
 static void sample_worker(struct engine *e, struct worker *w)
 {
-    char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)w->pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    char *p = n > 0 ? (buf[n] = '\0', strrchr(buf, ')')) : NULL;
-    unsigned long long utime = 0, stime = 0;
-    long rss_pages = 0;
-    /* after ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt
-     * cmajflt utime stime cutime cstime priority nice threads itreal starttime
-     * vsize rss */
-    if (!p || sscanf(p + 2,
-                     "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d "
-                     "%*d %*d %*u %*u %ld",
-                     &utime, &stime, &rss_pages) != 3)
+    struct procstat ps;
+    if (procstat_read(w->pid, &ps) < 0)
         return;
     long hz = sysconf(_SC_CLK_TCK);
-    uint64_t ticks = utime + stime;
+    uint64_t ticks = ps.cpu_ticks;
     uint64_t dt = e->now_ns - w->cpu_sampled_ns;
     uint32_t permille = 0;
     if (w->cpu_sampled_ns && dt && ticks >= w->cpu_ticks)
         permille = (uint32_t)((ticks - w->cpu_ticks) * 1000000000000ull / (uint64_t)hz / dt);
     w->cpu_ticks = ticks;
     w->cpu_sampled_ns = e->now_ns;
-    uint64_t rss_kb = (uint64_t)rss_pages * (uint64_t)(sysconf(_SC_PAGESIZE) / 1024);
+    uint64_t rss_kb = ps.rss_kb;
 
     struct stats_worker *s = &e->seg.workers_stats[w->slot];
     seqlock_write_begin(&s->lock);
@@ -541,19 +575,6 @@ unsigned engine_set_target(struct engine *e, unsigned target)
     if (target > e->wconf.max)
         target = e->wconf.max;
     e->target = target;
-    unsigned used = 0;
-    for (unsigned i = 0; i < e->nslots; i++)
-        used += e->workers[i].state != WORKER_EMPTY && !e->workers[i].retiring;
-    /* Retire from the top, idle workers first, then whoever finishes next. */
-    for (int pass = 0; pass < 2 && used > target; pass++) {
-        for (unsigned i = e->nslots; i-- > 0 && used > target;) {
-            struct worker *w = &e->workers[i];
-            if (w->state == WORKER_EMPTY || w->retiring || (pass == 0 && w->ninflight))
-                continue;
-            pool_retire(e, w);
-            used--;
-        }
-    }
     fill_to_target(e);
     e->g_dirty = true;
     return target;

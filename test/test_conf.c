@@ -283,12 +283,15 @@ static void check_examples(const char *dir)
     load_ok(path, &c);
     T_CHECK(str_eq(c.instance, "demo"), "demo instance %s", c.instance);
     T_CHECK(c.workers.min == 2 && c.workers.max == 4, "demo pool");
-    T_REQUIRE(c.nroutes == 2, "demo routes %zu", c.nroutes);
+    T_REQUIRE(c.nroutes == 4, "demo routes %zu", c.nroutes);
     T_CHECK(str_eq(c.routes[0].name, "echo") && str_eq(c.routes[0].job, "test.echo") &&
                 str_eq(c.routes[0].subscribe, "demo/echo/+/in") &&
                 str_eq(c.routes[0].reply, "demo/echo/{1}/out"),
             "demo echo route");
-    T_CHECK(str_eq(c.routes[1].name, "spin") && str_eq(c.routes[1].job, "test.spin"),
+    T_CHECK(str_eq(c.routes[1].name, "decode") && str_eq(c.routes[1].job, "opus.decode") &&
+                str_eq(c.routes[1].stream, "{1}"),
+            "demo decode route");
+    T_CHECK(str_eq(c.routes[3].name, "spin") && str_eq(c.routes[3].job, "test.spin"),
             "demo spin route");
     conf_free(&c);
     free(path);

@@ -9,10 +9,8 @@
 #include <string.h>
 
 static const struct handler *const registry[] = {
-    &handler_test_echo,
-    &handler_test_spin,
-    &handler_test_crash,
-    &handler_test_hang,
+    &handler_test_echo, &handler_test_spin,   &handler_test_crash,
+    &handler_test_hang, &handler_opus_decode, &handler_opus_encode,
 };
 
 #define REGISTRY_SIZE (sizeof(registry) / sizeof(registry[0]))

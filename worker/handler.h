@@ -63,4 +63,7 @@ void handler_error(struct handler_job *job, const char *fmt, ...)
 extern const struct handler handler_test_echo, handler_test_spin, handler_test_crash,
     handler_test_hang;
 
+/* The codec handlers (handler_opus.c). */
+extern const struct handler handler_opus_decode, handler_opus_encode;
+
 #endif

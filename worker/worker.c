@@ -56,6 +56,8 @@ static void setup_handlers(struct worker *w)
 {
     for (unsigned k = 0; k < w->a->nkinds; k++) {
         const struct worker_kind *kind = &w->a->kinds[k];
+        if (!kind->handler)
+            continue; /* a route removed by a reload: its index is never sent */
         w->ctx[k] = kind->handler->setup(kind->params);
         if (!w->ctx[k]) {
             log_error("set-up of handler %s failed", kind->handler->name);
@@ -78,7 +80,7 @@ static void notify_supervisor(struct worker *w)
 static bool desc_valid(const struct worker *w, const struct job_desc *d)
 {
     const struct seg_header *h = w->hdr;
-    return d->kind < w->a->nkinds && d->in_off <= h->slab_size &&
+    return d->kind < w->a->nkinds && w->a->kinds[d->kind].handler && d->in_off <= h->slab_size &&
            d->in_len <= h->slab_size - d->in_off && d->out_off <= h->slab_size &&
            d->out_cap <= h->slab_size - d->out_off &&
            (d->stream_slot == JOB_NO_STREAM || d->stream_slot < h->max_streams);

@@ -1,0 +1,576 @@
+/* mqtt.c - libmosquitto in the supervisor's event loop (see mqtt.h).
+ *
+ * The loop watches the client's socket: readable -> mosquitto_loop_read
+ * until the socket is drained (libmosquitto reads one QoS 0 packet per
+ * call, and a poll only fires again when new data comes); want_write ->
+ * a one-shot watch for writability. Keepalive and the reconnect timer run
+ * in mqtt_service(), called every loop round. Nothing here waits. */
+#include "supervisor/mqtt.h"
+
+#include <errno.h>
+#include <mosquitto.h>
+#include <mqtt_protocol.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "supervisor/log.h"
+#include "supervisor/loop.h"
+
+#define READS_PER_WAKEUP 1024 /* then let the rest of the loop run */
+
+enum mqtt_state { MQTT_IDLE, MQTT_CONNECTING, MQTT_CONNECTED };
+
+/* A message held while the broker is away; topic, payload and correlation
+ * data live in the same allocation. */
+struct outbound {
+    struct outbound *next;
+    char *topic;
+    void *payload;
+    size_t len;
+    void *corr;
+    size_t corr_len;
+    int qos;
+    bool retain;
+};
+
+struct subscription {
+    char *filter;
+    int qos;
+    int mid; /* of the last SUBSCRIBE sent for it, to name it in the log on SUBACK */
+};
+
+struct mqtt {
+    const struct conf *conf;
+    struct loop *loop;
+    struct mosquitto *mosq;
+    mqtt_message_fn on_message;
+    void *ctx;
+    bool v5;
+    enum mqtt_state state;
+    bool ever_connected;
+    bool connect_called;
+    bool stopping; /* our own disconnect: not a loss */
+    bool more_to_read;
+    int fd;
+    struct loop_watch *rwatch, *wwatch;
+    uint64_t next_attempt_ns;
+    double backoff_s;
+    struct subscription *subs;
+    size_t nsubs;
+    struct outbound *q_head, *q_tail;
+    size_t qlen;
+    char status_topic[256];
+    char client_id[128];
+    struct {
+        uint64_t reconnects, msgs_in, bytes_in, msgs_out, bytes_out, dropped;
+    } n;
+    bool changed;
+};
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void status_json(const struct mqtt *m, const char *status, char *buf, size_t len)
+{
+    snprintf(buf, len, "{\"status\":\"%s\",\"instance\":\"%s\",\"pid\":%d,\"version\":\"%s\"}",
+             status, m->conf->instance, (int)getpid(), MQFORK_VERSION);
+}
+
+/* ---- the socket in the loop ------------------------------------------- */
+
+static void on_readable(void *ctx, int events);
+static void on_writable(void *ctx, int events);
+
+static void unwatch(struct mqtt *m)
+{
+    loop_cancel(m->loop, m->rwatch);
+    loop_cancel(m->loop, m->wwatch);
+    m->rwatch = m->wwatch = NULL;
+    m->fd = -1;
+}
+
+static void schedule_reconnect(struct mqtt *m)
+{
+    const struct conf_broker *b = &m->conf->broker;
+    m->state = MQTT_IDLE;
+    m->next_attempt_ns = now_ns() + (uint64_t)(m->backoff_s * 1e9);
+    m->backoff_s = m->backoff_s * 2 < b->reconnect_max_s ? m->backoff_s * 2 : b->reconnect_max_s;
+    m->changed = true;
+}
+
+/* libmosquitto reports a lost connection from inside loop_read/loop_write
+ * through on_disconnect; an error it returns without one lands here. */
+static void connection_failed(struct mqtt *m, int rc)
+{
+    if (m->state == MQTT_IDLE)
+        return;
+    log_warn("mqtt: connection to %s:%d lost: %s", m->conf->broker.host, m->conf->broker.port,
+             rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
+    unwatch(m);
+    schedule_reconnect(m);
+}
+
+static void want_write(struct mqtt *m)
+{
+    if (m->fd >= 0 && !m->wwatch && mosquitto_want_write(m->mosq))
+        m->wwatch = loop_watch(m->loop, m->fd, POLLOUT, false, on_writable, m);
+}
+
+static void flush_writes(struct mqtt *m)
+{
+    for (int i = 0; i < READS_PER_WAKEUP && m->fd >= 0 && mosquitto_want_write(m->mosq); i++) {
+        errno = 0;
+        int rc = mosquitto_loop_write(m->mosq, 1);
+        if (rc != MOSQ_ERR_SUCCESS) {
+            connection_failed(m, rc);
+            return;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            break;
+    }
+    want_write(m);
+}
+
+static void read_all(struct mqtt *m)
+{
+    m->more_to_read = false;
+    for (int i = 0; m->fd >= 0; i++) {
+        if (i == READS_PER_WAKEUP) {
+            m->more_to_read = true; /* the rest next round: let jobs move too */
+            break;
+        }
+        errno = 0;
+        int rc = mosquitto_loop_read(m->mosq, 1);
+        if (rc != MOSQ_ERR_SUCCESS) {
+            connection_failed(m, rc);
+            return;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            break;
+    }
+}
+
+static void on_readable(void *ctx, int events)
+{
+    struct mqtt *m = ctx;
+    if (events < 0 || m->fd < 0)
+        return;
+    read_all(m);
+    flush_writes(m);
+}
+
+static void on_writable(void *ctx, int events)
+{
+    struct mqtt *m = ctx;
+    m->wwatch = NULL; /* one-shot: gone once fired */
+    if (m->fd >= 0)
+        flush_writes(m);
+}
+
+/* ---- connecting ------------------------------------------------------- */
+
+static void try_connect(struct mqtt *m)
+{
+    const struct conf_broker *b = &m->conf->broker;
+    int rc;
+    if (!m->ever_connected && m->v5 && !b->clean_session && b->session_expiry_s) {
+        /* libmosquitto takes CONNECT properties only in its blocking
+         * connect; later reconnects reuse them without blocking. */
+        mosquitto_property *props = NULL;
+        mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL,
+                                     b->session_expiry_s);
+        rc = mosquitto_connect_bind_v5(m->mosq, b->host, b->port, (int)b->keepalive_s, NULL, props);
+        mosquitto_property_free_all(&props);
+    } else if (!m->connect_called) {
+        rc = mosquitto_connect_async(m->mosq, b->host, b->port, (int)b->keepalive_s);
+    } else {
+        rc = mosquitto_reconnect_async(m->mosq);
+    }
+    /* Once libmosquitto knows host and port, reconnect_async is the way in. */
+    m->connect_called |= rc == MOSQ_ERR_SUCCESS || m->ever_connected;
+    if (rc != MOSQ_ERR_SUCCESS) {
+        log_warn("mqtt: cannot connect to %s:%d: %s; retrying in %.1f s", b->host, b->port,
+                 rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc), m->backoff_s);
+        schedule_reconnect(m);
+        return;
+    }
+    m->state = MQTT_CONNECTING;
+    m->fd = mosquitto_socket(m->mosq);
+    m->rwatch = loop_watch(m->loop, m->fd, POLLIN, true, on_readable, m);
+    flush_writes(m);
+}
+
+static void publish_now(struct mqtt *m, const char *topic, const void *payload, size_t len, int qos,
+                        bool retain, const void *corr, size_t corr_len);
+
+static void send_subscribe(struct mqtt *m, struct subscription *s)
+{
+    /* No-local: a reply topic that matches our own filter must not loop. */
+    int opts = m->v5 ? MQTT_SUB_OPT_NO_LOCAL : 0;
+    int rc = mosquitto_subscribe_v5(m->mosq, &s->mid, s->filter, s->qos, opts, NULL);
+    if (rc != MOSQ_ERR_SUCCESS)
+        log_warn("mqtt: subscribe %s: %s", s->filter, mosquitto_strerror(rc));
+}
+
+static void subscribe_all(struct mqtt *m)
+{
+    for (size_t i = 0; i < m->nsubs; i++)
+        send_subscribe(m, &m->subs[i]);
+}
+
+static void on_subscribe(struct mosquitto *mosq, void *ctx, int mid, int count, const int *granted,
+                         const mosquitto_property *props)
+{
+    struct mqtt *m = ctx;
+    for (size_t i = 0; i < m->nsubs; i++) {
+        if (m->subs[i].mid != mid)
+            continue;
+        if (count >= 1 && granted[0] >= 0x80)
+            log_error("mqtt: the broker refused the subscription to %s: %s", m->subs[i].filter,
+                      mosquitto_reason_string(granted[0]));
+        else
+            log_info("mqtt: subscribed to %s", m->subs[i].filter);
+    }
+}
+
+static void flush_queue(struct mqtt *m)
+{
+    struct outbound *o;
+    while (m->state == MQTT_CONNECTED && (o = m->q_head)) {
+        m->q_head = o->next;
+        if (!m->q_head)
+            m->q_tail = NULL;
+        m->qlen--;
+        publish_now(m, o->topic, o->payload, o->len, o->qos, o->retain, o->corr, o->corr_len);
+        free(o);
+    }
+    m->changed = true;
+}
+
+static void on_connect(struct mosquitto *mosq, void *ctx, int rc, int flags,
+                       const mosquitto_property *props)
+{
+    struct mqtt *m = ctx;
+    const struct conf_broker *b = &m->conf->broker;
+    if (rc != 0) {
+        log_error("mqtt: %s:%d refused the connection: %s", b->host, b->port,
+                  m->v5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc));
+        return; /* libmosquitto disconnects next; on_disconnect schedules the retry */
+    }
+    if (m->ever_connected)
+        m->n.reconnects++;
+    log_info("mqtt: connected to %s:%d as %s%s", b->host, b->port, m->client_id,
+             m->ever_connected ? " (reconnected)" : "");
+    m->ever_connected = true;
+    m->state = MQTT_CONNECTED;
+    m->backoff_s = b->reconnect_min_s;
+    m->changed = true;
+    subscribe_all(m);
+    char status[256];
+    status_json(m, "online", status, sizeof(status));
+    publish_now(m, m->status_topic, status, strlen(status), 1, true, NULL, 0);
+    flush_queue(m);
+}
+
+static void on_disconnect(struct mosquitto *mosq, void *ctx, int rc,
+                          const mosquitto_property *props)
+{
+    struct mqtt *m = ctx;
+    if (m->state == MQTT_IDLE || m->stopping)
+        return;
+    if (m->state == MQTT_CONNECTED)
+        log_warn("mqtt: disconnected from %s:%d: %s; reconnecting", m->conf->broker.host,
+                 m->conf->broker.port, mosquitto_strerror(rc));
+    unwatch(m);
+    schedule_reconnect(m);
+}
+
+static void on_mosq_message(struct mosquitto *mosq, void *ctx, const struct mosquitto_message *msg,
+                            const mosquitto_property *props)
+{
+    struct mqtt *m = ctx;
+    struct mqtt_message out = {
+        .topic = msg->topic, .payload = msg->payload, .len = (size_t)msg->payloadlen};
+    char *response = NULL;
+    void *corr = NULL;
+    uint16_t corr_len = 0;
+    if (props) {
+        mosquitto_property_read_string(props, MQTT_PROP_RESPONSE_TOPIC, &response, false);
+        mosquitto_property_read_binary(props, MQTT_PROP_CORRELATION_DATA, &corr, &corr_len, false);
+    }
+    out.response_topic = response;
+    out.correlation = corr;
+    out.correlation_len = corr_len;
+    m->n.msgs_in++;
+    m->n.bytes_in += out.len;
+    m->changed = true;
+    m->on_message(m->ctx, &out);
+    free(response);
+    free(corr);
+}
+
+/* ---- public ------------------------------------------------------------ */
+
+static int configure(struct mqtt *m)
+{
+    const struct conf_broker *b = &m->conf->broker;
+    struct mosquitto *q = m->mosq;
+    mosquitto_int_option(q, MOSQ_OPT_PROTOCOL_VERSION,
+                         m->v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
+    mosquitto_int_option(q, MOSQ_OPT_TCP_NODELAY, 1);
+    if ((b->username || b->password) &&
+        mosquitto_username_pw_set(q, b->username, b->password) != MOSQ_ERR_SUCCESS)
+        return -1;
+    if (b->tls_enabled) {
+        int rc =
+            mosquitto_tls_set(q, b->tls.ca_file, NULL, b->tls.cert_file, b->tls.key_file, NULL);
+        if (rc == MOSQ_ERR_SUCCESS)
+            rc = mosquitto_tls_opts_set(q, b->tls.verify ? 1 : 0, NULL, NULL);
+        if (rc == MOSQ_ERR_SUCCESS && !b->tls.verify)
+            rc = mosquitto_tls_insecure_set(q, true);
+        if (rc != MOSQ_ERR_SUCCESS) {
+            log_error("mqtt: TLS set-up failed: %s", mosquitto_strerror(rc));
+            return -1;
+        }
+    }
+    char offline[256];
+    status_json(m, "offline", offline, sizeof(offline));
+    mosquitto_will_set_v5(q, m->status_topic, (int)strlen(offline), offline, 1, true, NULL);
+    mosquitto_connect_v5_callback_set(q, on_connect);
+    mosquitto_disconnect_v5_callback_set(q, on_disconnect);
+    mosquitto_message_v5_callback_set(q, on_mosq_message);
+    mosquitto_subscribe_v5_callback_set(q, on_subscribe);
+    return 0;
+}
+
+struct mqtt *mqtt_new(const struct conf *c, struct loop *loop, mqtt_message_fn on_message,
+                      void *ctx)
+{
+    mosquitto_lib_init();
+    struct mqtt *m = calloc(1, sizeof(*m));
+    if (!m)
+        return NULL;
+    m->conf = c;
+    m->loop = loop;
+    m->on_message = on_message;
+    m->ctx = ctx;
+    m->fd = -1;
+    m->v5 = strcmp(c->broker.protocol, "3.1.1") != 0;
+    m->backoff_s = c->broker.reconnect_min_s;
+    snprintf(m->client_id, sizeof(m->client_id), "%s",
+             c->broker.client_id ? c->broker.client_id : "");
+    if (!c->broker.client_id)
+        snprintf(m->client_id, sizeof(m->client_id), "mqforkd-%s", c->instance);
+    snprintf(m->status_topic, sizeof(m->status_topic), "%s",
+             c->broker.status_topic ? c->broker.status_topic : "");
+    if (!c->broker.status_topic)
+        snprintf(m->status_topic, sizeof(m->status_topic), "mqfork/%s/status", c->instance);
+    m->mosq = mosquitto_new(m->client_id, c->broker.clean_session, m);
+    if (!m->mosq || configure(m) < 0) {
+        log_error("mqtt: cannot set up the client: %s", strerror(errno));
+        mqtt_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+static struct subscription *find_sub(struct mqtt *m, const char *filter)
+{
+    for (size_t i = 0; i < m->nsubs; i++)
+        if (strcmp(m->subs[i].filter, filter) == 0)
+            return &m->subs[i];
+    return NULL;
+}
+
+int mqtt_subscribe(struct mqtt *m, const char *filter, int qos)
+{
+    struct subscription *s = find_sub(m, filter);
+    if (s && s->qos == qos)
+        return 0; /* already there: no gap, no duplicate */
+    if (!s) {
+        s = realloc(m->subs, (m->nsubs + 1) * sizeof(*s));
+        if (!s)
+            return -1;
+        m->subs = s;
+        s = &m->subs[m->nsubs];
+        if (!(s->filter = strdup(filter)))
+            return -1;
+        m->nsubs++;
+    }
+    s->qos = qos;
+    s->mid = 0;
+    if (m->state == MQTT_CONNECTED)
+        send_subscribe(m, s);
+    return 0;
+}
+
+void mqtt_unsubscribe(struct mqtt *m, const char *filter)
+{
+    struct subscription *s = find_sub(m, filter);
+    if (!s)
+        return;
+    if (m->state == MQTT_CONNECTED)
+        mosquitto_unsubscribe_v5(m->mosq, NULL, filter, NULL);
+    free(s->filter);
+    *s = m->subs[--m->nsubs];
+}
+
+static void forget_subscriptions(struct mqtt *m)
+{
+    for (size_t i = 0; i < m->nsubs; i++)
+        free(m->subs[i].filter);
+    free(m->subs);
+    m->subs = NULL;
+    m->nsubs = 0;
+}
+
+void mqtt_start(struct mqtt *m)
+{
+    try_connect(m);
+}
+
+static void publish_now(struct mqtt *m, const char *topic, const void *payload, size_t len, int qos,
+                        bool retain, const void *corr, size_t corr_len)
+{
+    mosquitto_property *props = NULL;
+    if (m->v5 && corr && corr_len)
+        mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA, corr, (uint16_t)corr_len);
+    int rc = mosquitto_publish_v5(m->mosq, NULL, topic, (int)len, payload, qos, retain, props);
+    mosquitto_property_free_all(&props);
+    if (rc == MOSQ_ERR_SUCCESS) {
+        m->n.msgs_out++;
+        m->n.bytes_out += len;
+    } else {
+        m->n.dropped++;
+        log_warn("mqtt: publish to %s failed: %s", topic, mosquitto_strerror(rc));
+    }
+    m->changed = true;
+}
+
+static void enqueue(struct mqtt *m, const char *topic, const void *payload, size_t len, int qos,
+                    bool retain, const void *corr, size_t corr_len)
+{
+    if (m->qlen >= m->conf->broker.max_outbound) {
+        if (m->n.dropped++ % 1000 == 0)
+            log_warn("mqtt: broker away and %zu messages queued (broker.max_outbound): dropping",
+                     m->qlen);
+        m->changed = true;
+        return;
+    }
+    size_t tlen = strlen(topic) + 1;
+    struct outbound *o = malloc(sizeof(*o) + tlen + len + corr_len);
+    if (!o) {
+        m->n.dropped++;
+        return;
+    }
+    o->next = NULL;
+    o->topic = (char *)(o + 1);
+    o->payload = o->topic + tlen;
+    o->corr = (char *)o->payload + len;
+    memcpy(o->topic, topic, tlen);
+    if (len)
+        memcpy(o->payload, payload, len);
+    if (corr_len)
+        memcpy(o->corr, corr, corr_len);
+    o->len = len;
+    o->corr_len = corr_len;
+    o->qos = qos;
+    o->retain = retain;
+    if (m->q_tail)
+        m->q_tail->next = o;
+    else
+        m->q_head = o;
+    m->q_tail = o;
+    m->qlen++;
+    m->changed = true;
+}
+
+void mqtt_publish(struct mqtt *m, const char *topic, const void *payload, size_t len, int qos,
+                  bool retain, const void *correlation, size_t correlation_len)
+{
+    if (m->state == MQTT_CONNECTED && !m->q_head)
+        publish_now(m, topic, payload, len, qos, retain, correlation, correlation_len);
+    else
+        enqueue(m, topic, payload, len, qos, retain, correlation, correlation_len);
+}
+
+void mqtt_service(struct mqtt *m)
+{
+    if (m->state == MQTT_IDLE) {
+        if (now_ns() >= m->next_attempt_ns)
+            try_connect(m);
+        return;
+    }
+    if (m->more_to_read)
+        read_all(m);
+    if (m->fd >= 0) {
+        int rc = mosquitto_loop_misc(m->mosq);
+        if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN) {
+            connection_failed(m, rc);
+            return;
+        }
+        flush_writes(m);
+    }
+}
+
+bool mqtt_flushed(const struct mqtt *m)
+{
+    return !m->q_head && (m->fd < 0 || !mosquitto_want_write(m->mosq));
+}
+
+void mqtt_free(struct mqtt *m)
+{
+    if (!m)
+        return;
+    if (m->state == MQTT_CONNECTED) {
+        char offline[256];
+        status_json(m, "offline", offline, sizeof(offline));
+        publish_now(m, m->status_topic, offline, strlen(offline), 1, true, NULL, 0);
+        m->stopping = true;
+        mosquitto_disconnect_v5(m->mosq, 0, NULL);
+        /* A last, short, blocking flush: we are exiting. */
+        for (int i = 0; i < 100 && m->fd >= 0 && mosquitto_want_write(m->mosq); i++) {
+            struct pollfd p = {.fd = m->fd, .events = POLLOUT};
+            if (poll(&p, 1, 10) < 0 || mosquitto_loop_write(m->mosq, 1) != MOSQ_ERR_SUCCESS)
+                break;
+        }
+    }
+    m->state = MQTT_IDLE;
+    unwatch(m);
+    forget_subscriptions(m);
+    while (m->q_head) {
+        struct outbound *o = m->q_head;
+        m->q_head = o->next;
+        free(o);
+    }
+    if (m->mosq)
+        mosquitto_destroy(m->mosq);
+    free(m);
+    mosquitto_lib_cleanup();
+}
+
+void mqtt_stats(struct mqtt *m, struct stats_global *g)
+{
+    g->mqtt_connected = m->state == MQTT_CONNECTED;
+    g->mqtt_queue = (uint32_t)m->qlen;
+    g->mqtt_reconnects = m->n.reconnects;
+    g->mqtt_msgs_in = m->n.msgs_in;
+    g->mqtt_bytes_in = m->n.bytes_in;
+    g->mqtt_msgs_out = m->n.msgs_out;
+    g->mqtt_bytes_out = m->n.bytes_out;
+    g->mqtt_dropped = m->n.dropped;
+    m->changed = false;
+}
+
+bool mqtt_stats_changed(const struct mqtt *m)
+{
+    return m->changed;
+}

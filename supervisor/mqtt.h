@@ -1,0 +1,67 @@
+/* mqtt.h - the supervisor's MQTT connection: libmosquitto driven from the
+ * event loop, never blocking it. It connects and reconnects with backoff,
+ * keeps the subscriptions it was given and restores them after a
+ * reconnect, publishes a retained status with a last will, and holds
+ * outgoing messages in a bounded queue while the broker is away. */
+#ifndef MQFORK_SUPERVISOR_MQTT_H
+#define MQFORK_SUPERVISOR_MQTT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conf/config.h"
+#include "shm/stats.h"
+
+struct loop;
+struct mqtt;
+
+/* One incoming message; pointers are valid during the callback only. */
+struct mqtt_message {
+    const char *topic;
+    const void *payload;
+    size_t len;
+    const char *response_topic; /* MQTT v5 request's response topic, or NULL */
+    const void *correlation;    /* MQTT v5 correlation data, or NULL */
+    size_t correlation_len;
+};
+
+typedef void (*mqtt_message_fn)(void *ctx, const struct mqtt_message *m);
+
+/* Create the client for C's broker section (C must outlive it). Nothing
+ * connects before mqtt_start. NULL on failure (logged). */
+struct mqtt *mqtt_new(const struct conf *c, struct loop *loop, mqtt_message_fn on_message,
+                      void *ctx);
+
+/* Subscribe now and after every reconnect (a filter already held is kept
+ * as it is: no gap in delivery). */
+int mqtt_subscribe(struct mqtt *m, const char *filter, int qos);
+/* Drop a subscription (and unsubscribe when connected). */
+void mqtt_unsubscribe(struct mqtt *m, const char *filter);
+
+/* Begin connecting; returns at once. */
+void mqtt_start(struct mqtt *m);
+
+/* Publish, or queue while the broker is away (bounded by
+ * broker.max_outbound; past it the message is dropped and counted).
+ * CORRELATION (may be NULL) is sent as MQTT v5 correlation data. */
+void mqtt_publish(struct mqtt *m, const char *topic, const void *payload, size_t len, int qos,
+                  bool retain, const void *correlation, size_t correlation_len);
+
+/* Housekeeping, called once per loop round: keepalive, reconnect timer,
+ * flushing what libmosquitto has to write. */
+void mqtt_service(struct mqtt *m);
+
+/* Whether nothing is left to send (for a clean stop). */
+bool mqtt_flushed(const struct mqtt *m);
+
+/* Publish the offline status, disconnect and free. */
+void mqtt_free(struct mqtt *m);
+
+/* Copy the connection's counters into G's MQTT fields. */
+void mqtt_stats(struct mqtt *m, struct stats_global *g);
+
+/* Whether the counters changed since the last mqtt_stats. */
+bool mqtt_stats_changed(const struct mqtt *m);
+
+#endif

@@ -1,0 +1,242 @@
+/* routes.c - from MQTT message to job, and from outcome to reply.
+ *
+ * A message is matched against the routes in configuration order; the
+ * first whose filter matches takes it. The levels its wildcards matched fill
+ * the reply and stream templates. The request's context (topic, reply topic,
+ * correlation data) travels with the job and comes back with its outcome. */
+#include "supervisor/routes.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto/report.h"
+#include "proto/topic.h"
+#include "supervisor/engine.h"
+#include "supervisor/log.h"
+
+#define TOPIC_MAX 1024
+
+struct route {
+    const struct conf_route *conf;
+    uint32_t kind;
+};
+
+struct routes {
+    const struct conf *conf;
+    struct engine *engine;
+    struct mqtt *mqtt;
+    struct route *route;
+    size_t count;
+    uint64_t unrouted;
+};
+
+/* What an accepted job needs to be answered: one allocation. It holds
+ * copies, not pointers into the routes, which a reload replaces. */
+struct request {
+    struct routes *routes;
+    int qos;
+    char *route; /* name */
+    char *topic;
+    char *reply; /* NULL: the route sends no reply */
+    void *corr;
+    size_t corr_len;
+};
+
+struct routes *routes_new(const struct conf *c, struct engine *e)
+{
+    struct routes *r = calloc(1, sizeof(*r));
+    if (!r || !(r->route = calloc(c->nroutes ? c->nroutes : 1, sizeof(*r->route)))) {
+        free(r);
+        return NULL;
+    }
+    r->conf = c;
+    r->engine = e;
+    for (size_t i = 0; i < c->nroutes; i++) {
+        const struct conf_route *cr = &c->routes[i];
+        int kind = engine_add_kind(e, cr->name, cr->job, &cr->params);
+        if (kind < 0) {
+            routes_free(r);
+            return NULL;
+        }
+        r->route[r->count++] = (struct route){.conf = cr, .kind = (uint32_t)kind};
+    }
+    return r;
+}
+
+static int subscribe_all(struct routes *r)
+{
+    for (size_t i = 0; i < r->count; i++)
+        if (mqtt_subscribe(r->mqtt, r->route[i].conf->subscribe, r->route[i].conf->qos) < 0)
+            return -1;
+    return 0;
+}
+
+int routes_attach(struct routes *r, struct mqtt *m)
+{
+    r->mqtt = m;
+    return subscribe_all(r);
+}
+
+int routes_reload(struct routes *r, const struct conf *c)
+{
+    struct route *fresh = calloc(c->nroutes ? c->nroutes : 1, sizeof(*fresh));
+    if (!fresh)
+        return -1;
+    for (size_t i = 0; i < c->nroutes; i++) {
+        int kind = engine_kind_by_name(r->engine, c->routes[i].name);
+        if (kind < 0) {
+            log_error("reload: route %s has no job kind in the engine", c->routes[i].name);
+            free(fresh);
+            return -1;
+        }
+        fresh[i] = (struct route){.conf = &c->routes[i], .kind = (uint32_t)kind};
+    }
+    /* Unsubscribe only what no route wants any more; kept filters never
+     * stop delivering, new ones are added by subscribe_all. */
+    for (size_t i = 0; i < r->count; i++) {
+        const char *old = r->route[i].conf->subscribe;
+        bool kept = false;
+        for (size_t k = 0; k < c->nroutes && !kept; k++)
+            kept = strcmp(old, c->routes[k].subscribe) == 0;
+        if (!kept)
+            mqtt_unsubscribe(r->mqtt, old);
+    }
+    free(r->route);
+    r->route = fresh;
+    r->count = c->nroutes;
+    r->conf = c;
+    return subscribe_all(r);
+}
+
+static void report(struct routes *r, const char *route, const char *topic, const char *error,
+                   const char *detail, size_t detail_len, uint32_t attempts, const void *corr,
+                   size_t corr_len)
+{
+    struct report rep = {
+        .route = route,
+        .topic = topic,
+        .error = error,
+        .detail = detail,
+        .detail_len = detail_len,
+        .attempts = attempts,
+        .correlation = corr,
+        .correlation_len = corr_len,
+    };
+    char *json = report_json(&rep);
+    if (!json) {
+        log_error("out of memory for an error report on %s", topic);
+        return;
+    }
+    mqtt_publish(r->mqtt, r->conf->errors_topic, json, strlen(json), 1, false, corr, corr_len);
+    free(json);
+}
+
+static void on_job_done(void *ctx, const struct engine_outcome *o)
+{
+    struct request *q = ctx;
+    struct routes *r = q->routes;
+    if (o->status == JOB_OK) {
+        if (q->reply)
+            mqtt_publish(r->mqtt, q->reply, o->data, o->len, q->qos, false, q->corr, q->corr_len);
+    } else if (o->status != JOB_FILTERED) {
+        report(r, q->route, q->topic, job_status_name(o->status), (const char *)o->data, o->len,
+               o->attempts, q->corr, q->corr_len);
+    }
+    free(q);
+}
+
+static const struct route *match(const struct routes *r, const char *topic, struct topic_levels *lv)
+{
+    for (size_t i = 0; i < r->count; i++)
+        if (topic_match(r->route[i].conf->subscribe, topic, lv))
+            return &r->route[i];
+    return NULL;
+}
+
+/* One allocation for the request and its strings. */
+static struct request *new_request(struct routes *r, const struct route *route,
+                                   const struct mqtt_message *msg, const char *reply)
+{
+    size_t nlen = strlen(route->conf->name) + 1, tlen = strlen(msg->topic) + 1;
+    size_t rlen = reply ? strlen(reply) + 1 : 0;
+    struct request *q = malloc(sizeof(*q) + nlen + tlen + rlen + msg->correlation_len);
+    if (!q)
+        return NULL;
+    char *p = (char *)(q + 1);
+    q->routes = r;
+    q->qos = route->conf->qos;
+    q->route = memcpy(p, route->conf->name, nlen);
+    q->topic = memcpy(p + nlen, msg->topic, tlen);
+    q->reply = reply ? memcpy(p + nlen + tlen, reply, rlen) : NULL;
+    q->corr = msg->correlation_len
+                  ? memcpy(p + nlen + tlen + rlen, msg->correlation, msg->correlation_len)
+                  : NULL;
+    q->corr_len = msg->correlation_len;
+    return q;
+}
+
+void routes_on_message(void *ctx, const struct mqtt_message *msg)
+{
+    struct routes *r = ctx;
+    struct topic_levels lv;
+    const struct route *route = match(r, msg->topic, &lv);
+    if (!route) {
+        r->unrouted++;
+        log_debug("no route for topic %s", msg->topic);
+        return;
+    }
+    const struct conf_route *cr = route->conf;
+    char reply[TOPIC_MAX], stream[ENGINE_STREAM_KEY_MAX + 1];
+    const char *reply_to = msg->response_topic;
+    if (!reply_to && cr->reply && topic_expand(cr->reply, &lv, reply, sizeof(reply)) >= 0)
+        reply_to = reply;
+    if (cr->stream && topic_expand(cr->stream, &lv, stream, sizeof(stream)) < 0) {
+        static const char why[] = "the stream key made from the topic is too long";
+        report(r, cr->name, msg->topic, job_status_name(JOB_E_BAD_INPUT), why, sizeof(why) - 1, 0,
+               msg->correlation, msg->correlation_len);
+        return;
+    }
+    struct request *q = new_request(r, route, msg, reply_to);
+    if (!q) {
+        log_error("out of memory for a request on %s", msg->topic);
+        return;
+    }
+    struct engine_job j = {
+        .kind = route->kind,
+        .payload = msg->payload,
+        .len = msg->len,
+        .stream = cr->stream ? stream : NULL,
+        .stream_len = cr->stream ? strlen(stream) : 0,
+        .priority = cr->priority,
+        .timeout_ms = cr->timeout_ms,
+        .deadline_ms = cr->deadline_ms,
+        .retries = cr->retries,
+        .done = on_job_done,
+        .ctx = q,
+    };
+    enum job_status st = engine_submit(r->engine, &j, NULL);
+    if (st == JOB_OK)
+        return;
+    char why[160];
+    int n = snprintf(why, sizeof(why), "refused: %s",
+                     st == JOB_E_TOO_LARGE    ? "the payload is larger than limits.max_payload"
+                     : st == JOB_E_OVERLOADED ? "the pending queue is full"
+                                              : "the daemon is stopping");
+    report(r, cr->name, msg->topic, job_status_name(st), why, (size_t)n, 0, msg->correlation,
+           msg->correlation_len);
+    free(q);
+}
+
+void routes_stats(const struct routes *r, struct stats_global *g)
+{
+    g->mqtt_unrouted = r->unrouted;
+}
+
+void routes_free(struct routes *r)
+{
+    if (!r)
+        return;
+    free(r->route);
+    free(r);
+}

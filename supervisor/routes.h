@@ -1,0 +1,38 @@
+/* routes.h - the routes of the configuration: each turns the MQTT messages
+ * of its topic filter into jobs of one kind, and each job's outcome into a
+ * reply on its reply topic or an error report on errors.topic.
+ *
+ *   message -> routes_on_message -> engine_submit
+ *   outcome -> on_job_done -> mqtt_publish (reply or error report)
+ */
+#ifndef MQFORK_SUPERVISOR_ROUTES_H
+#define MQFORK_SUPERVISOR_ROUTES_H
+
+#include "conf/config.h"
+#include "shm/stats.h"
+#include "supervisor/mqtt.h"
+
+struct engine;
+struct routes;
+
+/* Register one job kind per route of C (C must outlive the routes). Before
+ * engine_start. NULL on failure (logged). */
+struct routes *routes_new(const struct conf *c, struct engine *e);
+
+/* Start publishing through M and subscribe every route's filter. */
+int routes_attach(struct routes *r, struct mqtt *m);
+
+/* Follow a reloaded configuration C (the engine has taken it already):
+ * kinds by route name, subscriptions replaced. Jobs in flight keep what
+ * they need to be answered. 0, or -1 (logged) with the routes unchanged. */
+int routes_reload(struct routes *r, const struct conf *c);
+
+/* The MQTT message callback (ctx = the routes). */
+void routes_on_message(void *ctx, const struct mqtt_message *msg);
+
+/* Counters of the routes layer into G. */
+void routes_stats(const struct routes *r, struct stats_global *g);
+
+void routes_free(struct routes *r);
+
+#endif

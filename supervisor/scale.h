@@ -1,0 +1,39 @@
+/* scale.h - the autoscaler, a part of the engine (its functions are in
+ * engine_impl.h and engine.h: engine_scale_manual). Every scaling.interval_s
+ * it looks at the figures of the last interval and moves the pool target:
+ *
+ *   up by scaling.step when   load > up_load, or CPU > up_cpu, or
+ *                             p95 > up_p95_ms, or pending > up_pending_per_worker x live
+ *   down by one when          load < down_load and CPU < down_cpu and
+ *                             p95 < down_p95_ms and nothing is pending
+ *
+ * load: a live worker's outstanding work against its bound - the larger of
+ *       its in-flight jobs / workers.inflight and their expected run time /
+ *       workers.inflight_us, at most 1 - averaged over live workers and over
+ *       the interval's ticks;
+ * CPU:  the live workers' mean CPU use over the last second (/proc);
+ * p95:  of the handler run times answered during the interval.
+ *
+ * After an event (its own or a manual one) no other comes before the
+ * cooldown of that event's direction has passed: up_cooldown_s after going
+ * up, down_cooldown_s after going down. Each event is logged and written to
+ * the stats area's scale ring. Manual changes come in through
+ * engine_scale_manual (engine.h). */
+#ifndef MQFORK_SUPERVISOR_SCALE_H
+#define MQFORK_SUPERVISOR_SCALE_H
+
+#include <stdbool.h>
+
+#include "conf/config.h"
+
+struct engine;
+
+/* Take settings C (at start and on reload); the next check is one interval on. */
+void scale_configure(struct engine *e, const struct conf_scaling *c);
+/* Each engine tick: add one load sample; check when the interval is up. */
+void scale_sample(struct engine *e);
+void scale_tick(struct engine *e);
+/* Log an event FROM -> TO and put it in the stats ring; starts the cooldown. */
+void scale_record(struct engine *e, unsigned from, unsigned to, bool up, const char *reason);
+
+#endif

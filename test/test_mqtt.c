@@ -1,0 +1,568 @@
+/* test_mqtt.c - mqforkd end to end through a real mosquitto: echo round
+ * trip, order within a stream, error reports for bad input, reply
+ * templates with $share, two daemons sharing a route, v5 response topic and
+ * correlation data, the broker killed and restarted under load, TLS, and a
+ * wrong password. The daemon is the real binary; the client is libmosquitto.
+ *
+ *   test_mqtt MQFORKD */
+#include <errno.h>
+#include <mosquitto.h>
+#include <mqtt_protocol.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shm/segment.h"
+#include "test/broker.h"
+#include "test/t.h"
+
+static const char *mqforkd;
+
+/* ---- a test client: everything it receives, with a condition to wait on - */
+
+#define MAX_MSGS 20000
+
+struct msg {
+    char topic[128];
+    char payload[256];
+    size_t len;
+    char corr[64];
+    size_t corr_len;
+};
+
+struct client {
+    struct mosquitto *mosq;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct msg *msgs;
+    size_t count;
+    bool connected;
+};
+
+static void on_message(struct mosquitto *m, void *ctx, const struct mosquitto_message *mm,
+                       const mosquitto_property *props)
+{
+    struct client *c = ctx;
+    pthread_mutex_lock(&c->lock);
+    if (c->count < MAX_MSGS) {
+        struct msg *x = &c->msgs[c->count++];
+        snprintf(x->topic, sizeof(x->topic), "%s", mm->topic);
+        x->len = (size_t)mm->payloadlen < sizeof(x->payload) - 1 ? (size_t)mm->payloadlen
+                                                                 : sizeof(x->payload) - 1;
+        if (x->len)
+            memcpy(x->payload, mm->payload, x->len);
+        x->payload[x->len] = '\0';
+        void *corr = NULL;
+        uint16_t clen = 0;
+        x->corr_len = 0;
+        if (mosquitto_property_read_binary(props, MQTT_PROP_CORRELATION_DATA, &corr, &clen,
+                                           false) &&
+            clen < sizeof(x->corr)) {
+            memcpy(x->corr, corr, clen);
+            x->corr_len = clen;
+        }
+        free(corr);
+    }
+    pthread_cond_broadcast(&c->cond);
+    pthread_mutex_unlock(&c->lock);
+}
+
+static void on_connect(struct mosquitto *m, void *ctx, int rc, int flags,
+                       const mosquitto_property *p)
+{
+    struct client *c = ctx;
+    pthread_mutex_lock(&c->lock);
+    c->connected = rc == 0;
+    pthread_cond_broadcast(&c->cond);
+    pthread_mutex_unlock(&c->lock);
+}
+
+static void client_open(struct client *c, const struct broker *b, const char *id)
+{
+    memset(c, 0, sizeof(*c));
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->cond, NULL);
+    c->msgs = calloc(MAX_MSGS, sizeof(*c->msgs));
+    c->mosq = mosquitto_new(id, true, c);
+    mosquitto_int_option(c->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+    mosquitto_int_option(c->mosq, MOSQ_OPT_TCP_NODELAY, 1);
+    mosquitto_message_v5_callback_set(c->mosq, on_message);
+    mosquitto_connect_v5_callback_set(c->mosq, on_connect);
+    int rc = mosquitto_connect(c->mosq, "127.0.0.1", b->port, 30);
+    T_REQUIRE(rc == MOSQ_ERR_SUCCESS, "test client connects to port %d: %s", b->port,
+              rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
+    mosquitto_loop_start(c->mosq);
+}
+
+static void client_close(struct client *c)
+{
+    mosquitto_disconnect(c->mosq);
+    mosquitto_loop_stop(c->mosq, true);
+    mosquitto_destroy(c->mosq);
+    free(c->msgs);
+}
+
+static void sub(struct client *c, const char *filter)
+{
+    /* SUBACK is not waited for: each test first waits for the daemon's
+     * retained "online" status on a subscription made before it. */
+    mosquitto_subscribe(c->mosq, NULL, filter, 1);
+}
+
+static void pub(struct client *c, const char *topic, const void *p, size_t len)
+{
+    mosquitto_publish(c->mosq, NULL, topic, (int)len, p, 0, false);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Messages on TOPIC (NULL = any) received so far. */
+static size_t count_on(struct client *c, const char *topic, const char *contains)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < c->count; i++)
+        n += (!topic || strcmp(c->msgs[i].topic, topic) == 0) &&
+             (!contains || strstr(c->msgs[i].payload, contains));
+    return n;
+}
+
+/* Wait until PRED holds, woken by each arriving message. */
+static bool client_wait(struct client *c, bool (*pred)(struct client *, void *), void *arg,
+                        double limit_s)
+{
+    double end = now_s() + limit_s;
+    pthread_mutex_lock(&c->lock);
+    while (!pred(c, arg)) {
+        double left = end - now_s();
+        if (left <= 0)
+            break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        double t = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9 + (left < 0.1 ? left : 0.1);
+        ts.tv_sec = (time_t)t;
+        ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+        pthread_cond_timedwait(&c->cond, &c->lock, &ts);
+    }
+    bool ok = pred(c, arg);
+    pthread_mutex_unlock(&c->lock);
+    return ok;
+}
+
+struct want {
+    const char *topic_prefix;
+    const char *contains;
+    size_t n;
+};
+
+static bool have(struct client *c, void *arg)
+{
+    struct want *w = arg;
+    size_t n = 0;
+    for (size_t i = 0; i < c->count; i++)
+        n += strncmp(c->msgs[i].topic, w->topic_prefix, strlen(w->topic_prefix)) == 0 &&
+             (!w->contains || strstr(c->msgs[i].payload, w->contains));
+    return n >= w->n;
+}
+
+static bool wait_for(struct client *c, const char *prefix, const char *contains, size_t n,
+                     double limit_s)
+{
+    struct want w = {prefix, contains, n};
+    return client_wait(c, have, &w, limit_s);
+}
+
+/* ---- the daemon ---------------------------------------------------------- */
+
+struct daemon {
+    struct proc p;
+    char dir[64], conf[96], instance[48];
+};
+
+static void daemon_start(struct daemon *d, const struct broker *b, const char *name,
+                         const char *extra_broker, const char *routes)
+{
+    snprintf(d->dir, sizeof(d->dir), "/tmp/mqtt-test-XXXXXX");
+    T_REQUIRE(mkdtemp(d->dir), "temp dir");
+    snprintf(d->conf, sizeof(d->conf), "%s/d.yaml", d->dir);
+    snprintf(d->instance, sizeof(d->instance), "%s-%d", name, (int)getpid());
+    FILE *f = fopen(d->conf, "w");
+    fprintf(f,
+            "instance: %s\nbroker:\n  host: 127.0.0.1\n  port: %d\n  client_id: %s\n%s"
+            "workers:\n  min: 2\n  max: 2\nlimits:\n  max_payload: 1024\n  slab_mb: 8\n"
+            "errors:\n  topic: err/%s\nroutes:\n%s",
+            d->instance, b->port, d->instance,
+            extra_broker ? extra_broker : "  reconnect_min_s: 0.2\n  reconnect_max_s: 1\n",
+            d->instance, routes);
+    fclose(f);
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "exec %s -c %s 2>&1", mqforkd, d->conf);
+    char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+    T_REQUIRE(proc_spawn(&d->p, argv, true) == 0, "daemon started");
+}
+
+static bool daemon_alive(struct daemon *d)
+{
+    int st;
+    return proc_wait(&d->p, 0, &st) < 0;
+}
+
+/* Read the daemon's log until a line containing WHAT, or LIMIT passes. */
+static bool daemon_says(struct daemon *d, const char *what, int limit_ms)
+{
+    char line[1024];
+    double end = now_s() + limit_ms / 1000.0;
+    while (now_s() < end) {
+        if (proc_line(&d->p, line, sizeof(line), 100) < 0)
+            continue;
+        if (strstr(line, what))
+            return true;
+    }
+    return false;
+}
+
+/* Jobs the daemon has accepted, read from its statistics segment. */
+static uint64_t daemon_accepted(const struct daemon *d)
+{
+    struct segment seg;
+    struct stats_global g = {0};
+    if (seg_attach(&seg, d->instance, NULL) < 0)
+        return 0;
+    seqlock_read(&seg.global->lock, &g, seg.global, sizeof(g), 1000);
+    seg_close(&seg, false);
+    return g.accepted;
+}
+
+static bool wait_accepted(const struct daemon *d, uint64_t n, double limit_s)
+{
+    double end = now_s() + limit_s;
+    while (daemon_accepted(d) < n)
+        if (now_s() > end)
+            return false;
+        else
+            usleep(5000);
+    return true;
+}
+
+static void daemon_stop(struct daemon *d)
+{
+    proc_stop(&d->p, SIGTERM);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", d->dir);
+    T_CHECK(system(cmd) == 0, "cleanup");
+}
+
+static bool daemon_online(struct client *c, struct daemon *d)
+{
+    char topic[96];
+    snprintf(topic, sizeof(topic), "mqfork/%s/status", d->instance);
+    return wait_for(c, topic, "online", 1, 10);
+}
+
+static const char echo_routes[] = "  - name: echo\n"
+                                  "    subscribe: e/+/in\n"
+                                  "    job: test.echo\n"
+                                  "    reply: e/{1}/out\n"
+                                  "  - name: ordered\n"
+                                  "    subscribe: o/+/in\n"
+                                  "    job: test.echo\n"
+                                  "    stream: '{1}'\n"
+                                  "    reply: o/{1}/out\n"
+                                  "  - name: spin\n"
+                                  "    subscribe: s/+/in\n"
+                                  "    job: test.spin\n"
+                                  "    reply: s/{1}/out\n"
+                                  "    retries: 5\n"
+                                  "  - name: shared\n"
+                                  "    subscribe: $share/grp/sh/+/in\n"
+                                  "    job: test.echo\n"
+                                  "    reply: sh/{1}/out\n";
+
+/* ---- tests ----------------------------------------------------------------- */
+
+static void test_echo_order_errors(struct broker *b)
+{
+    struct client c;
+    struct daemon d;
+    client_open(&c, b, "t-echo");
+    sub(&c, "#");
+    daemon_start(&d, b, "echo", NULL, echo_routes);
+    T_REQUIRE(daemon_online(&c, &d), "daemon online");
+
+    enum { N = 300 };
+    for (int i = 0; i < N; i++) {
+        char topic[32], payload[32];
+        snprintf(topic, sizeof(topic), "e/d%d/in", i % 10);
+        snprintf(payload, sizeof(payload), "msg-%d", i);
+        pub(&c, topic, payload, strlen(payload));
+    }
+    T_CHECK(wait_for(&c, "e/", "msg-", 2 * N, 10), "every echo came back");
+    pthread_mutex_lock(&c.lock);
+    size_t replies = 0, mismatched = 0;
+    for (size_t i = 0; i < c.count; i++) {
+        const struct msg *m = &c.msgs[i];
+        int dev, n;
+        if (sscanf(m->topic, "e/d%d/", &dev) == 1 && strstr(m->topic, "/out")) {
+            replies++;
+            mismatched += sscanf(m->payload, "msg-%d", &n) != 1 || n % 10 != dev;
+        }
+    }
+    pthread_mutex_unlock(&c.lock);
+    T_CHECK(replies == N && mismatched == 0, "%zu replies (want %d), %zu on the wrong topic",
+            replies, N, mismatched);
+
+    /* order within a stream: replies of each stream come in arrival order */
+    enum { PER = 50, STREAMS = 4 };
+    for (int i = 0; i < PER * STREAMS; i++) {
+        char topic[32], payload[16];
+        snprintf(topic, sizeof(topic), "o/s%d/in", i % STREAMS);
+        snprintf(payload, sizeof(payload), "%d", i / STREAMS);
+        pub(&c, topic, payload, strlen(payload));
+    }
+    T_CHECK(wait_for(&c, "o/", NULL, 2 * PER * STREAMS, 10), "stream jobs answered");
+    pthread_mutex_lock(&c.lock);
+    int last[STREAMS] = {-1, -1, -1, -1}, disorder = 0;
+    for (size_t i = 0; i < c.count; i++) {
+        int s, n;
+        if (sscanf(c.msgs[i].topic, "o/s%d/", &s) == 1 && strstr(c.msgs[i].topic, "/out") &&
+            s >= 0 && s < STREAMS && sscanf(c.msgs[i].payload, "%d", &n) == 1) {
+            disorder += n != last[s] + 1;
+            last[s] = n;
+        }
+    }
+    pthread_mutex_unlock(&c.lock);
+    T_CHECK(disorder == 0, "%d replies out of their stream's order", disorder);
+
+    /* bad input: each gets its error report and the daemon stays up */
+    char big[2000];
+    memset(big, 'x', sizeof(big));
+    char err_topic[96];
+    snprintf(err_topic, sizeof(err_topic), "err/%s", d.instance);
+    pub(&c, "e/big/in", big, sizeof(big));
+    pub(&c, "s/bad/in", "not-a-number", 12);
+    pub(&c, "s/empty/in", "", 0);
+    T_CHECK(wait_for(&c, err_topic, "\"error\":\"too_large\"", 1, 5), "too_large reported");
+    T_CHECK(wait_for(&c, err_topic, "\"error\":\"bad_input\"", 2, 5), "bad_input reported twice");
+    T_CHECK(wait_for(&c, err_topic, "\"route\":\"spin\"", 2, 5), "reports name the route");
+    pub(&c, "e/after/in", "still-here", 10);
+    T_CHECK(wait_for(&c, "e/after/out", "still-here", 1, 5), "daemon answers after bad input");
+    T_CHECK(daemon_alive(&d), "daemon alive");
+    daemon_stop(&d);
+    T_CHECK(wait_for(&c, "mqfork/", "offline", 1, 5), "offline status on a clean stop");
+    client_close(&c);
+}
+
+/* MQTT v5: the response topic overrides the route's reply; correlation data
+ * comes back with the reply. */
+static void test_response_topic(struct broker *b)
+{
+    struct client c;
+    struct daemon d;
+    client_open(&c, b, "t-v5");
+    sub(&c, "#");
+    daemon_start(&d, b, "v5", NULL, echo_routes);
+    T_REQUIRE(daemon_online(&c, &d), "daemon online");
+    mosquitto_property *props = NULL;
+    mosquitto_property_add_string(&props, MQTT_PROP_RESPONSE_TOPIC, "my/answers");
+    mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA, "corr-42", 7);
+    mosquitto_publish_v5(c.mosq, NULL, "e/x/in", 5, "hello", 0, false, props);
+    mosquitto_property_free_all(&props);
+    T_CHECK(wait_for(&c, "my/answers", "hello", 1, 5), "reply on the response topic");
+    pthread_mutex_lock(&c.lock);
+    bool corr_ok = false;
+    for (size_t i = 0; i < c.count; i++)
+        if (strcmp(c.msgs[i].topic, "my/answers") == 0)
+            corr_ok = c.msgs[i].corr_len == 7 && memcmp(c.msgs[i].corr, "corr-42", 7) == 0;
+    pthread_mutex_unlock(&c.lock);
+    T_CHECK(corr_ok, "correlation data copied to the reply");
+    T_CHECK(count_on(&c, "e/x/out", NULL) == 0, "nothing on the route's own reply topic");
+    daemon_stop(&d);
+    client_close(&c);
+}
+
+/* Two daemons share a $share route: every message answered exactly once. */
+static void test_shared(struct broker *b)
+{
+    struct client c;
+    struct daemon d1, d2;
+    client_open(&c, b, "t-share");
+    sub(&c, "#");
+    daemon_start(&d1, b, "sh1", NULL, echo_routes);
+    daemon_start(&d2, b, "sh2", NULL, echo_routes);
+    T_REQUIRE(daemon_online(&c, &d1) && daemon_online(&c, &d2), "both daemons online");
+    enum { N = 400 };
+    for (int i = 0; i < N; i++) {
+        char payload[32];
+        snprintf(payload, sizeof(payload), "sh-%d", i);
+        pub(&c, "sh/dev/in", payload, strlen(payload));
+    }
+    T_CHECK(wait_for(&c, "sh/dev/out", NULL, N, 10), "all shared messages answered");
+    pthread_mutex_lock(&c.lock);
+    int *seen = calloc(N, sizeof(int));
+    for (size_t i = 0; i < c.count; i++) {
+        int n;
+        if (strcmp(c.msgs[i].topic, "sh/dev/out") == 0 &&
+            sscanf(c.msgs[i].payload, "sh-%d", &n) == 1 && n >= 0 && n < N)
+            seen[n]++;
+    }
+    pthread_mutex_unlock(&c.lock);
+    int once = 0;
+    for (int i = 0; i < N; i++)
+        once += seen[i] == 1;
+    free(seen);
+    T_CHECK(once == N, "%d of %d answered exactly once", once, N);
+    daemon_stop(&d1);
+    daemon_stop(&d2);
+    client_close(&c);
+}
+
+/* Kill the broker with jobs in flight: the daemon reconnects, resubscribes,
+ * never exits, and answers the jobs once the broker is back. */
+static void test_broker_restart(struct broker *b)
+{
+    struct client c;
+    struct daemon d;
+    client_open(&c, b, "t-restart");
+    sub(&c, "#");
+    daemon_start(&d, b, "restart", "  reconnect_min_s: 1\n  reconnect_max_s: 2\n", echo_routes);
+    T_REQUIRE(daemon_online(&c, &d), "daemon online");
+    for (int i = 0; i < 4; i++) /* 4 x 400 ms on 2 workers: in flight while the broker is away */
+        pub(&c, "s/slow/in", "400000", 6);
+    T_REQUIRE(wait_accepted(&d, 4, 5), "the daemon accepted the slow jobs");
+    client_close(&c);
+    broker_kill(b);
+    T_REQUIRE(broker_restart_same_port(b) == 0, "broker restarted");
+    client_open(&c, b, "t-restart2");
+    sub(&c, "#");
+    T_CHECK(daemon_online(&c, &d), "daemon reconnected (online status again)");
+    T_CHECK(wait_for(&c, "s/slow/out", NULL, 4, 10), "jobs in flight answered after the restart");
+    pub(&c, "e/again/in", "again", 5);
+    T_CHECK(wait_for(&c, "e/again/out", "again", 1, 5), "subscriptions restored");
+    T_CHECK(daemon_alive(&d), "daemon never exited");
+    daemon_stop(&d);
+    client_close(&c);
+}
+
+/* SIGHUP with a new route and one removed: the new one is subscribed and
+ * answered, the kept one keeps working, the removed one is gone. */
+static void test_reload_routes(struct broker *b)
+{
+    struct client c;
+    struct daemon d;
+    client_open(&c, b, "t-reload");
+    sub(&c, "#");
+    daemon_start(&d, b, "reload", NULL, echo_routes);
+    T_REQUIRE(daemon_online(&c, &d), "daemon online");
+    FILE *f = fopen(d.conf, "a");
+    fprintf(f,
+            "  - name: added\n    subscribe: n/+/in\n    job: test.echo\n    reply: n/{1}/out\n");
+    fclose(f);
+    kill(d.p.pid, SIGHUP);
+    T_CHECK(daemon_says(&d, "subscribed to n/+/in", 5000), "the new route's filter subscribed");
+    pub(&c, "n/x/in", "new-route", 9);
+    T_CHECK(wait_for(&c, "n/x/out", "new-route", 1, 5), "the added route answers");
+    pub(&c, "e/x/in", "kept-route", 10);
+    T_CHECK(wait_for(&c, "e/x/out", "kept-route", 1, 5), "the kept route answers");
+    T_CHECK(daemon_alive(&d), "daemon alive");
+    daemon_stop(&d);
+    client_close(&c);
+}
+
+/* SIGTERM with jobs queued: every one is answered, then exit 0. */
+static void test_drain(struct broker *b)
+{
+    struct client c;
+    struct daemon d;
+    client_open(&c, b, "t-drain");
+    sub(&c, "#");
+    daemon_start(&d, b, "drain", NULL, echo_routes);
+    T_REQUIRE(daemon_online(&c, &d), "daemon online");
+    enum { N = 200 };
+    for (int i = 0; i < N; i++)
+        pub(&c, "s/d/in", "2000", 4);
+    T_REQUIRE(wait_accepted(&d, N, 5), "all accepted");
+    kill(d.p.pid, SIGTERM);
+    int st = -1;
+    T_CHECK(proc_wait(&d.p, 20000, &st) == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+            "exit 0 after the drain (status %d)", st);
+    T_CHECK(wait_for(&c, "s/d/out", NULL, N, 5), "all %d answered before the exit", N);
+    T_CHECK(wait_for(&c, "mqfork/", "offline", 1, 5), "offline status published");
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", d.dir);
+    T_CHECK(system(cmd) == 0, "cleanup");
+    client_close(&c);
+}
+
+static void test_tls(void)
+{
+    struct broker tb;
+    struct broker_opts o = {.tls = true};
+    T_REQUIRE(broker_start(&tb, &o) == 0, "TLS broker started");
+    struct client c;
+    client_open(&c, &tb, "t-tls");
+    sub(&c, "#");
+    char extra[1024];
+    snprintf(extra, sizeof(extra), "  reconnect_min_s: 0.2\n  tls:\n    ca_file: %s\n", tb.ca_file);
+    struct daemon d;
+    struct broker via_tls = tb;
+    via_tls.port = tb.tls_port;
+    daemon_start(&d, &via_tls, "tls", extra, echo_routes);
+    T_CHECK(daemon_online(&c, &d), "daemon online over TLS");
+    pub(&c, "e/t/in", "secret", 6);
+    T_CHECK(wait_for(&c, "e/t/out", "secret", 1, 5), "echo through TLS");
+    daemon_stop(&d);
+    client_close(&c);
+    broker_stop(&tb);
+}
+
+static void test_wrong_password(void)
+{
+    struct broker pb;
+    struct broker_opts o = {.username = "dev", .password = "right"};
+    T_REQUIRE(broker_start(&pb, &o) == 0, "broker with a password started");
+    struct daemon d;
+    daemon_start(&d, &pb, "pw", "  reconnect_min_s: 0.2\n  username: dev\n  password: wrong\n",
+                 echo_routes);
+    T_CHECK(daemon_says(&d, "refused the connection", 5000), "a clear log line");
+    T_CHECK(daemon_says(&d, "refused the connection", 5000), "and it keeps trying (backoff)");
+    T_CHECK(daemon_alive(&d), "no crash");
+    daemon_stop(&d);
+    broker_stop(&pb);
+}
+
+int main(int argc, char **argv)
+{
+    T_REQUIRE(argc == 2, "usage: test_mqtt MQFORKD");
+    mqforkd = argv[1];
+    mosquitto_lib_init();
+    struct broker b;
+    T_REQUIRE(broker_start(&b, NULL) == 0, "broker started");
+    fprintf(stderr, "-- test_echo_order_errors\n");
+    test_echo_order_errors(&b);
+    fprintf(stderr, "-- test_response_topic\n");
+    test_response_topic(&b);
+    fprintf(stderr, "-- test_shared\n");
+    test_shared(&b);
+    fprintf(stderr, "-- test_reload_routes\n");
+    test_reload_routes(&b);
+    fprintf(stderr, "-- test_drain\n");
+    test_drain(&b);
+    fprintf(stderr, "-- test_broker_restart\n");
+    test_broker_restart(&b);
+    broker_stop(&b);
+    fprintf(stderr, "-- test_tls\n");
+    test_tls();
+    fprintf(stderr, "-- test_wrong_password\n");
+    test_wrong_password();
+    mosquitto_lib_cleanup();
+    T_DONE();
+}

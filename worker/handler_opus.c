@@ -1,0 +1,590 @@
+/* handler_opus.c - the codec handlers: opus.decode (one Opus packet in, PCM
+ * s16le out) and opus.encode (whole frames of PCM s16le in, packets out, each
+ * prefixed with its length as a 2-byte big-endian number).
+ *
+ * With a stream, the libopus state lives in the stream's slot in shared
+ * memory (DESIGN.md, principle 5): a small header of ours, then the state
+ * itself, so whichever worker takes the stream's next job continues it.
+ * Without a stream, each worker keeps one private decoder or encoder and
+ * resets it before every job, so independent jobs stay independent.
+ *
+ * Params (all optional):
+ *   both:   sample_rate  8000, 12000, 16000 (default), 24000, 48000
+ *           channels     1 (default) or 2
+ *   decode: fec          true or false (default). libopus uses in-band FEC
+ *                        only to rebuild a packet that was lost, and a job
+ *                        cannot say "the packet before this one was lost"
+ *                        yet, so today the value is checked and kept, no more.
+ *           fallback     none (default) or pcm: an invalid packet whose size
+ *                        is exactly one frame of PCM (2.5 to 60 ms at the
+ *                        route's rate and channels) is passed through
+ *                        unchanged, as the gateway we replace did.
+ *   encode: frame_ms     2.5, 5, 10, 20, 40, 60 (default)
+ *           bitrate      auto (default) or 500..512000 bits/s
+ *           complexity   0..10, default 5: about half the CPU of libopus's
+ *                        own default of 10 for little audible loss in speech
+ *           application  voip (default), audio or lowdelay
+ */
+#include <limits.h>
+#include <opus.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "worker/handler.h"
+
+/* ---- params ------------------------------------------------------------ */
+
+struct opus_params {
+    int rate, channels;
+    bool fec, fallback_pcm;                         /* decode */
+    int frame_us, bitrate, complexity, application; /* encode */
+};
+
+/* A param whose value must be one of NAMES; VALUES[i] goes with NAMES[i]. */
+struct choice {
+    const char *key;
+    const char *const *names;
+    const int *values;
+    size_t n;
+};
+
+static const char *const rate_names[] = {"8000", "12000", "16000", "24000", "48000"};
+static const int rate_values[] = {8000, 12000, 16000, 24000, 48000};
+static const char *const channel_names[] = {"1", "2"};
+static const int channel_values[] = {1, 2};
+static const char *const bool_names[] = {"true", "false", "yes", "no", "on", "off"};
+static const int bool_values[] = {1, 0, 1, 0, 1, 0};
+static const char *const fallback_names[] = {"none", "pcm"};
+static const int fallback_values[] = {0, 1};
+static const char *const frame_names[] = {"2.5", "5", "10", "20", "40", "60"};
+static const int frame_values[] = {2500, 5000, 10000, 20000, 40000, 60000};
+static const char *const app_names[] = {"voip", "audio", "lowdelay"};
+static const int app_values[] = {OPUS_APPLICATION_VOIP, OPUS_APPLICATION_AUDIO,
+                                 OPUS_APPLICATION_RESTRICTED_LOWDELAY};
+
+#define CHOICE(k, stem)                                                                            \
+    {                                                                                              \
+        k, stem##_names, stem##_values, sizeof(stem##_values) / sizeof(int)                        \
+    }
+
+static const struct choice c_rate = CHOICE("sample_rate", rate);
+static const struct choice c_channels = CHOICE("channels", channel);
+static const struct choice c_fec = CHOICE("fec", bool);
+static const struct choice c_fallback = CHOICE("fallback", fallback);
+static const struct choice c_frame = CHOICE("frame_ms", frame);
+static const struct choice c_app = CHOICE("application", app);
+
+static const char *const decode_keys[] = {"sample_rate", "channels", "fec", "fallback", NULL};
+static const char *const encode_keys[] = {"sample_rate", "channels",    "frame_ms", "bitrate",
+                                          "complexity",  "application", NULL};
+
+static int fail_at(const struct conf_param *param, const struct conf_param **where)
+{
+    if (where)
+        *where = param;
+    return -1;
+}
+
+/* "a, b or c" into buf: the accepted values, for messages. */
+static void list_names(const char *const *names, size_t n, char *buf, size_t len)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < n && used < len; i++) {
+        const char *sep = i == 0 ? "" : i + 1 == n ? " or " : ", ";
+        int w = snprintf(buf + used, len - used, "%s%s", sep, names[i]);
+        if (w < 0)
+            break;
+        used += (size_t)w;
+    }
+}
+
+static int param_choice(const struct conf_params *p, const struct choice *c, int *out, char *err,
+                        size_t errlen, const struct conf_param **where)
+{
+    const struct conf_param *param = handler_param(p, c->key);
+    if (!param)
+        return 0;
+    for (size_t i = 0; i < c->n; i++)
+        if (strcmp(param->value, c->names[i]) == 0) {
+            *out = c->values[i];
+            return 0;
+        }
+    char names[128];
+    list_names(c->names, c->n, names, sizeof(names));
+    snprintf(err, errlen, "%s: '%s' is not one of %s", c->key, param->value, names);
+    return fail_at(param, where);
+}
+
+static int param_bitrate(const struct conf_params *p, int *out, char *err, size_t errlen,
+                         const struct conf_param **where)
+{
+    const struct conf_param *param = handler_param(p, "bitrate");
+    if (!param)
+        return 0;
+    if (strcmp(param->value, "auto") == 0) {
+        *out = OPUS_AUTO;
+        return 0;
+    }
+    long v = 0;
+    if (handler_param_int(p, "bitrate", 500, 512000, &v, err, errlen, where) < 0) {
+        if (param->value[0] < '0' || param->value[0] > '9')
+            snprintf(err, errlen,
+                     "bitrate: expected 'auto' or bits per second (500..512000), "
+                     "got '%s'",
+                     param->value);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int unknown_keys(const struct conf_params *p, const char *const *known, const char *handler,
+                        char *err, size_t errlen, const struct conf_param **where)
+{
+    for (size_t i = 0; p && i < p->count; i++) {
+        size_t k = 0;
+        while (known[k] && strcmp(known[k], p->items[i].key) != 0)
+            k++;
+        if (known[k])
+            continue;
+        char names[128];
+        size_t n = 0;
+        while (known[n])
+            n++;
+        list_names(known, n, names, sizeof(names));
+        snprintf(err, errlen, "%s: unknown param for %s (known: %s)", p->items[i].key, handler,
+                 names);
+        return fail_at(&p->items[i], where);
+    }
+    return 0;
+}
+
+static int parse_params(const struct conf_params *p, bool encode, struct opus_params *o, char *err,
+                        size_t errlen, const struct conf_param **where)
+{
+    *o = (struct opus_params){
+        .rate = 16000,
+        .channels = 1,
+        .frame_us = 60000,
+        .bitrate = OPUS_AUTO,
+        .complexity = 5,
+        .application = OPUS_APPLICATION_VOIP,
+    };
+    int fec = 0, fallback = 0;
+    long complexity = o->complexity;
+    const char *name = encode ? "opus.encode" : "opus.decode";
+    if (unknown_keys(p, encode ? encode_keys : decode_keys, name, err, errlen, where) < 0 ||
+        param_choice(p, &c_rate, &o->rate, err, errlen, where) < 0 ||
+        param_choice(p, &c_channels, &o->channels, err, errlen, where) < 0)
+        return -1;
+    if (!encode) {
+        if (param_choice(p, &c_fec, &fec, err, errlen, where) < 0 ||
+            param_choice(p, &c_fallback, &fallback, err, errlen, where) < 0)
+            return -1;
+        o->fec = fec;
+        o->fallback_pcm = fallback;
+        return 0;
+    }
+    if (param_choice(p, &c_frame, &o->frame_us, err, errlen, where) < 0 ||
+        param_bitrate(p, &o->bitrate, err, errlen, where) < 0 ||
+        handler_param_int(p, "complexity", 0, 10, &complexity, err, errlen, where) < 0 ||
+        param_choice(p, &c_app, &o->application, err, errlen, where) < 0)
+        return -1;
+    o->complexity = (int)complexity;
+    return 0;
+}
+
+static int decode_check(const struct conf_params *p, char *err, size_t errlen,
+                        const struct conf_param **where)
+{
+    struct opus_params o;
+    return parse_params(p, false, &o, err, errlen, where);
+}
+
+static int encode_check(const struct conf_params *p, char *err, size_t errlen,
+                        const struct conf_param **where)
+{
+    struct opus_params o;
+    return parse_params(p, true, &o, err, errlen, where);
+}
+
+/* Params that passed check() (the engine refuses a kind otherwise); should
+ * they not, the defaults stand in rather than garbage. */
+static struct opus_params params_of(const struct conf_params *p, bool encode)
+{
+    struct opus_params o;
+    char err[8];
+    if (parse_params(p, encode, &o, err, sizeof(err), NULL) < 0)
+        parse_params(NULL, encode, &o, err, sizeof(err), NULL);
+    return o;
+}
+
+/* ---- sizes --------------------------------------------------------------- */
+
+#define MAX_PACKET_MS 120 /* the most audio one Opus packet can hold */
+#define ERROR_TEXT    256 /* room for an error sentence in any output buffer */
+
+static size_t samples_per_ms(const struct opus_params *o)
+{
+    return (size_t)o->rate / 1000;
+}
+
+static size_t frame_samples(const struct opus_params *o) /* per channel */
+{
+    return (size_t)o->rate * (size_t)o->frame_us / 1000000;
+}
+
+static size_t frame_bytes(const struct opus_params *o)
+{
+    return frame_samples(o) * (size_t)o->channels * 2;
+}
+
+/* Longest packet we let the encoder write for one frame: what 512 kbit/s
+ * (the top of the bitrate param) fills in a frame, and never more than the
+ * format allows (1275 bytes per 20 ms frame, plus a code-3 header). Tying it
+ * to the bitrate keeps short frames from reserving kilobytes of slab each. */
+static size_t packet_cap(const struct opus_params *o)
+{
+    size_t by_rate = (size_t)512000 / 8 * (size_t)o->frame_us / 1000000;
+    size_t n20 = o->frame_us <= 20000 ? 1 : (size_t)o->frame_us / 20000;
+    size_t by_format = 1275 * n20 + 7;
+    return by_rate < by_format ? by_rate : by_format;
+}
+
+static size_t at_least_error_text(size_t n)
+{
+    return n > ERROR_TEXT ? n : ERROR_TEXT;
+}
+
+static size_t decode_out_capacity(const struct conf_params *p, size_t max_payload)
+{
+    struct opus_params o = params_of(p, false);
+    return at_least_error_text(MAX_PACKET_MS * samples_per_ms(&o) * (size_t)o.channels * 2);
+}
+
+static size_t encode_out_capacity(const struct conf_params *p, size_t max_payload)
+{
+    struct opus_params o = params_of(p, true);
+    size_t frames = max_payload / frame_bytes(&o);
+    return at_least_error_text(frames * (2 + packet_cap(&o)));
+}
+
+/* ---- stream slots ---------------------------------------------------------- */
+
+/* What sits in front of the libopus state in a stream slot. It names the
+ * handler and params the state was made for: stream keys are per kind, but
+ * a slot whose header does not match is re-initialized rather than trusted. */
+struct slot_header {
+    uint32_t magic;
+    int32_t rate, channels, frame_us, bitrate, complexity, application;
+};
+
+#define SLOT_HEADER 64 /* keeps the libopus state 64-byte aligned */
+_Static_assert(sizeof(struct slot_header) <= SLOT_HEADER, "slot header fits");
+
+#define DECODE_MAGIC 0x4f505344u /* "OPSD" */
+#define ENCODE_MAGIC 0x4f505345u /* "OPSE" */
+
+static struct slot_header header_for(const struct opus_params *o, uint32_t magic)
+{
+    struct slot_header h;
+    memset(&h, 0, sizeof(h)); /* no stray padding bytes in the comparison */
+    h.magic = magic;
+    h.rate = o->rate;
+    h.channels = o->channels;
+    if (magic == ENCODE_MAGIC) {
+        h.frame_us = o->frame_us;
+        h.bitrate = o->bitrate;
+        h.complexity = o->complexity;
+        h.application = o->application;
+    }
+    return h;
+}
+
+static bool slot_matches(const void *slot, const struct slot_header *want)
+{
+    return memcmp(slot, want, sizeof(*want)) == 0;
+}
+
+static size_t decode_state_size(const struct conf_params *p)
+{
+    struct opus_params o = params_of(p, false);
+    return SLOT_HEADER + (size_t)opus_decoder_get_size(o.channels);
+}
+
+static size_t encode_state_size(const struct conf_params *p)
+{
+    struct opus_params o = params_of(p, true);
+    return SLOT_HEADER + (size_t)opus_encoder_get_size(o.channels);
+}
+
+/* ---- shared by both handlers ----------------------------------------------- */
+
+struct opus_ctx {
+    struct opus_params o;
+    struct slot_header header; /* what a slot of ours starts with */
+    void *codec;               /* the worker's own decoder or encoder, for jobs without a stream */
+    int16_t *pcm;              /* scratch: aligned samples in host byte order */
+};
+
+static bool is_keepalive(const struct handler_job *job)
+{
+    static const char *const words[] = {"keepalive", "ping", "pong"};
+    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+        size_t n = strlen(words[i]);
+        if (job->in_len == n && memcmp(job->in, words[i], n) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Samples are s16le on the wire. Going through scratch also spares libopus
+ * a payload that might not be 2-byte aligned. */
+static void pcm_from_le(int16_t *dst, const uint8_t *src, size_t n)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(dst, src, n * 2);
+#else
+    for (size_t i = 0; i < n; i++)
+        dst[i] = (int16_t)(src[2 * i] | src[2 * i + 1] << 8);
+#endif
+}
+
+static void pcm_to_le(uint8_t *dst, const int16_t *src, size_t n)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(dst, src, n * 2);
+#else
+    for (size_t i = 0; i < n; i++) {
+        dst[2 * i] = (uint8_t)((uint16_t)src[i] & 0xff);
+        dst[2 * i + 1] = (uint8_t)((uint16_t)src[i] >> 8);
+    }
+#endif
+}
+
+static void ctx_free(struct opus_ctx *c)
+{
+    if (c) {
+        free(c->pcm);
+        free(c->codec);
+        free(c);
+    }
+}
+
+static struct opus_ctx *ctx_new(const struct conf_params *p, bool encode, size_t scratch_samples)
+{
+    struct opus_ctx *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->o = params_of(p, encode);
+    c->header = header_for(&c->o, encode ? ENCODE_MAGIC : DECODE_MAGIC);
+    c->pcm = calloc(scratch_samples, sizeof(*c->pcm));
+    size_t size = encode ? (size_t)opus_encoder_get_size(c->o.channels)
+                         : (size_t)opus_decoder_get_size(c->o.channels);
+    c->codec = calloc(1, size);
+    if (!c->pcm || !c->codec) {
+        ctx_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* ---- opus.decode ------------------------------------------------------------- */
+
+static void *decode_setup(const struct conf_params *p)
+{
+    struct opus_params o = params_of(p, false);
+    size_t most = MAX_PACKET_MS * samples_per_ms(&o) * (size_t)o.channels;
+    struct opus_ctx *c = ctx_new(p, false, most);
+    if (c && opus_decoder_init(c->codec, c->o.rate, c->o.channels) != OPUS_OK) {
+        ctx_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* The decoder for this job: the stream's, made ready if it is new or
+ * suspect, or the worker's own, reset so no earlier job leaks into it. */
+static OpusDecoder *job_decoder(struct opus_ctx *c, struct handler_job *job)
+{
+    if (!job->state) {
+        opus_decoder_ctl((OpusDecoder *)c->codec, OPUS_RESET_STATE);
+        return c->codec;
+    }
+    OpusDecoder *dec = (OpusDecoder *)((uint8_t *)job->state + SLOT_HEADER);
+    if (job->state_fresh || !slot_matches(job->state, &c->header)) {
+        memset(job->state, 0, SLOT_HEADER); /* a crash during init leaves it unmatched */
+        if (opus_decoder_init(dec, c->o.rate, c->o.channels) != OPUS_OK)
+            return NULL;
+        memcpy(job->state, &c->header, sizeof(c->header));
+    }
+    return dec;
+}
+
+/* Is a payload of LEN bytes exactly one frame of PCM (2.5 to 60 ms)? */
+static bool plausible_pcm(const struct opus_params *o, size_t len)
+{
+    for (size_t i = 0; i < sizeof(frame_values) / sizeof(frame_values[0]); i++) {
+        size_t samples = (size_t)o->rate * (size_t)frame_values[i] / 1000000;
+        if (len == samples * (size_t)o->channels * 2)
+            return true;
+    }
+    return false;
+}
+
+static enum job_status decode_failed(struct opus_ctx *c, struct handler_job *job, int err)
+{
+    if (c->o.fallback_pcm && plausible_pcm(&c->o, job->in_len) && job->in_len <= job->out_cap) {
+        memcpy(job->out, job->in, job->in_len);
+        job->out_len = job->in_len;
+        return JOB_OK;
+    }
+    handler_error(job, "not a valid Opus packet (%zu bytes): %s", job->in_len, opus_strerror(err));
+    return JOB_E_BAD_INPUT;
+}
+
+static enum job_status decode_run(void *ctx, struct handler_job *job)
+{
+    struct opus_ctx *c = ctx;
+    job->out_len = 0;
+    if (is_keepalive(job))
+        return JOB_FILTERED;
+    if (job->in_len == 0) {
+        handler_error(job, "empty payload: one Opus packet was expected");
+        return JOB_E_BAD_INPUT;
+    }
+    if (job->in_len > INT32_MAX)
+        return decode_failed(c, job, OPUS_INVALID_PACKET);
+    OpusDecoder *dec = job_decoder(c, job);
+    if (!dec) {
+        handler_error(job, "cannot initialize the stream's Opus decoder");
+        return JOB_E_FAILED;
+    }
+    int most = MAX_PACKET_MS * (int)samples_per_ms(&c->o);
+    int n = opus_decode(dec, job->in, (opus_int32)job->in_len, c->pcm, most, 0);
+    if (n < 0)
+        return decode_failed(c, job, n);
+    size_t samples = (size_t)n * (size_t)c->o.channels;
+    if (samples * 2 > job->out_cap) { /* cannot happen: out_capacity covers 120 ms */
+        handler_error(job, "decoded audio does not fit the output buffer");
+        return JOB_E_FAILED;
+    }
+    pcm_to_le(job->out, c->pcm, samples);
+    job->out_len = samples * 2;
+    return JOB_OK;
+}
+
+/* ---- opus.encode ------------------------------------------------------------- */
+
+/* Settings beyond opus_encoder_init; they survive OPUS_RESET_STATE. */
+static int configure_encoder(OpusEncoder *enc, const struct opus_params *o)
+{
+    if (opus_encoder_ctl(enc, OPUS_SET_BITRATE(o->bitrate)) != OPUS_OK ||
+        opus_encoder_ctl(enc, OPUS_SET_COMPLEXITY(o->complexity)) != OPUS_OK)
+        return -1;
+    return 0;
+}
+
+static int init_encoder(OpusEncoder *enc, const struct opus_params *o)
+{
+    if (opus_encoder_init(enc, o->rate, o->channels, o->application) != OPUS_OK)
+        return -1;
+    return configure_encoder(enc, o);
+}
+
+static void *encode_setup(const struct conf_params *p)
+{
+    struct opus_params o = params_of(p, true);
+    struct opus_ctx *c = ctx_new(p, true, frame_samples(&o) * (size_t)o.channels);
+    if (c && init_encoder(c->codec, &c->o) < 0) {
+        ctx_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+static OpusEncoder *job_encoder(struct opus_ctx *c, struct handler_job *job)
+{
+    if (!job->state) {
+        opus_encoder_ctl((OpusEncoder *)c->codec, OPUS_RESET_STATE);
+        return c->codec;
+    }
+    OpusEncoder *enc = (OpusEncoder *)((uint8_t *)job->state + SLOT_HEADER);
+    if (job->state_fresh || !slot_matches(job->state, &c->header)) {
+        memset(job->state, 0, SLOT_HEADER);
+        if (init_encoder(enc, &c->o) < 0)
+            return NULL;
+        memcpy(job->state, &c->header, sizeof(c->header));
+    }
+    return enc;
+}
+
+/* Whole frames only: anything else is the sender's mistake, said precisely. */
+static bool encode_input_ok(const struct opus_ctx *c, struct handler_job *job)
+{
+    size_t fb = frame_bytes(&c->o);
+    if (job->in_len == 0)
+        handler_error(job, "empty payload: whole frames of PCM s16le were expected");
+    else if (job->in_len % 2)
+        handler_error(job, "odd length (%zu bytes): PCM s16le comes in 2-byte samples",
+                      job->in_len);
+    else if (job->in_len % fb)
+        handler_error(job,
+                      "partial frame: %zu bytes is not a whole number of %g ms frames of %zu "
+                      "bytes (%zu bytes left over)",
+                      job->in_len, c->o.frame_us / 1000.0, fb, job->in_len % fb);
+    else if (job->in_len / fb * (2 + packet_cap(&c->o)) > job->out_cap)
+        handler_error(job, "too many frames (%zu) for one job", job->in_len / fb);
+    else
+        return true;
+    return false;
+}
+
+static enum job_status encode_run(void *ctx, struct handler_job *job)
+{
+    struct opus_ctx *c = ctx;
+    job->out_len = 0;
+    if (is_keepalive(job))
+        return JOB_FILTERED;
+    if (!encode_input_ok(c, job))
+        return JOB_E_BAD_INPUT;
+    OpusEncoder *enc = job_encoder(c, job);
+    if (!enc) {
+        handler_error(job, "cannot initialize the stream's Opus encoder");
+        return JOB_E_FAILED;
+    }
+    size_t fb = frame_bytes(&c->o), fs = frame_samples(&c->o), cap = packet_cap(&c->o), pos = 0;
+    for (size_t off = 0; off < job->in_len; off += fb) {
+        pcm_from_le(c->pcm, job->in + off, fs * (size_t)c->o.channels);
+        int n = opus_encode(enc, c->pcm, (int)fs, job->out + pos + 2, (opus_int32)cap);
+        if (n < 0) {
+            handler_error(job, "Opus encoder failed on frame %zu: %s", off / fb, opus_strerror(n));
+            return JOB_E_FAILED;
+        }
+        job->out[pos] = (uint8_t)(n >> 8);
+        job->out[pos + 1] = (uint8_t)(n & 0xff);
+        pos += 2 + (size_t)n;
+    }
+    job->out_len = pos;
+    return JOB_OK;
+}
+
+const struct handler handler_opus_decode = {
+    .name = "opus.decode",
+    .check = decode_check,
+    .out_capacity = decode_out_capacity,
+    .state_size = decode_state_size,
+    .setup = decode_setup,
+    .run = decode_run,
+};
+
+const struct handler handler_opus_encode = {
+    .name = "opus.encode",
+    .check = encode_check,
+    .out_capacity = encode_out_capacity,
+    .state_size = encode_state_size,
+    .setup = encode_setup,
+    .run = encode_run,
+};
