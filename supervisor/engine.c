@@ -22,7 +22,7 @@
 #include "supervisor/privs.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
-#define SPIN_NS            30000     /* supervisor polls this long before it sleeps */
+#define SPIN_NS            30000     /* supervisor polls at most this long before it sleeps */
 #define TICK_BUSY_NS       2000000   /* timers while jobs run: timeouts are this precise */
 #define TICK_IDLE_NS       200000000 /* timers while idle */
 #define BATCH_MIN_NS       200000    /* queued work per worker from which results are batched */
@@ -563,8 +563,11 @@ void engine_turn(struct engine *e, int64_t wait_ns)
         loop_run(e->loop, wait_ns > 0 && wait_ns < batch ? wait_ns : batch);
         return;
     }
-    if (e->outstanding) {
-        uint64_t until = e->now_ns + SPIN_NS;
+    /* Poll for results first only when the last wait for them was short
+     * (see next_job in worker/worker.c for why). */
+    uint64_t start = engine_now_ns();
+    if (e->outstanding && e->spin) {
+        uint64_t until = start + SPIN_NS;
         while (engine_now_ns() < until) {
             if (results_waiting(e))
                 return;
@@ -572,6 +575,7 @@ void engine_turn(struct engine *e, int64_t wait_ns)
         }
     }
     sleep_in_loop(e, wait_ns);
+    e->spin = engine_now_ns() - start < SPIN_NS;
 }
 
 size_t engine_outstanding(const struct engine *e)

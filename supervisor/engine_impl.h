@@ -142,6 +142,7 @@ struct engine {
     int efd; /* workers write it to wake us */
     struct loop_watch *efd_watch;
     bool started, accepting;
+    bool spin; /* the last wait for results was short: poll before sleeping */
 
     struct kind kinds[SEG_MAX_KINDS];
     unsigned nkinds;

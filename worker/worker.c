@@ -26,6 +26,7 @@ struct worker {
     void *ctx[SEG_MAX_KINDS];
     struct stats_worker *stats;
     struct seg_header *hdr;
+    bool spin; /* the last wait was short: poll before parking */
 };
 
 static uint64_t now_ns(void)
@@ -129,22 +130,30 @@ static void handle(struct worker *w, const struct job_desc *d)
 }
 
 /* Take the next job: poll the ring for spin_ns, then park on its futex. */
+/* Take the next job: poll the ring briefly, then park on its futex. The
+ * poll only pays when jobs come back to back; when the last wait outlasted
+ * the spin, the next one parks at once and leaves the CPU to others (on a
+ * small machine: the broker, the supervisor, the other workers). */
 static void next_job(struct worker *w, struct job_desc *d)
 {
+    if (ring_pop(&w->jobs, d) == 1)
+        return;
+    uint64_t start = now_ns(), until = start + (w->spin ? w->a->spin_ns : 0);
     for (;;) {
-        if (ring_pop(&w->jobs, d) == 1)
-            return;
-        uint64_t until = now_ns() + w->a->spin_ns;
         while (!ring_has_data(&w->jobs) && now_ns() < until)
             ring_cpu_relax();
         if (!ring_has_data(&w->jobs))
             ring_sleep(&w->jobs, NULL);
+        if (ring_pop(&w->jobs, d) == 1)
+            break;
     }
+    w->spin = now_ns() - start < w->a->spin_ns;
 }
 
 void worker_main(const struct worker_args *a)
 {
-    struct worker w = {.a = a, .hdr = a->seg->hdr, .stats = &a->seg->workers_stats[a->slot]};
+    struct worker w = {
+        .a = a, .hdr = a->seg->hdr, .stats = &a->seg->workers_stats[a->slot], .spin = true};
     char title[64];
     snprintf(title, sizeof(title), "mqforkd: worker %u", a->slot);
     proctitle_set(title);
