@@ -95,7 +95,7 @@ void fixture_free(struct fixture *f)
     free(f->recs);
 }
 
-static void on_done(void *ctx, const struct engine_outcome *o)
+void fixture_record_done(void *ctx, const struct engine_outcome *o)
 {
     struct record *r = ctx;
     r->outcomes++;
@@ -121,7 +121,7 @@ enum job_status fixture_submit(struct fixture *f, size_t idx, int kind, const vo
         .priority = prio,
         .timeout_ms = timeout_ms,
         .retries = retries,
-        .done = on_done,
+        .done = fixture_record_done,
         .ctx = idx < f->nrecs ? &f->recs[idx] : NULL,
     };
     if (!j.ctx)

@@ -55,6 +55,9 @@ enum job_status fixture_submit(struct fixture *f, size_t idx, int kind, const vo
                                size_t len, const char *stream, enum conf_priority prio,
                                uint32_t timeout_ms, uint32_t retries);
 
+/* The outcome callback fixture_submit uses; ctx is a struct record. */
+void fixture_record_done(void *ctx, const struct engine_outcome *o);
+
 /* Turn the engine until COND(f, arg) holds or LIMIT_S passes; returns COND. */
 bool fixture_run_until(struct fixture *f, bool (*cond)(struct fixture *, void *), void *arg,
                        double limit_s);

@@ -123,6 +123,66 @@ static void test_slow_job_isolated(void)
     fixture_free(&f);
 }
 
+/* A job still pending past its deadline_ms is answered `expired`, never run. */
+static void test_deadline(void)
+{
+    struct fixture f;
+    enum { N = 6 };
+    fixture_init(&f, "deadline", N);
+    f.conf.workers.min = f.conf.workers.max = 1;
+    f.conf.workers.inflight = 1;
+    fixture_start(&f);
+    T_REQUIRE(fixture_submit(&f, 0, f.spin, "150000", 6, NULL, PRIO_NORMAL, 0, 0) == JOB_OK,
+              "blocker");
+    engine_turn(f.e, 0);
+    for (size_t i = 1; i < N; i++) {
+        struct engine_job j = {.kind = (uint32_t)f.echo,
+                               .payload = "late",
+                               .len = 4,
+                               .priority = PRIO_NORMAL,
+                               .deadline_ms = 30,
+                               .done = fixture_record_done,
+                               .ctx = &f.recs[i]};
+        T_REQUIRE(engine_submit(f.e, &j, NULL) == JOB_OK, "job %zu accepted", i);
+    }
+    size_t n = N;
+    T_CHECK(fixture_run_until(&f, fixture_all_answered, &n, 10), "all answered");
+    size_t expired = 0;
+    for (size_t i = 1; i < N; i++)
+        expired += f.recs[i].status == JOB_E_EXPIRED && f.recs[i].attempts == 0;
+    T_CHECK(expired == N - 1, "%zu of %d expired without running", expired, N - 1);
+    T_CHECK(f.recs[0].status == JOB_OK, "the blocker itself ran");
+    struct stats_global g;
+    fixture_stats(&f, &g);
+    T_CHECK(g.expired == N - 1, "expired counted (%lu)", (unsigned long)g.expired);
+    fixture_free(&f);
+}
+
+/* A full stream table makes room by evicting the least recently used idle
+ * stream, and counts it; a stream with work is never evicted. */
+static void test_stream_eviction(void)
+{
+    struct fixture f;
+    enum { N = 6 };
+    fixture_init(&f, "evict", N);
+    f.conf.streams.max = 4;
+    fixture_start(&f);
+    for (size_t i = 0; i < N; i++) {
+        char key[8];
+        snprintf(key, sizeof(key), "s%zu", i);
+        T_REQUIRE(fixture_submit(&f, i, f.echo, "x", 1, key, PRIO_NORMAL, 0, 0) == JOB_OK,
+                  "stream job %zu accepted", i);
+        size_t n = i + 1;
+        T_REQUIRE(fixture_run_until(&f, fixture_all_answered, &n, 5), "answered");
+    }
+    struct stats_global g;
+    fixture_stats(&f, &g);
+    T_CHECK(g.stream_evictions == 2 && g.streams_live == 4,
+            "6 streams in 4 slots: 2 evicted (%lu), 4 live (%u)", (unsigned long)g.stream_evictions,
+            g.streams_live);
+    fixture_free(&f);
+}
+
 /* Past max_pending a job is refused, counted, and never answered; too large
  * and unknown kinds likewise. What was accepted is still answered. */
 static void test_refusals(void)
@@ -349,6 +409,8 @@ int main(void)
     test_stream_order();
     test_priority_order();
     test_slow_job_isolated();
+    test_deadline();
+    test_stream_eviction();
     test_refusals();
     test_crashes();
     test_hang_timeout();
