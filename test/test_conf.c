@@ -275,7 +275,7 @@ static void check_examples(const char *dir)
     char *path = join(dir, "mqfork.yaml");
     struct conf c;
     load_ok(path, &c);
-    T_CHECK(c.nroutes == 2, "mqfork.yaml routes %zu", c.nroutes);
+    T_CHECK(c.nroutes == 4, "mqfork.yaml routes %zu", c.nroutes);
     conf_free(&c);
     free(path);
 
