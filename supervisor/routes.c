@@ -176,6 +176,20 @@ static struct request *new_request(struct routes *r, const struct route *route,
     return q;
 }
 
+static const char *refusal_text(enum job_status st)
+{
+    switch (st) {
+    case JOB_E_TOO_LARGE:
+        return "refused: the payload is larger than limits.max_payload";
+    case JOB_E_OVERLOADED:
+        return "refused: the pending queue is full";
+    case JOB_E_UNKNOWN_KIND:
+        return "refused: the route's job kind is gone (reload in progress)";
+    default:
+        return "refused: the daemon is stopping";
+    }
+}
+
 void routes_on_message(void *ctx, const struct mqtt_message *msg)
 {
     struct routes *r = ctx;
@@ -188,12 +202,17 @@ void routes_on_message(void *ctx, const struct mqtt_message *msg)
     }
     const struct conf_route *cr = route->conf;
     char reply[TOPIC_MAX], stream[ENGINE_STREAM_KEY_MAX + 1];
-    const char *reply_to = msg->response_topic;
-    if (!reply_to && cr->reply && topic_expand(cr->reply, &lv, reply, sizeof(reply)) >= 0)
-        reply_to = reply;
-    if (cr->stream && topic_expand(cr->stream, &lv, stream, sizeof(stream)) < 0) {
-        static const char why[] = "the stream key made from the topic is too long";
-        report(r, cr->name, msg->topic, job_status_name(JOB_E_BAD_INPUT), why, sizeof(why) - 1, 0,
+    const char *reply_to = msg->response_topic, *why = NULL;
+    if (!reply_to && cr->reply) {
+        if (topic_expand(cr->reply, &lv, reply, sizeof(reply)) >= 0)
+            reply_to = reply;
+        else
+            why = "the reply topic made from the topic is too long";
+    }
+    if (cr->stream && topic_expand(cr->stream, &lv, stream, sizeof(stream)) < 0)
+        why = "the stream key made from the topic is too long";
+    if (why) {
+        report(r, cr->name, msg->topic, job_status_name(JOB_E_BAD_INPUT), why, strlen(why), 0,
                msg->correlation, msg->correlation_len);
         return;
     }
@@ -218,13 +237,9 @@ void routes_on_message(void *ctx, const struct mqtt_message *msg)
     enum job_status st = engine_submit(r->engine, &j, NULL);
     if (st == JOB_OK)
         return;
-    char why[160];
-    int n = snprintf(why, sizeof(why), "refused: %s",
-                     st == JOB_E_TOO_LARGE    ? "the payload is larger than limits.max_payload"
-                     : st == JOB_E_OVERLOADED ? "the pending queue is full"
-                                              : "the daemon is stopping");
-    report(r, cr->name, msg->topic, job_status_name(st), why, (size_t)n, 0, msg->correlation,
-           msg->correlation_len);
+    const char *refusal = refusal_text(st);
+    report(r, cr->name, msg->topic, job_status_name(st), refusal, strlen(refusal), 0,
+           msg->correlation, msg->correlation_len);
     free(q);
 }
 

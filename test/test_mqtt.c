@@ -355,6 +355,12 @@ static void test_echo_order_errors(struct broker *b)
     T_CHECK(wait_for(&c, err_topic, "\"error\":\"too_large\"", 1, 5), "too_large reported");
     T_CHECK(wait_for(&c, err_topic, "\"error\":\"bad_input\"", 2, 5), "bad_input reported twice");
     T_CHECK(wait_for(&c, err_topic, "\"route\":\"spin\"", 2, 5), "reports name the route");
+    char long_topic[256] = "o/";
+    memset(long_topic + 2, 'k', 200); /* a stream key of 200 bytes: over the 128 allowed */
+    strcpy(long_topic + 202, "/in");
+    pub(&c, long_topic, "x", 1);
+    T_CHECK(wait_for(&c, err_topic, "stream key made from the topic is too long", 1, 5),
+            "a too long stream key is reported");
     pub(&c, "e/after/in", "still-here", 10);
     T_CHECK(wait_for(&c, "e/after/out", "still-here", 1, 5), "daemon answers after bad input");
     T_CHECK(daemon_alive(&d), "daemon alive");
