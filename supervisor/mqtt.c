@@ -53,7 +53,9 @@ struct mqtt {
     enum mqtt_state state;
     bool ever_connected;
     bool connect_called;
-    bool stopping; /* our own disconnect: not a loss */
+    bool stopping;                   /* our own disconnect: not a loss */
+    size_t unacked;                  /* QoS 1 and 2 messages sent and not yet acknowledged */
+    uint8_t awaiting_ack[65536 / 8]; /* by message id (16 bits): which are those */
     bool more_to_read;
     int fd;
     struct loop_watch *rwatch, *wwatch;
@@ -226,6 +228,18 @@ static void subscribe_all(struct mqtt *m)
         send_subscribe(m, &m->subs[i]);
 }
 
+static void on_publish(struct mosquitto *mosq, void *ctx, int mid, int reason,
+                       const mosquitto_property *props)
+{
+    struct mqtt *m = ctx;
+    /* Called for QoS 0 messages too, when written: only count our own. */
+    uint8_t *byte = &m->awaiting_ack[(mid & 0xffff) / 8], bit = (uint8_t)(1u << (mid % 8));
+    if (*byte & bit) {
+        *byte &= (uint8_t)~bit;
+        m->unacked--;
+    }
+}
+
 static void on_subscribe(struct mosquitto *mosq, void *ctx, int mid, int count, const int *granted,
                          const mosquitto_property *props)
 {
@@ -271,6 +285,9 @@ static void on_connect(struct mosquitto *mosq, void *ctx, int rc, int flags,
              m->ever_connected ? " (reconnected)" : "");
     m->ever_connected = true;
     m->state = MQTT_CONNECTED;
+    /* A clean session forgets what was in flight: nothing is awaited now. */
+    memset(m->awaiting_ack, 0, sizeof(m->awaiting_ack));
+    m->unacked = 0;
     m->backoff_s = b->reconnect_min_s;
     m->changed = true;
     subscribe_all(m);
@@ -348,6 +365,7 @@ static int configure(struct mqtt *m)
     mosquitto_disconnect_v5_callback_set(q, on_disconnect);
     mosquitto_message_v5_callback_set(q, on_mosq_message);
     mosquitto_subscribe_v5_callback_set(q, on_subscribe);
+    mosquitto_publish_v5_callback_set(q, on_publish);
     return 0;
 }
 
@@ -443,11 +461,16 @@ static void publish_now(struct mqtt *m, const char *topic, const void *payload, 
     mosquitto_property *props = NULL;
     if (m->v5 && corr && corr_len)
         mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA, corr, (uint16_t)corr_len);
-    int rc = mosquitto_publish_v5(m->mosq, NULL, topic, (int)len, payload, qos, retain, props);
+    int mid = 0;
+    int rc = mosquitto_publish_v5(m->mosq, &mid, topic, (int)len, payload, qos, retain, props);
     mosquitto_property_free_all(&props);
     if (rc == MOSQ_ERR_SUCCESS) {
         m->n.msgs_out++;
         m->n.bytes_out += len;
+        if (qos > 0 && !(m->awaiting_ack[(mid & 0xffff) / 8] & (1u << (mid % 8)))) {
+            m->awaiting_ack[(mid & 0xffff) / 8] |= (uint8_t)(1u << (mid % 8));
+            m->unacked++;
+        }
     } else {
         m->n.dropped++;
         log_warn("mqtt: publish to %s failed: %s", topic, mosquitto_strerror(rc));
@@ -526,6 +549,25 @@ bool mqtt_flushed(const struct mqtt *m)
     return !m->q_head && (m->fd < 0 || !mosquitto_want_write(m->mosq));
 }
 
+/* Before we disconnect, every QoS 1 message (error reports, the offline
+ * status) must have its PUBACK read: libmosquitto closes the socket right
+ * after DISCONNECT, and closing with unread data makes the kernel send a
+ * reset, on which the broker drops what it had not read yet. Bounded: we
+ * are exiting. */
+static void wait_for_acks(struct mqtt *m)
+{
+    for (int i = 0; i < 100 && m->fd >= 0 && m->unacked > 0; i++) {
+        struct pollfd p = {.fd = m->fd,
+                           .events = POLLIN | (mosquitto_want_write(m->mosq) ? POLLOUT : 0)};
+        if (poll(&p, 1, 10) < 0)
+            return;
+        if ((p.revents & POLLOUT) && mosquitto_loop_write(m->mosq, 1) != MOSQ_ERR_SUCCESS)
+            return;
+        if ((p.revents & POLLIN) && mosquitto_loop_read(m->mosq, 1) != MOSQ_ERR_SUCCESS)
+            return;
+    }
+}
+
 void mqtt_free(struct mqtt *m)
 {
     if (!m)
@@ -535,13 +577,8 @@ void mqtt_free(struct mqtt *m)
         status_json(m, "offline", offline, sizeof(offline));
         publish_now(m, m->status_topic, offline, strlen(offline), 1, true, NULL, 0);
         m->stopping = true;
+        wait_for_acks(m);
         mosquitto_disconnect_v5(m->mosq, 0, NULL);
-        /* A last, short, blocking flush: we are exiting. */
-        for (int i = 0; i < 100 && m->fd >= 0 && mosquitto_want_write(m->mosq); i++) {
-            struct pollfd p = {.fd = m->fd, .events = POLLOUT};
-            if (poll(&p, 1, 10) < 0 || mosquitto_loop_write(m->mosq, 1) != MOSQ_ERR_SUCCESS)
-                break;
-        }
     }
     m->state = MQTT_IDLE;
     unwatch(m);

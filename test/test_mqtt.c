@@ -575,6 +575,80 @@ static void test_opus_decode(struct broker *b)
     client_close(&c);
 }
 
+/* While the broker is away results wait in a queue bounded by
+ * broker.max_outbound; past it they are dropped and counted. */
+static void test_outbound_bound(struct broker *b)
+{
+    struct client c;
+    struct daemon d;
+    client_open(&c, b, "t-bound");
+    sub(&c, "#");
+    daemon_start(&d, b, "bound", "  reconnect_min_s: 1\n  reconnect_max_s: 2\n  max_outbound: 2\n",
+                 echo_routes);
+    T_REQUIRE(daemon_online(&c, &d), "daemon online");
+    for (int i = 0; i < 4; i++)
+        pub(&c, "s/bound/in", "300000", 6);
+    T_REQUIRE(wait_accepted(&d, 4, 5), "the daemon accepted the jobs");
+    client_close(&c);
+    broker_kill(b);
+    T_REQUIRE(broker_restart_same_port(b) == 0, "broker restarted");
+    client_open(&c, b, "t-bound2");
+    sub(&c, "#");
+    T_CHECK(daemon_online(&c, &d), "daemon reconnected");
+    T_CHECK(wait_for(&c, "s/bound/out", NULL, 2, 10), "the 2 queued results delivered");
+    struct segment seg;
+    struct stats_global g = {0};
+    if (seg_attach(&seg, d.instance, NULL) == 0) {
+        seqlock_read(&seg.global->lock, &g, seg.global, sizeof(g), 1000);
+        seg_close(&seg, false);
+    }
+    T_CHECK(g.mqtt_dropped == 2, "2 results dropped and counted (%lu)",
+            (unsigned long)g.mqtt_dropped);
+    T_CHECK(count_on(&c, "s/bound/out", NULL) == 2, "no more than the bound delivered");
+    daemon_stop(&d);
+    client_close(&c);
+}
+
+/* A drain that runs out of shutdown_timeout_s reports what it abandons. */
+static void test_drain_timeout(struct broker *b)
+{
+    struct client c;
+    struct daemon d;
+    client_open(&c, b, "t-abandon");
+    sub(&c, "#");
+    daemon_start(&d, b, "abandon", NULL, echo_routes);
+    FILE *f = fopen(d.conf, "a");
+    fclose(f);
+    T_REQUIRE(daemon_online(&c, &d), "daemon online");
+    proc_stop(&d.p, SIGTERM); /* restart it with a short drain budget */
+    f = fopen(d.conf, "r+");
+    char text[4096];
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    text[n] = '\0';
+    rewind(f);
+    fprintf(f, "shutdown_timeout_s: 0.3\n%s", text);
+    fclose(f);
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "exec %s -c %s 2>&1", mqforkd, d.conf);
+    char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+    T_REQUIRE(proc_spawn(&d.p, argv, true) == 0, "daemon restarted");
+    T_REQUIRE(daemon_says(&d, "subscribed to s/+/in", 5000), "subscribed");
+    for (int i = 0; i < 6; i++)
+        pub(&c, "s/long/in", "2000000", 7); /* 2 s each: cannot finish in 0.3 s */
+    T_REQUIRE(wait_accepted(&d, 6, 5), "accepted");
+    kill(d.p.pid, SIGTERM);
+    int st = -1;
+    T_CHECK(proc_wait(&d.p, 10000, &st) == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+            "exit 0 after the drain ran out (status %d)", st);
+    char err_topic[96];
+    snprintf(err_topic, sizeof(err_topic), "err/%s", d.instance);
+    T_CHECK(wait_for(&c, err_topic, "\"error\":\"shutdown\"", 6, 5),
+            "every abandoned job reported (%zu reports)", count_on(&c, err_topic, "shutdown"));
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", d.dir);
+    T_CHECK(system(cmd) == 0, "cleanup");
+    client_close(&c);
+}
+
 static void test_tls(void)
 {
     struct broker tb;
@@ -631,8 +705,12 @@ int main(int argc, char **argv)
     test_drain(&b);
     fprintf(stderr, "-- test_opus_decode\n");
     test_opus_decode(&b);
+    fprintf(stderr, "-- test_drain_timeout\n");
+    test_drain_timeout(&b);
     fprintf(stderr, "-- test_broker_restart\n");
     test_broker_restart(&b);
+    fprintf(stderr, "-- test_outbound_bound\n");
+    test_outbound_bound(&b);
     broker_stop(&b);
     fprintf(stderr, "-- test_tls\n");
     test_tls();
