@@ -53,8 +53,9 @@ struct mqtt {
     enum mqtt_state state;
     bool ever_connected;
     bool connect_called;
-    bool stopping;                   /* our own disconnect: not a loss */
-    size_t unacked;                  /* QoS 1 and 2 messages sent and not yet acknowledged */
+    bool stopping;     /* our own disconnect: not a loss */
+    size_t unacked;    /* QoS 1 and 2 messages sent and not yet acknowledged */
+    size_t in_library; /* handed to libmosquitto, not yet written (QoS 0) or acknowledged */
     uint8_t awaiting_ack[65536 / 8]; /* by message id (16 bits): which are those */
     bool more_to_read;
     int fd;
@@ -232,6 +233,8 @@ static void on_publish(struct mosquitto *mosq, void *ctx, int mid, int reason,
                        const mosquitto_property *props)
 {
     struct mqtt *m = ctx;
+    if (m->in_library)
+        m->in_library--;
     /* Called for QoS 0 messages too, when written: only count our own. */
     uint8_t *byte = &m->awaiting_ack[(mid & 0xffff) / 8], bit = (uint8_t)(1u << (mid % 8));
     if (*byte & bit) {
@@ -288,6 +291,7 @@ static void on_connect(struct mosquitto *mosq, void *ctx, int rc, int flags,
     /* A clean session forgets what was in flight: nothing is awaited now. */
     memset(m->awaiting_ack, 0, sizeof(m->awaiting_ack));
     m->unacked = 0;
+    m->in_library = 0; /* libmosquitto dropped what it had not written */
     m->backoff_s = b->reconnect_min_s;
     m->changed = true;
     subscribe_all(m);
@@ -462,8 +466,13 @@ static void publish_now(struct mqtt *m, const char *topic, const void *payload, 
     if (m->v5 && corr && corr_len)
         mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA, corr, (uint16_t)corr_len);
     int mid = 0;
+    /* Counted before the call: a QoS 0 message may be written, and
+     * on_publish called, inside it. */
+    m->in_library++;
     int rc = mosquitto_publish_v5(m->mosq, &mid, topic, (int)len, payload, qos, retain, props);
     mosquitto_property_free_all(&props);
+    if (rc != MOSQ_ERR_SUCCESS && m->in_library)
+        m->in_library--;
     if (rc == MOSQ_ERR_SUCCESS) {
         m->n.msgs_out++;
         m->n.bytes_out += len;
@@ -519,6 +528,16 @@ static void enqueue(struct mqtt *m, const char *topic, const void *payload, size
 void mqtt_publish(struct mqtt *m, const char *topic, const void *payload, size_t len, int qos,
                   bool retain, const void *correlation, size_t correlation_len)
 {
+    /* A broker that is connected but does not read lets libmosquitto's own
+     * queue grow: it is held to the same bound as ours. */
+    if (m->state == MQTT_CONNECTED && m->in_library >= m->conf->broker.max_outbound) {
+        if (m->n.dropped++ % 1000 == 0)
+            log_warn("mqtt: the broker is not taking messages (%zu waiting, "
+                     "broker.max_outbound): dropping",
+                     m->in_library);
+        m->changed = true;
+        return;
+    }
     if (m->state == MQTT_CONNECTED && !m->q_head)
         publish_now(m, topic, payload, len, qos, retain, correlation, correlation_len);
     else
@@ -597,7 +616,7 @@ void mqtt_free(struct mqtt *m)
 void mqtt_stats(struct mqtt *m, struct stats_global *g)
 {
     g->mqtt_connected = m->state == MQTT_CONNECTED;
-    g->mqtt_queue = (uint32_t)m->qlen;
+    g->mqtt_queue = (uint32_t)(m->qlen + m->in_library);
     g->mqtt_reconnects = m->n.reconnects;
     g->mqtt_msgs_in = m->n.msgs_in;
     g->mqtt_bytes_in = m->n.bytes_in;
