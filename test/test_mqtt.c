@@ -186,6 +186,8 @@ static bool wait_for(struct client *c, const char *prefix, const char *contains,
 /* ---- the daemon ---------------------------------------------------------- */
 
 struct daemon {
+    int workers; /* 0 = 2 */
+    int slab_mb; /* 0 = 8 */
     struct proc p;
     char dir[64], conf[96], instance[48];
 };
@@ -193,6 +195,8 @@ struct daemon {
 static void daemon_start(struct daemon *d, const struct broker *b, const char *name,
                          const char *extra_broker, const char *routes)
 {
+    d->workers = d->workers ? d->workers : 2;
+    d->slab_mb = d->slab_mb ? d->slab_mb : 8;
     snprintf(d->dir, sizeof(d->dir), "/tmp/mqtt-test-XXXXXX");
     T_REQUIRE(mkdtemp(d->dir), "temp dir");
     snprintf(d->conf, sizeof(d->conf), "%s/d.yaml", d->dir);
@@ -200,11 +204,12 @@ static void daemon_start(struct daemon *d, const struct broker *b, const char *n
     FILE *f = fopen(d->conf, "w");
     fprintf(f,
             "instance: %s\nbroker:\n  host: 127.0.0.1\n  port: %d\n  client_id: %s\n%s"
-            "workers:\n  min: 2\n  max: 2\nlimits:\n  max_payload: 1024\n  slab_mb: 8\n"
+            "workers:\n  min: %d\n  max: %d\n  inflight: %d\nlimits:\n  max_payload: 1024\n"
+            "  slab_mb: %d\n"
             "errors:\n  topic: err/%s\nroutes:\n%s",
             d->instance, b->port, d->instance,
             extra_broker ? extra_broker : "  reconnect_min_s: 0.2\n  reconnect_max_s: 1\n",
-            d->instance, routes);
+            d->workers, d->workers, d->workers == 1 ? 1 : 32, d->slab_mb, d->instance, routes);
     fclose(f);
     char cmd[512];
     snprintf(cmd, sizeof(cmd), "exec %s -c %s 2>&1", mqforkd, d->conf);
@@ -294,7 +299,7 @@ static const char echo_routes[] = "  - name: echo\n"
 static void test_echo_order_errors(struct broker *b)
 {
     struct client c;
-    struct daemon d;
+    struct daemon d = {0};
     client_open(&c, b, "t-echo");
     sub(&c, "#");
     daemon_start(&d, b, "echo", NULL, echo_routes);
@@ -374,7 +379,7 @@ static void test_echo_order_errors(struct broker *b)
 static void test_response_topic(struct broker *b)
 {
     struct client c;
-    struct daemon d;
+    struct daemon d = {0};
     client_open(&c, b, "t-v5");
     sub(&c, "#");
     daemon_start(&d, b, "v5", NULL, echo_routes);
@@ -401,7 +406,7 @@ static void test_response_topic(struct broker *b)
 static void test_shared(struct broker *b)
 {
     struct client c;
-    struct daemon d1, d2;
+    struct daemon d1 = {0}, d2 = {0};
     client_open(&c, b, "t-share");
     sub(&c, "#");
     daemon_start(&d1, b, "sh1", NULL, echo_routes);
@@ -438,7 +443,7 @@ static void test_shared(struct broker *b)
 static void test_broker_restart(struct broker *b)
 {
     struct client c;
-    struct daemon d;
+    struct daemon d = {0};
     client_open(&c, b, "t-restart");
     sub(&c, "#");
     daemon_start(&d, b, "restart", "  reconnect_min_s: 1\n  reconnect_max_s: 2\n", echo_routes);
@@ -465,7 +470,7 @@ static void test_broker_restart(struct broker *b)
 static void test_reload_routes(struct broker *b)
 {
     struct client c;
-    struct daemon d;
+    struct daemon d = {0};
     client_open(&c, b, "t-reload");
     sub(&c, "#");
     daemon_start(&d, b, "reload", NULL, echo_routes);
@@ -489,7 +494,7 @@ static void test_reload_routes(struct broker *b)
 static void test_drain(struct broker *b)
 {
     struct client c;
-    struct daemon d;
+    struct daemon d = {0};
     client_open(&c, b, "t-drain");
     sub(&c, "#");
     daemon_start(&d, b, "drain", NULL, echo_routes);
@@ -523,7 +528,7 @@ static void test_opus_decode(struct broker *b)
                                  "    reply: v/{1}/out\n"
                                  "    stream: '{1}'\n";
     struct client c;
-    struct daemon d;
+    struct daemon d = {0};
     client_open(&c, b, "t-opus");
     sub(&c, "#");
     daemon_start(&d, b, "opus", NULL, routes);
@@ -580,7 +585,7 @@ static void test_opus_decode(struct broker *b)
 static void test_outbound_bound(struct broker *b)
 {
     struct client c;
-    struct daemon d;
+    struct daemon d = {0};
     client_open(&c, b, "t-bound");
     sub(&c, "#");
     daemon_start(&d, b, "bound", "  reconnect_min_s: 1\n  reconnect_max_s: 2\n  max_outbound: 2\n",
@@ -615,7 +620,7 @@ static void test_outbound_bound(struct broker *b)
 static void test_outbound_accounting(struct broker *b)
 {
     struct client c;
-    struct daemon d;
+    struct daemon d = {0};
     client_open(&c, b, "t-account");
     sub(&c, "#");
     daemon_start(&d, b, "account", "  reconnect_min_s: 0.2\n  max_outbound: 10\n", echo_routes);
@@ -643,11 +648,55 @@ static void test_outbound_accounting(struct broker *b)
     client_close(&c);
 }
 
+/* A broker that is connected but stops reading: the results pile up in the
+ * daemon only up to broker.max_outbound; the rest are dropped and counted,
+ * and delivery resumes when the broker does. */
+static void test_stalled_broker(struct broker *b)
+{
+    struct client c;
+    struct daemon d = {.workers = 1, .slab_mb = 64};
+    client_open(&c, b, "t-stall");
+    sub(&c, "g/#");
+    sub(&c, "mqfork/#");
+    daemon_start(&d, b, "stall", "  reconnect_min_s: 0.2\n  max_outbound: 50\n", echo_routes);
+    T_REQUIRE(daemon_online(&c, &d), "daemon online");
+    enum { N = 12000 };
+    static char big[1000];
+    memset(big, 'b', sizeof(big));
+    pub(&c, "s/gate/in", "700000", 6); /* holds the only worker for 0.7 s */
+    for (int i = 0; i < N; i++)
+        pub(&c, "e/stall/in", big, sizeof(big));
+    T_REQUIRE(wait_accepted(&d, N + 1, 10), "all accepted while the worker is held");
+    kill(b->pid, SIGSTOP);
+    /* 12 MB of replies against a stopped reader: more than the socket holds */
+    bool dropped = false;
+    struct stats_global g = {0};
+    for (int i = 0; i < 500 && !dropped; i++) {
+        struct segment seg;
+        if (seg_attach(&seg, d.instance, NULL) == 0) {
+            seqlock_read(&seg.global->lock, &g, seg.global, sizeof(g), 1000);
+            seg_close(&seg, false);
+        }
+        dropped = g.mqtt_dropped > 0 && g.completed >= N + 1;
+        usleep(10000);
+    }
+    kill(b->pid, SIGCONT);
+    T_CHECK(dropped, "results dropped while the broker stalled (%lu dropped, %lu completed)",
+            (unsigned long)g.mqtt_dropped, (unsigned long)g.completed);
+    T_CHECK(g.mqtt_queue <= 50, "no more than max_outbound held (%u)", g.mqtt_queue);
+    T_CHECK(daemon_alive(&d), "daemon alive");
+    sub(&c, "e/after-stall/out"); /* before the publish: the broker keeps their order */
+    pub(&c, "e/after-stall/in", "again", 5);
+    T_CHECK(wait_for(&c, "e/after-stall/out", "again", 1, 10), "delivery resumes after the stall");
+    daemon_stop(&d);
+    client_close(&c);
+}
+
 /* A drain that runs out of shutdown_timeout_s reports what it abandons. */
 static void test_drain_timeout(struct broker *b)
 {
     struct client c;
-    struct daemon d;
+    struct daemon d = {0};
     client_open(&c, b, "t-abandon");
     sub(&c, "#");
     daemon_start(&d, b, "abandon", NULL, echo_routes);
@@ -693,7 +742,7 @@ static void test_tls(void)
     sub(&c, "#");
     char extra[1024];
     snprintf(extra, sizeof(extra), "  reconnect_min_s: 0.2\n  tls:\n    ca_file: %s\n", tb.ca_file);
-    struct daemon d;
+    struct daemon d = {0};
     struct broker via_tls = tb;
     via_tls.port = tb.tls_port;
     daemon_start(&d, &via_tls, "tls", extra, echo_routes);
@@ -710,7 +759,7 @@ static void test_wrong_password(void)
     struct broker pb;
     struct broker_opts o = {.username = "dev", .password = "right"};
     T_REQUIRE(broker_start(&pb, &o) == 0, "broker with a password started");
-    struct daemon d;
+    struct daemon d = {0};
     daemon_start(&d, &pb, "pw", "  reconnect_min_s: 0.2\n  username: dev\n  password: wrong\n",
                  echo_routes);
     T_CHECK(daemon_says(&d, "refused the connection", 5000), "a clear log line");
@@ -741,6 +790,8 @@ int main(int argc, char **argv)
     test_opus_decode(&b);
     fprintf(stderr, "-- test_outbound_accounting\n");
     test_outbound_accounting(&b);
+    fprintf(stderr, "-- test_stalled_broker\n");
+    test_stalled_broker(&b);
     fprintf(stderr, "-- test_drain_timeout\n");
     test_drain_timeout(&b);
     fprintf(stderr, "-- test_broker_restart\n");
