@@ -563,11 +563,6 @@ void mqtt_service(struct mqtt *m)
     }
 }
 
-bool mqtt_flushed(const struct mqtt *m)
-{
-    return !m->q_head && (m->fd < 0 || !mosquitto_want_write(m->mosq));
-}
-
 /* Before we disconnect, every QoS 1 message (error reports, the offline
  * status) must have its PUBACK read: libmosquitto closes the socket right
  * after DISCONNECT, and closing with unread data makes the kernel send a

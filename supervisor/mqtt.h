@@ -52,9 +52,6 @@ void mqtt_publish(struct mqtt *m, const char *topic, const void *payload, size_t
  * flushing what libmosquitto has to write. */
 void mqtt_service(struct mqtt *m);
 
-/* Whether nothing is left to send (for a clean stop). */
-bool mqtt_flushed(const struct mqtt *m);
-
 /* Publish the offline status, disconnect and free. */
 void mqtt_free(struct mqtt *m);
 
