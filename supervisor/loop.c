@@ -51,7 +51,14 @@ struct loop *loop_new(unsigned entries)
     struct loop *l = calloc(1, sizeof(*l));
     if (!l)
         return NULL;
-    int rc = io_uring_queue_init(entries, &l->ring, 0);
+    /* Cooperative task running: a completion that arrives while we are busy
+     * is posted when we next enter the kernel, instead of interrupting us
+     * with an IPI for each packet the broker sends. The flag tells
+     * io_uring_peek_cqe() when such work waits. Older kernels lack both. */
+    int rc = io_uring_queue_init(entries, &l->ring,
+                                 IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG);
+    if (rc == -EINVAL)
+        rc = io_uring_queue_init(entries, &l->ring, 0);
     if (rc < 0) {
         free(l);
         errno = -rc;

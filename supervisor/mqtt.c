@@ -2,7 +2,7 @@
  *
  * The loop watches the client's socket: readable -> mosquitto_loop_read
  * until the socket is drained (libmosquitto reads one QoS 0 packet per
- * call, and a poll only fires again when new data comes); want_write ->
+ * call), then a new one-shot watch for readability; want_write ->
  * a one-shot watch for writability. Keepalive and the reconnect timer run
  * in mqtt_service(), called every loop round. Nothing here waits. */
 #include "supervisor/mqtt.h"
@@ -142,6 +142,16 @@ static void flush_writes(struct mqtt *m)
     want_write(m);
 }
 
+/* The read watch is one-shot, armed again only once the socket is drained.
+ * A watch that stays armed while we read makes every packet the broker
+ * sends run io_uring's wake-up under the socket's lock, which our own reads
+ * then spin on: a third of the supervisor's time under load. */
+static void want_read(struct mqtt *m)
+{
+    if (m->fd >= 0 && !m->rwatch && !m->more_to_read)
+        m->rwatch = loop_watch(m->loop, m->fd, POLLIN, false, on_readable, m);
+}
+
 static void read_all(struct mqtt *m)
 {
     m->more_to_read = false;
@@ -159,15 +169,18 @@ static void read_all(struct mqtt *m)
         if (errno == EAGAIN || errno == EWOULDBLOCK)
             break;
     }
+    want_read(m);
 }
 
 static void on_readable(void *ctx, int events)
 {
     struct mqtt *m = ctx;
-    if (events < 0 || m->fd < 0)
-        return;
-    read_all(m);
-    flush_writes(m);
+    (void)events;     /* a poll error shows in the read that follows */
+    m->rwatch = NULL; /* one-shot: gone once fired */
+    if (m->fd >= 0) {
+        read_all(m);
+        flush_writes(m);
+    }
 }
 
 static void on_writable(void *ctx, int events)
@@ -207,7 +220,7 @@ static void try_connect(struct mqtt *m)
     }
     m->state = MQTT_CONNECTING;
     m->fd = mosquitto_socket(m->mosq);
-    m->rwatch = loop_watch(m->loop, m->fd, POLLIN, true, on_readable, m);
+    want_read(m);
     flush_writes(m);
 }
 
