@@ -176,17 +176,21 @@ static struct request *new_request(struct routes *r, const struct route *route,
     return q;
 }
 
-static const char *refusal_text(enum job_status st)
+static void refusal_text(enum job_status st, size_t len, char *buf, size_t size)
 {
     switch (st) {
     case JOB_E_TOO_LARGE:
-        return "refused: the payload is larger than limits.max_payload";
+        snprintf(buf, size, "refused: the payload (%zu bytes) is larger than limits.max_payload",
+                 len);
+        break;
     case JOB_E_OVERLOADED:
-        return "refused: the pending queue is full";
+        snprintf(buf, size, "refused: the pending queue is full (limits.max_pending)");
+        break;
     case JOB_E_UNKNOWN_KIND:
-        return "refused: the route's job kind is gone (reload in progress)";
+        snprintf(buf, size, "refused: the route's job kind is gone (reload in progress)");
+        break;
     default:
-        return "refused: the daemon is stopping";
+        snprintf(buf, size, "refused: the daemon is stopping");
     }
 }
 
@@ -237,7 +241,8 @@ void routes_on_message(void *ctx, const struct mqtt_message *msg)
     enum job_status st = engine_submit(r->engine, &j, NULL);
     if (st == JOB_OK)
         return;
-    const char *refusal = refusal_text(st);
+    char refusal[128];
+    refusal_text(st, msg->len, refusal, sizeof(refusal));
     report(r, cr->name, msg->topic, job_status_name(st), refusal, strlen(refusal), 0,
            msg->correlation, msg->correlation_len);
     free(q);
