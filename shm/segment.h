@@ -19,7 +19,7 @@
 #include "shm/stats.h"
 
 #define SEG_MAGIC          0x47534b524f46514dull /* "MQFORKSG" little-endian */
-#define SEG_LAYOUT_VERSION 1
+#define SEG_LAYOUT_VERSION 2
 #define SEG_INSTANCE_LEN   64
 #define SEG_MAX_KINDS      64
 

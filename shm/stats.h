@@ -92,6 +92,7 @@ struct stats_kind {
     uint64_t errors[JOB_STATUS_COUNT]; /* refusals and failed answers, by status */
     struct stats_hist wait;            /* accepted -> started on a worker */
     struct stats_hist run;             /* time the handler ran */
+    struct stats_hist total;           /* accepted -> answered: the daemon's own time */
 };
 
 enum worker_state {

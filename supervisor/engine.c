@@ -363,6 +363,16 @@ enum job_status engine_submit(struct engine *e, const struct engine_job *r, uint
     return JOB_OK;
 }
 
+/* How long the daemon has held J. now_ns is read when a round starts, but a
+ * job is stamped by its own clock read when accepted: one accepted by this
+ * round's events and answered in it (its route removed by a reload, say) is
+ * newer than now_ns, and only a fresh read is then later than its stamp. */
+static uint64_t held_ns(const struct engine *e, const struct job *j)
+{
+    uint64_t now = e->now_ns >= j->accepted_ns ? e->now_ns : engine_now_ns();
+    return now - j->accepted_ns;
+}
+
 static void count_outcome(struct engine *e, const struct job *j, enum job_status st,
                           uint64_t run_ns)
 {
@@ -394,6 +404,7 @@ static void count_outcome(struct engine *e, const struct job *j, enum job_status
         stats_hist_add(&ks->wait, j->started_ns - j->accepted_ns);
     if (ran)
         stats_hist_add(&ks->run, run_ns);
+    stats_hist_add(&ks->total, held_ns(e, j));
     seqlock_write_end(&ks->lock);
     if (ran)
         stats_hist_add(&e->scale.run, run_ns);

@@ -219,6 +219,13 @@ static void check_json_kinds(const cJSON *doc)
     T_CHECK(num(wait, "count") == ECHOES, "echo wait count %g", num(wait, "count"));
     T_CHECK(num(run, "count") > 0 && num(run, "count") <= ECHOES && num(run, "p99_us") > 0,
             "echo run count %g p99 %g", num(run, "count"), num(run, "p99_us"));
+    /* Every echo was answered, and no job is answered before it started. */
+    const cJSON *total = cJSON_GetObjectItemCaseSensitive(echo, "total");
+    T_CHECK(num(total, "count") == ECHOES, "echo total count %g", num(total, "count"));
+    T_CHECK(num(total, "p99_us") > 0 && num(total, "p99_us") >= num(wait, "p99_us") &&
+                num(total, "max_us") >= num(wait, "max_us"),
+            "echo total p99 %g max %g, wait p99 %g max %g", num(total, "p99_us"),
+            num(total, "max_us"), num(wait, "p99_us"), num(wait, "max_us"));
     const cJSON *errors = cJSON_GetObjectItemCaseSensitive(crash, "errors");
     T_CHECK(num(crash, "failed") == CRASHES && num(errors, "quarantined") == CRASHES,
             "crash failed %g quarantined %g", num(crash, "failed"), num(errors, "quarantined"));
@@ -381,6 +388,8 @@ static void test_prom(const struct fixture *f)
     T_CHECK(r.status == 0, "-p exit %d: %s", r.status, r.err);
     T_CHECK(strstr(r.out, "mqfork_jobs_accepted_total{instance=\"") != NULL, "-p has counters");
     T_CHECK(strstr(r.out, "# TYPE mqfork_kind_run_seconds histogram") != NULL, "-p has histograms");
+    T_CHECK(strstr(r.out, "# TYPE mqfork_kind_total_seconds histogram") != NULL,
+            "-p has the total histogram");
     if (!has_program("promtool")) {
         fprintf(stderr, "test_stat: promtool not found, -p not checked by it (tools/check "
                         "installs the prometheus package)\n");

@@ -85,6 +85,7 @@ static cJSON *json_kind(const struct snap_kind *sk)
             cJSON_AddNumberToObject(errors, job_status_name(st), (double)k->errors[st]);
     cJSON_AddItemToObject(o, "wait", json_hist(&k->wait));
     cJSON_AddItemToObject(o, "run", json_hist(&k->run));
+    cJSON_AddItemToObject(o, "total", json_hist(&k->total));
     return o;
 }
 

@@ -139,33 +139,42 @@ static void draw_flow(struct screen *sc, const struct snap *s)
         (unsigned long long)g->completed, (unsigned long long)g->failed);
 }
 
+/* Count, p50, p90, p99 and max of H, each %9s wide; dashes when empty. */
+static const char *hist_cols(char *buf, size_t len, const struct stats_hist *h)
+{
+    char b[4][16];
+    if (h->count == 0) {
+        snprintf(buf, len, "%9d %9s %9s %9s %9s", 0, "-", "-", "-", "-");
+        return buf;
+    }
+    snprintf(buf, len, "%9llu %9s %9s %9s %9s", (unsigned long long)h->count,
+             dur(b[0], 16, stats_hist_percentile(h, 0.5)),
+             dur(b[1], 16, stats_hist_percentile(h, 0.9)),
+             dur(b[2], 16, stats_hist_percentile(h, 0.99)), dur(b[3], 16, h->max_ns));
+    return buf;
+}
+
 static void draw_kind(struct screen *sc, const struct snap_kind *sk)
 {
     if (sk->busy) {
         put(sc, "  #%-20u (busy)", (unsigned)sk->index);
         return;
     }
-    const struct stats_hist *w = &sk->k.wait, *r = &sk->k.run;
-    char b[8][16];
-    if (w->count == 0 && r->count == 0) {
-        put(sc, "  %-20.20s %9d %9s %9s %9s %9s  %9d %9s %9s %9s %9s", sk->k.name, 0, "-", "-", "-",
-            "-", 0, "-", "-", "-", "-");
-        return;
-    }
-    put(sc, "  %-20.20s %9llu %9s %9s %9s %9s  %9llu %9s %9s %9s %9s", sk->k.name,
-        (unsigned long long)w->count, dur(b[0], 16, stats_hist_percentile(w, 0.5)),
-        dur(b[1], 16, stats_hist_percentile(w, 0.9)), dur(b[2], 16, stats_hist_percentile(w, 0.99)),
-        dur(b[3], 16, w->max_ns), (unsigned long long)r->count,
-        dur(b[4], 16, stats_hist_percentile(r, 0.5)), dur(b[5], 16, stats_hist_percentile(r, 0.9)),
-        dur(b[6], 16, stats_hist_percentile(r, 0.99)), dur(b[7], 16, r->max_ns));
+    const struct stats_hist *t = &sk->k.total;
+    char w[64], r[64], p99[16];
+    /* Of total only the tail: the full five columns would not fit the width. */
+    put(sc, "  %-20.20s %s  %s  %9s", sk->k.name, hist_cols(w, sizeof(w), &sk->k.wait),
+        hist_cols(r, sizeof(r), &sk->k.run),
+        t->count ? dur(p99, sizeof(p99), stats_hist_percentile(t, 0.99)) : "-");
 }
 
+/* The title's group labels line up with draw_kind's columns. */
 static void draw_latency(struct screen *sc, const struct snap *s)
 {
-    title(sc, "latency   ------------- queue wait ------------------  ------------- run time "
-              "--------------------");
-    put(sc, "  %-20s %9s %9s %9s %9s %9s  %9s %9s %9s %9s %9s", "kind", "count", "p50", "p90",
-        "p99", "max", "count", "p50", "p90", "p99", "max");
+    title(sc, "latency                ------------------ queue wait -------------------  "
+              "------------------- run time --------------------  - total -");
+    put(sc, "  %-20s %9s %9s %9s %9s %9s  %9s %9s %9s %9s %9s  %9s", "kind", "count", "p50", "p90",
+        "p99", "max", "count", "p50", "p90", "p99", "max", "p99");
     for (unsigned i = 0; i < s->nkinds; i++)
         draw_kind(sc, &s->kinds[i]);
 }

@@ -209,15 +209,31 @@ static void prom_hist(FILE *out, const struct snap *s, const char *name, const s
     }
 }
 
-static void prom_kind_latency(FILE *out, const struct snap *s, bool run)
+enum kind_hist { KH_WAIT, KH_RUN, KH_TOTAL, KH_COUNT };
+
+static const struct {
+    const char *name, *help;
+} kind_hists[KH_COUNT] = {
+    [KH_WAIT] = {"mqfork_kind_wait_seconds", "Time from acceptance to start on a worker."},
+    [KH_RUN] = {"mqfork_kind_run_seconds", "Time the handler ran, per job."},
+    [KH_TOTAL] = {"mqfork_kind_total_seconds",
+                  "Time from acceptance to the answer: the daemon's own time per job."},
+};
+
+static const struct stats_hist *kind_hist(const struct stats_kind *k, enum kind_hist h)
 {
-    const char *name = run ? "mqfork_kind_run_seconds" : "mqfork_kind_wait_seconds";
-    family(out, name, "histogram",
-           run ? "Time the handler ran, per job." : "Time from acceptance to start on a worker.");
-    for (unsigned i = 0; i < s->nkinds; i++) {
-        const struct snap_kind *sk = &s->kinds[i];
-        if (!sk->busy)
-            prom_hist(out, s, name, &sk->k, run ? &sk->k.run : &sk->k.wait);
+    return h == KH_WAIT ? &k->wait : h == KH_RUN ? &k->run : &k->total;
+}
+
+static void prom_kind_latency(FILE *out, const struct snap *s)
+{
+    for (unsigned h = 0; h < KH_COUNT; h++) {
+        family(out, kind_hists[h].name, "histogram", kind_hists[h].help);
+        for (unsigned i = 0; i < s->nkinds; i++) {
+            const struct snap_kind *sk = &s->kinds[i];
+            if (!sk->busy)
+                prom_hist(out, s, kind_hists[h].name, &sk->k, kind_hist(&sk->k, h));
+        }
     }
 }
 
@@ -338,8 +354,7 @@ int out_prom(FILE *out, const struct snap *s)
     prom_kind_info(out, s);
     prom_kind_counters(out, s);
     prom_kind_errors(out, s);
-    prom_kind_latency(out, s, false);
-    prom_kind_latency(out, s, true);
+    prom_kind_latency(out, s);
     prom_workers(out, s);
     return fflush(out) == 0 && !ferror(out) ? 0 : -1;
 }

@@ -67,6 +67,7 @@ static void text_kind(FILE *out, const struct snap_kind *sk)
                     (unsigned long long)k->errors[st]);
     text_hist(out, prefix, "wait", &k->wait);
     text_hist(out, prefix, "run", &k->run);
+    text_hist(out, prefix, "total", &k->total);
 }
 
 static void text_worker(FILE *out, const struct snap *s, const struct snap_worker *sw)
