@@ -2,9 +2,10 @@
  * descriptors (signalfd, the results eventfd, worker pidfds, and later the
  * MQTT and UDP sockets) and calls a function when one is ready.
  *
- * Under load the loop makes no system call: completions are read from the
- * shared completion ring, and io_uring_enter runs only to submit a new watch
- * or to sleep when nothing is left to do. */
+ * Under load the loop makes few system calls: completions are read from the
+ * shared completion ring, and io_uring_enter runs only to submit a new watch,
+ * to post completions the kernel has flagged as waiting (cooperative task
+ * running), or to sleep when nothing is left to do. */
 #ifndef MQFORK_SUPERVISOR_LOOP_H
 #define MQFORK_SUPERVISOR_LOOP_H
 

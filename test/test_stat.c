@@ -506,6 +506,22 @@ static void test_usage(void)
 
 /* ---- the live view in a pseudo-terminal */
 
+/* Wait for the pty's next output until END and add it to R's: 1 = read some,
+ * 0 = EOF, -1 = END passed first. */
+static int read_more(int fd, struct run *r, double end)
+{
+    struct pollfd p = {fd, POLLIN, 0};
+    int left = (int)((end - fixture_now()) * 1000);
+    if (left <= 0 || poll(&p, 1, left) <= 0)
+        return -1;
+    char buf[4096];
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n <= 0)
+        return 0;
+    append(&r->out, &r->out_len, buf, (size_t)n);
+    return 1;
+}
+
 /* Read the pty's output until it holds every one of WANT or LIMIT_S passes. */
 static bool read_until(int fd, struct run *r, const char *const want[], double limit_s)
 {
@@ -516,15 +532,8 @@ static bool read_until(int fd, struct run *r, const char *const want[], double l
             all = all && strstr(r->out, want[i]);
         if (all)
             return true;
-        struct pollfd p = {fd, POLLIN, 0};
-        int left = (int)((end - fixture_now()) * 1000);
-        if (left <= 0 || poll(&p, 1, left) <= 0)
+        if (read_more(fd, r, end) <= 0)
             return false;
-        char buf[4096];
-        ssize_t n = read(fd, buf, sizeof(buf));
-        if (n <= 0)
-            return false;
-        append(&r->out, &r->out_len, buf, (size_t)n);
     }
 }
 
@@ -532,17 +541,10 @@ static bool read_until(int fd, struct run *r, const char *const want[], double l
 static bool read_to_eof(int fd, struct run *r, double limit_s)
 {
     double end = fixture_now() + limit_s;
-    for (;;) {
-        struct pollfd p = {fd, POLLIN, 0};
-        int left = (int)((end - fixture_now()) * 1000);
-        if (left <= 0 || poll(&p, 1, left) <= 0)
-            return false;
-        char buf[4096];
-        ssize_t n = read(fd, buf, sizeof(buf));
-        if (n <= 0)
-            return true;
-        append(&r->out, &r->out_len, buf, (size_t)n);
-    }
+    int rc;
+    while ((rc = read_more(fd, r, end)) > 0)
+        ;
+    return rc == 0;
 }
 
 static void test_live(const struct fixture *f)

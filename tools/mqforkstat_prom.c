@@ -5,6 +5,7 @@
  * as the format requires, so per-kind and per-worker families loop over the
  * kinds or workers inside. Busy blocks are left out and counted. */
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "tools/mqforkstat.h"
@@ -209,30 +210,27 @@ static void prom_hist(FILE *out, const struct snap *s, const char *name, const s
     }
 }
 
-enum kind_hist { KH_WAIT, KH_RUN, KH_TOTAL, KH_COUNT };
-
 static const struct {
     const char *name, *help;
-} kind_hists[KH_COUNT] = {
-    [KH_WAIT] = {"mqfork_kind_wait_seconds", "Time from acceptance to start on a worker."},
-    [KH_RUN] = {"mqfork_kind_run_seconds", "Time the handler ran, per job."},
-    [KH_TOTAL] = {"mqfork_kind_total_seconds",
-                  "Time from acceptance to the answer: the daemon's own time per job."},
+    size_t offset; /* of the histogram in struct stats_kind */
+} kind_hists[] = {
+    {"mqfork_kind_wait_seconds", "Time from acceptance to start on a worker.",
+     offsetof(struct stats_kind, wait)},
+    {"mqfork_kind_run_seconds", "Time the handler ran, per job.", offsetof(struct stats_kind, run)},
+    {"mqfork_kind_total_seconds",
+     "Time from acceptance to the answer: the daemon's own time per job.",
+     offsetof(struct stats_kind, total)},
 };
-
-static const struct stats_hist *kind_hist(const struct stats_kind *k, enum kind_hist h)
-{
-    return h == KH_WAIT ? &k->wait : h == KH_RUN ? &k->run : &k->total;
-}
 
 static void prom_kind_latency(FILE *out, const struct snap *s)
 {
-    for (unsigned h = 0; h < KH_COUNT; h++) {
+    for (size_t h = 0; h < sizeof(kind_hists) / sizeof(kind_hists[0]); h++) {
         family(out, kind_hists[h].name, "histogram", kind_hists[h].help);
         for (unsigned i = 0; i < s->nkinds; i++) {
             const struct snap_kind *sk = &s->kinds[i];
             if (!sk->busy)
-                prom_hist(out, s, kind_hists[h].name, &sk->k, kind_hist(&sk->k, h));
+                prom_hist(out, s, kind_hists[h].name, &sk->k,
+                          (const void *)((const char *)&sk->k + kind_hists[h].offset));
         }
     }
 }
