@@ -134,7 +134,7 @@ static void decide(struct engine *e, const struct figures *f)
         to = from > e->wconf.min ? from - 1 : from;
     if (to == from)
         return;
-    char reason[112];
+    char reason[192]; /* room for every figure; the stats ring keeps what fits */
     describe(reason, sizeof(reason), f, c, up);
     engine_set_target(e, to);
     scale_record(e, from, to, up, reason);

@@ -287,7 +287,7 @@ static void submit_streams(struct fixture *f, struct coll *c, int kind, const st
 {
     for (size_t i = 0; i < sp->pk.n; i++)
         for (size_t s = 0; s < streams; s++) {
-            char key[16];
+            char key[24];
             snprintf(key, sizeof(key), "dev%zu", s);
             size_t k = stream_packet(sp, s, i);
             T_REQUIRE(submit(f, c, s + i * streams, kind, sp->pk.data[k], sp->pk.len[k], key,

@@ -161,7 +161,7 @@ static void draw_kind(struct screen *sc, const struct snap_kind *sk)
         return;
     }
     const struct stats_hist *t = &sk->k.total;
-    char w[64], r[64], p99[16];
+    char w[96], r[96], p99[16];
     /* Of total only the tail: the full five columns would not fit the width. */
     put(sc, "  %-20.20s %s  %s  %9s", sk->k.name, hist_cols(w, sizeof(w), &sk->k.wait),
         hist_cols(r, sizeof(r), &sk->k.run),
