@@ -211,6 +211,8 @@ uint64_t slab_alloc(struct slab *s, size_t len)
 
 void slab_free(struct slab *s, uint64_t off)
 {
+    if (off == SLAB_NONE)
+        return;
     int found = alloc_order(s, off);
     if (found < 0) {
         s->bad_frees++;

@@ -60,7 +60,7 @@ void slab_destroy(struct slab *s);
  * free. */
 uint64_t slab_alloc(struct slab *s, size_t len);
 
-/* Give back the block at OFF. An offset that is not the start of an
+/* Give back the block at OFF; SLAB_NONE is ignored. An offset that is not the start of an
  * allocated block (double free, made-up value) changes nothing and is
  * counted in slab_bad_frees(). */
 void slab_free(struct slab *s, uint64_t off);

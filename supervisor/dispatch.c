@@ -263,7 +263,7 @@ static bool send_to(struct engine *e, struct worker *w, struct job *j)
         .in_off = j->in_off,
         .in_len = j->in_len,
         .out_off = j->out_off,
-        .out_cap = k->out_cap,
+        .out_cap = j->out_cap,
         .stream_slot = j->stream && e->stream_slot_size ? j->stream->slot : JOB_NO_STREAM,
     };
     if (j->stream && j->stream->fresh)
@@ -279,7 +279,6 @@ static bool send_to(struct engine *e, struct worker *w, struct job *j)
     }
     j->where = JOB_INFLIGHT;
     j->worker = (int)w->slot;
-    j->out_cap = k->out_cap;
     j->attempts++;
     if (w->ninflight == 0) {
         w->head_started_ns = e->now_ns;
@@ -337,11 +336,6 @@ void dispatch(struct engine *e)
                 continue;
             if (!w)
                 goto wake;
-            if (j->out_off == SLAB_NONE) {
-                j->out_off = slab_alloc(&e->slab, e->kinds[j->kind].out_cap);
-                if (j->out_off == SLAB_NONE)
-                    goto wake; /* slab full: answers will free some */
-            }
             pending_remove(e, j);
             if (!send_to(e, w, j)) {
                 pending_push(e, j, true);

@@ -155,10 +155,8 @@ int kind_define(struct engine *e, unsigned idx, const char *name, const struct h
         k->handler = NULL;
         return -1;
     }
-    size_t cap = h->out_capacity(params, e->limits.max_payload);
-    k->out_cap = (uint32_t)(cap > e->limits.max_payload ? cap : e->limits.max_payload);
-    if (cap < k->out_cap)
-        k->out_cap = (uint32_t)cap;
+    if (h->out_bound)
+        h->out_bound(params, &k->out);
     k->state_size = h->state_size ? (uint32_t)h->state_size(params) : 0;
     /* Until a run was measured, assume a job of this kind fills a worker's
      * whole budget: nothing is queued behind a job that may be slow. */
@@ -211,14 +209,21 @@ int engine_kind_by_name(const struct engine *e, const char *name)
     return -1;
 }
 
+uint64_t kind_out_capacity(const struct kind *k, uint64_t in_len)
+{
+    return handler_out_capacity(k->handler && k->handler->out_bound ? &k->out : NULL, in_len);
+}
+
 /* The slab must hold the largest block any job asks for. */
 static size_t largest_alloc(const struct engine *e)
 {
-    size_t max = e->limits.max_payload;
-    for (unsigned k = 0; k < e->nkinds; k++)
-        if (e->kinds[k].out_cap > max)
-            max = e->kinds[k].out_cap;
-    return max;
+    uint64_t max = e->limits.max_payload;
+    for (unsigned k = 0; k < e->nkinds; k++) {
+        uint64_t out = kind_out_capacity(&e->kinds[k], e->limits.max_payload);
+        if (out > max)
+            max = out;
+    }
+    return (size_t)max;
 }
 
 void engine_publish_kind(struct engine *e, unsigned k)
@@ -308,17 +313,21 @@ enum job_status engine_submit(struct engine *e, const struct engine_job *r, uint
         return refuse(e, r->kind, JOB_E_UNKNOWN_KIND);
     if (!e->accepting)
         return refuse(e, r->kind, JOB_E_SHUTDOWN);
-    if (r->len > e->limits.max_payload || r->stream_len > ENGINE_STREAM_KEY_MAX)
+    uint64_t out_cap = kind_out_capacity(&e->kinds[r->kind], r->len);
+    if (r->len > e->limits.max_payload || r->stream_len > ENGINE_STREAM_KEY_MAX ||
+        out_cap > e->max_alloc)
         return refuse(e, r->kind, JOB_E_TOO_LARGE);
     struct job *j = TAILQ_FIRST(&e->free_jobs);
     if (!j || e->queued >= e->limits.max_pending)
         return refuse(e, r->kind, JOB_E_OVERLOADED);
-    uint64_t in = slab_alloc(&e->slab, r->len);
-    if (in == SLAB_NONE)
-        return refuse(e, r->kind, JOB_E_OVERLOADED);
+    /* Input and output together or not at all: a job that waited for its
+     * output at dispatch could wait for memory only queued jobs hold. */
+    uint64_t in = slab_alloc(&e->slab, r->len), out = slab_alloc(&e->slab, out_cap);
     struct stream *s = NULL;
-    if (r->stream && !(s = stream_get(e, r->kind, r->stream, r->stream_len))) {
+    if (in == SLAB_NONE || out == SLAB_NONE ||
+        (r->stream && !(s = stream_get(e, r->kind, r->stream, r->stream_len)))) {
         slab_free(&e->slab, in);
+        slab_free(&e->slab, out);
         return refuse(e, r->kind, JOB_E_OVERLOADED);
     }
     TAILQ_REMOVE(&e->free_jobs, j, link);
@@ -335,7 +344,8 @@ enum job_status engine_submit(struct engine *e, const struct engine_job *r, uint
         .accepted_ns = now,
         .in_off = in,
         .in_len = (uint32_t)r->len,
-        .out_off = SLAB_NONE,
+        .out_off = out,
+        .out_cap = (uint32_t)out_cap,
         .stream = s,
         .worker = -1,
         .done = r->done,
@@ -428,8 +438,7 @@ void engine_finish(struct engine *e, struct job *j, enum job_status st, const vo
         j->done(j->ctx, &o);
     /* Released only now: the result lives in the slab during the callback. */
     slab_free(&e->slab, j->in_off);
-    if (j->out_off != SLAB_NONE)
-        slab_free(&e->slab, j->out_off);
+    slab_free(&e->slab, j->out_off);
     if (j->stream)
         stream_release_job(e, j);
     j->where = JOB_FREE;

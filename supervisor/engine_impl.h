@@ -44,8 +44,8 @@ struct job {
     uint64_t est_ns;     /* run time its worker was charged with at dispatch */
     uint64_t in_off;
     uint32_t in_len;
-    uint32_t out_cap;
-    uint64_t out_off; /* SLAB_NONE while not dispatched */
+    uint32_t out_cap; /* sized at acceptance: a reload never shrinks a queued job's buffer */
+    uint64_t out_off; /* reserved with the input, so dispatch never waits for memory */
     struct stream *stream;
     int worker; /* slot while in flight, else -1 */
     engine_done_fn done;
@@ -75,7 +75,7 @@ struct kind {
     char name[STATS_NAME_LEN];
     const struct handler *handler;
     struct conf_params params; /* owned copy */
-    uint32_t out_cap;
+    struct handler_out_bound out;
     uint32_t state_size;
     uint64_t est_ns; /* moving average of run time: what dispatch expects a job to cost */
     struct stats_kind *stats;
@@ -200,6 +200,8 @@ static inline void engine_wake_at(struct engine *e, uint64_t at_ns)
 }
 
 /* engine.c */
+/* Output buffer for a job of IN_LEN bytes of kind K, error text included. */
+uint64_t kind_out_capacity(const struct kind *k, uint64_t in_len);
 int kind_define(struct engine *e, unsigned idx, const char *name, const struct handler *h,
                 const struct conf_params *params);
 void kind_undefine(struct engine *e, unsigned idx);

@@ -80,6 +80,10 @@ void pool_count(struct engine *e)
         busy += w->ninflight > 0;
         idle += w->ninflight == 0;
     }
+    /* Published with this round, not at the next 1 s sample: a reader
+     * waiting for workers to be busy must be able to see it. */
+    if (live != e->g.workers_live || busy != e->g.workers_busy || idle != e->g.workers_idle)
+        e->g_dirty = true;
     e->g.workers_live = live;
     e->g.workers_busy = busy;
     e->g.workers_idle = idle;
@@ -287,10 +291,6 @@ bool pool_collect(struct engine *e)
 
 static void requeue(struct engine *e, struct job *j)
 {
-    if (j->out_off != SLAB_NONE) {
-        slab_free(&e->slab, j->out_off);
-        j->out_off = SLAB_NONE;
-    }
     j->worker = -1;
     e->queued++;
     pending_push(e, j, true);

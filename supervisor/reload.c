@@ -107,7 +107,10 @@ static int plan_route(const struct engine *e, const struct conf_route *r, struct
         return -1;
     }
     size_t state = h->state_size ? h->state_size(&r->params) : 0;
-    size_t out = h->out_capacity(&r->params, p->lim.max_payload);
+    struct handler_out_bound bound = {0};
+    if (h->out_bound)
+        h->out_bound(&r->params, &bound);
+    uint64_t out = handler_out_capacity(h->out_bound ? &bound : NULL, p->lim.max_payload);
     if (state > e->stream_slot_size || out > e->max_alloc) {
         log_error("reload: route '%s' needs a restart: its %s does not fit the running segment",
                   r->name, state > e->stream_slot_size ? "stream state" : "output");
@@ -211,16 +214,6 @@ static int commit_kinds(struct engine *e, const struct conf *c, const struct pla
     return 0;
 }
 
-/* Output buffers follow limits.max_payload, for kept kinds too. */
-static void resize_outputs(struct engine *e)
-{
-    for (unsigned k = 0; k < e->nkinds; k++) {
-        struct kind *kd = &e->kinds[k];
-        if (kd->handler)
-            kd->out_cap = (uint32_t)kd->handler->out_capacity(&kd->params, e->limits.max_payload);
-    }
-}
-
 int engine_reload(struct engine *e, const struct conf *c)
 {
     struct plan p;
@@ -241,7 +234,6 @@ int engine_reload(struct engine *e, const struct conf *c)
     scale_configure(e, &c->scaling);
     if (commit_kinds(e, c, &p) < 0)
         return -1;
-    resize_outputs(e);
     size_t answered = answer_removed(e, &p);
     atomic_fetch_add(&e->seg.hdr->generation, 1);
     e->g.workers_min = e->wconf.min;

@@ -151,6 +151,43 @@ bool fixture_pool_ready(struct fixture *f, void *unused)
     return engine_live_workers(f->e) >= engine_target(f->e);
 }
 
+bool fixture_workers_busy(struct fixture *f, void *n)
+{
+    struct stats_global g;
+    fixture_stats(f, &g);
+    return g.workers_busy >= *(unsigned *)n;
+}
+
+static int add_route(struct conf *c, const char *name, const char *handler)
+{
+    struct conf_route *r = &c->routes[c->nroutes++];
+    r->name = strdup(name);
+    r->job = strdup(handler);
+    r->subscribe = strdup(name);
+    return r->name && r->job && r->subscribe ? 0 : -1;
+}
+
+int fixture_reload_conf(const struct fixture *f, struct conf *c)
+{
+    conf_defaults(c);
+    free(c->instance);
+    c->instance = strdup(f->conf.instance);
+    c->workers = f->conf.workers;
+    c->limits = f->conf.limits;
+    c->streams = f->conf.streams;
+    c->scaling = f->conf.scaling;
+    c->routes = calloc(4 + f->nextra, sizeof(*c->routes));
+    if (!c->instance || !c->routes)
+        return -1;
+    const char *builtin[] = {"test.echo", "test.spin", "test.crash", "test.hang"};
+    int rc = 0;
+    for (unsigned i = 0; i < 4; i++)
+        rc |= add_route(c, builtin[i], builtin[i]);
+    for (unsigned i = 0; i < f->nextra; i++)
+        rc |= add_route(c, f->extra[i].name, f->extra[i].handler);
+    return rc;
+}
+
 bool fixture_each_once(const struct fixture *f, size_t n)
 {
     for (size_t i = 0; i < n; i++)

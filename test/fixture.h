@@ -65,6 +65,13 @@ bool fixture_run_until(struct fixture *f, bool (*cond)(struct fixture *, void *)
 /* Conditions for fixture_run_until. */
 bool fixture_all_answered(struct fixture *f, void *n_submitted);
 bool fixture_pool_ready(struct fixture *f, void *unused);
+/* At least *(unsigned *)n workers hold a job (as the statistics say). */
+bool fixture_workers_busy(struct fixture *f, void *n);
+
+/* A configuration equal to the running one, with one route per kind named
+ * as fixture_start named it (extra kinds without their params), for
+ * engine_reload. Free with conf_free. */
+int fixture_reload_conf(const struct fixture *f, struct conf *c);
 
 /* Every record below N has exactly one outcome. */
 bool fixture_each_once(const struct fixture *f, size_t n);

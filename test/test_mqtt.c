@@ -254,15 +254,27 @@ static uint64_t daemon_accepted(const struct daemon *d)
     return daemon_stats(d).accepted;
 }
 
-static bool wait_accepted(const struct daemon *d, uint64_t n, double limit_s)
+static uint64_t daemon_completed(const struct daemon *d)
+{
+    return daemon_stats(d).completed;
+}
+
+/* Poll the daemon's statistics until COUNT(d) reaches N. */
+static bool wait_count(const struct daemon *d, uint64_t (*count)(const struct daemon *), uint64_t n,
+                       double limit_s)
 {
     double end = now_s() + limit_s;
-    while (daemon_accepted(d) < n)
+    while (count(d) < n)
         if (now_s() > end)
             return false;
         else
             usleep(5000);
     return true;
+}
+
+static bool wait_accepted(const struct daemon *d, uint64_t n, double limit_s)
+{
+    return wait_count(d, daemon_accepted, n, limit_s);
 }
 
 static void daemon_stop(struct daemon *d)
@@ -444,7 +456,9 @@ static void test_shared(struct broker *b)
 }
 
 /* Kill the broker with jobs in flight: the daemon reconnects, resubscribes,
- * never exits, and answers the jobs once the broker is back. */
+ * never exits, and answers the jobs once the broker is back. The jobs run
+ * long enough to outlast the kill on a busy machine, and the broker comes
+ * back only once they are done, so their results must have waited. */
 static void test_broker_restart(struct broker *b)
 {
     struct client c;
@@ -453,11 +467,13 @@ static void test_broker_restart(struct broker *b)
     sub(&c, "#");
     daemon_start(&d, b, "restart", "  reconnect_min_s: 1\n  reconnect_max_s: 2\n", echo_routes);
     T_REQUIRE(daemon_online(&c, &d), "daemon online");
-    for (int i = 0; i < 4; i++) /* 4 x 400 ms on 2 workers: in flight while the broker is away */
-        pub(&c, "s/slow/in", "400000", 6);
+    for (int i = 0; i < 4; i++) /* 4 x 1 s on 2 workers: in flight while the broker is away */
+        pub(&c, "s/slow/in", "1000000", 7);
     T_REQUIRE(wait_accepted(&d, 4, 5), "the daemon accepted the slow jobs");
     client_close(&c);
     broker_kill(b);
+    T_REQUIRE(daemon_completed(&d) < 4, "jobs still running when the broker died");
+    T_REQUIRE(wait_count(&d, daemon_completed, 4, 20), "the jobs done while the broker is away");
     T_REQUIRE(broker_restart_same_port(b) == 0, "broker restarted");
     client_open(&c, b, "t-restart2");
     sub(&c, "#");
@@ -586,7 +602,8 @@ static void test_opus_decode(struct broker *b)
 }
 
 /* While the broker is away results wait in a queue bounded by
- * broker.max_outbound; past it they are dropped and counted. */
+ * broker.max_outbound; past it they are dropped and counted. As above, the
+ * broker comes back only once every job is done. */
 static void test_outbound_bound(struct broker *b)
 {
     struct client c;
@@ -597,10 +614,12 @@ static void test_outbound_bound(struct broker *b)
                  echo_routes);
     T_REQUIRE(daemon_online(&c, &d), "daemon online");
     for (int i = 0; i < 4; i++)
-        pub(&c, "s/bound/in", "300000", 6);
+        pub(&c, "s/bound/in", "1000000", 7);
     T_REQUIRE(wait_accepted(&d, 4, 5), "the daemon accepted the jobs");
     client_close(&c);
     broker_kill(b);
+    T_REQUIRE(daemon_completed(&d) < 4, "jobs still running when the broker died");
+    T_REQUIRE(wait_count(&d, daemon_completed, 4, 20), "the jobs done while the broker is away");
     T_REQUIRE(broker_restart_same_port(b) == 0, "broker restarted");
     client_open(&c, b, "t-bound2");
     sub(&c, "#");

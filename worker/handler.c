@@ -76,3 +76,15 @@ void handler_error(struct handler_job *job, const char *fmt, ...)
         n = 0;
     job->out_len = (size_t)n < job->out_cap ? (size_t)n : job->out_cap ? job->out_cap - 1 : 0;
 }
+
+uint64_t handler_out_capacity(const struct handler_out_bound *b, uint64_t in_len)
+{
+    uint64_t cap = HANDLER_ERROR_TEXT;
+    if (b) {
+        /* in_len is at most limits.max_payload (2^24): no overflow below 2^56. */
+        uint64_t scaled = (in_len * b->per_in_q16 + 65535) >> 16;
+        if (b->fixed + scaled > cap)
+            cap = b->fixed + scaled;
+    }
+    return cap;
+}

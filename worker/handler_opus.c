@@ -224,7 +224,6 @@ static struct opus_params params_of(const struct conf_params *p, bool encode)
 /* ---- sizes --------------------------------------------------------------- */
 
 #define MAX_PACKET_MS 120 /* the most audio one Opus packet can hold */
-#define ERROR_TEXT    256 /* room for an error sentence in any output buffer */
 
 static size_t samples_per_ms(const struct opus_params *o)
 {
@@ -253,22 +252,20 @@ static size_t packet_cap(const struct opus_params *o)
     return by_rate < by_format ? by_rate : by_format;
 }
 
-static size_t at_least_error_text(size_t n)
-{
-    return n > ERROR_TEXT ? n : ERROR_TEXT;
-}
-
-static size_t decode_out_capacity(const struct conf_params *p, size_t max_payload)
+/* Any packet decodes to at most 120 ms, whatever its size. */
+static void decode_out_bound(const struct conf_params *p, struct handler_out_bound *b)
 {
     struct opus_params o = params_of(p, false);
-    return at_least_error_text(MAX_PACKET_MS * samples_per_ms(&o) * (size_t)o.channels * 2);
+    *b = (struct handler_out_bound){
+        .fixed = (uint32_t)(MAX_PACKET_MS * samples_per_ms(&o) * (size_t)o.channels * 2)};
 }
 
-static size_t encode_out_capacity(const struct conf_params *p, size_t max_payload)
+/* Each whole frame of input becomes at most one length-prefixed packet. */
+static void encode_out_bound(const struct conf_params *p, struct handler_out_bound *b)
 {
     struct opus_params o = params_of(p, true);
-    size_t frames = max_payload / frame_bytes(&o);
-    return at_least_error_text(frames * (2 + packet_cap(&o)));
+    uint64_t per_frame = 2 + packet_cap(&o), fb = frame_bytes(&o);
+    *b = (struct handler_out_bound){.per_in_q16 = (uint32_t)((per_frame * 65536 + fb - 1) / fb)};
 }
 
 /* ---- stream slots ---------------------------------------------------------- */
@@ -467,7 +464,7 @@ static enum job_status decode_run(void *ctx, struct handler_job *job)
     if (n < 0)
         return decode_failed(c, job, n);
     size_t samples = (size_t)n * (size_t)c->o.channels;
-    if (samples * 2 > job->out_cap) { /* cannot happen: out_capacity covers 120 ms */
+    if (samples * 2 > job->out_cap) { /* cannot happen: out_bound covers 120 ms */
         handler_error(job, "decoded audio does not fit the output buffer");
         return JOB_E_FAILED;
     }
@@ -574,7 +571,7 @@ static enum job_status encode_run(void *ctx, struct handler_job *job)
 const struct handler handler_opus_decode = {
     .name = "opus.decode",
     .check = decode_check,
-    .out_capacity = decode_out_capacity,
+    .out_bound = decode_out_bound,
     .state_size = decode_state_size,
     .setup = decode_setup,
     .run = decode_run,
@@ -583,7 +580,7 @@ const struct handler handler_opus_decode = {
 const struct handler handler_opus_encode = {
     .name = "opus.encode",
     .check = encode_check,
-    .out_capacity = encode_out_capacity,
+    .out_bound = encode_out_bound,
     .state_size = encode_state_size,
     .setup = encode_setup,
     .run = encode_run,

@@ -1,7 +1,8 @@
 /* handler_test.c - the drill handlers that ship with the daemon:
  * test.echo (output = input), test.spin (burn the payload's decimal count of
- * microseconds of CPU), test.crash (die by `segv`, `abort` or `exit`) and
- * test.hang (never return). Operators use them to rehearse failures. */
+ * microseconds of CPU), test.crash (die by `segv`, `abort` or `exit`, or
+ * `overrun`: write past the output buffer) and test.hang (never return).
+ * Operators use them to rehearse failures. */
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,14 +19,9 @@ static void *no_setup(const struct conf_params *p)
     return &token;
 }
 
-static size_t same_as_input(const struct conf_params *p, size_t max_payload)
+static void same_as_input(const struct conf_params *p, struct handler_out_bound *b)
 {
-    return max_payload;
-}
-
-static size_t error_text_only(const struct conf_params *p, size_t max_payload)
-{
-    return 256;
+    *b = (struct handler_out_bound){.per_in_q16 = 65536};
 }
 
 static enum job_status echo_run(void *ctx, struct handler_job *job)
@@ -90,8 +86,12 @@ static enum job_status crash_run(void *ctx, struct handler_job *job)
         abort();
     } else if (payload_is(job, "exit")) {
         _exit(3);
+    } else if (payload_is(job, "overrun")) {
+        memset(job->out, 'x', job->out_cap + 8); /* the worker must catch this */
+        job->out_len = job->out_cap;
+        return JOB_OK;
     }
-    handler_error(job, "test.crash wants 'segv', 'abort' or 'exit'");
+    handler_error(job, "test.crash wants 'segv', 'abort', 'exit' or 'overrun'");
     return JOB_E_BAD_INPUT;
 }
 
@@ -104,28 +104,25 @@ static enum job_status hang_run(void *ctx, struct handler_job *job)
 
 const struct handler handler_test_echo = {
     .name = "test.echo",
-    .out_capacity = same_as_input,
+    .out_bound = same_as_input,
     .setup = no_setup,
     .run = echo_run,
 };
 
 const struct handler handler_test_spin = {
     .name = "test.spin",
-    .out_capacity = error_text_only,
     .setup = no_setup,
     .run = spin_run,
 };
 
 const struct handler handler_test_crash = {
     .name = "test.crash",
-    .out_capacity = error_text_only,
     .setup = no_setup,
     .run = crash_run,
 };
 
 const struct handler handler_test_hang = {
     .name = "test.hang",
-    .out_capacity = error_text_only,
     .setup = no_setup,
     .run = hang_run,
 };

@@ -3,7 +3,9 @@
  *
  * The supervisor forked us; everything we got from it (the kind table, the
  * segment geometry) is a private copy, so we trust it. What we write to the
- * segment the supervisor checks before use. */
+ * segment the supervisor checks before use. Handlers never write into the
+ * segment themselves: their output goes to a private scratch area and only
+ * what fits the job's buffer is copied out (see struct scratch). */
 #include "worker/worker.h"
 
 #include <errno.h>
@@ -13,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,8 +23,25 @@
 #include "shm/ring.h"
 #include "supervisor/log.h"
 
+/* Where handlers write their output: a private mapping as large as the slab
+ * whose next page is unmapped. A job's buffer ends SCRATCH_SLACK bytes or a
+ * little more before that page. The slack holds a canary: a handler that
+ * writes a little past its capacity fails its job; one that writes further
+ * faults (its worker dies, and the job is retried or quarantined). Either
+ * way it cannot overwrite another job's buffer in the slab. */
+struct scratch {
+    uint8_t *end; /* first byte of the guard page */
+    size_t size;
+};
+
+#define SCRATCH_ALIGN  16
+#define SCRATCH_SLACK  32
+#define SCRATCH_CANARY 0xa5
+
 struct worker {
     const struct worker_args *a;
+    struct scratch scratch;
+    bool overrun_logged;
     struct ring jobs, results;
     void *ctx[SEG_MAX_KINDS];
     struct stats_worker *stats;
@@ -98,20 +118,73 @@ static bool desc_valid(const struct worker *w, const struct job_desc *d)
            (d->stream_slot == JOB_NO_STREAM || d->stream_slot < h->max_streams);
 }
 
+static void scratch_map(struct scratch *s, size_t size)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size = (size + SCRATCH_SLACK + SCRATCH_ALIGN + page - 1) / page * page;
+    uint8_t *p = mmap(NULL, size + page, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED || mprotect(p + size, page, PROT_NONE) < 0) {
+        log_error("cannot map the output scratch area (%zu bytes): %s", size, strerror(errno));
+        _exit(WORKER_EXIT_SETUP);
+    }
+    s->end = p + size;
+    s->size = size;
+}
+
+/* Bytes from a buffer of CAP bytes to the guard page: aligned, slack included. */
+static size_t scratch_room(size_t cap)
+{
+    return (cap + SCRATCH_SLACK + SCRATCH_ALIGN - 1) & ~(size_t)(SCRATCH_ALIGN - 1);
+}
+
+/* A buffer of CAP bytes followed by the canary up to the guard page. */
+static uint8_t *scratch_buffer(const struct scratch *s, size_t cap)
+{
+    uint8_t *out = s->end - scratch_room(cap);
+    memset(out + cap, SCRATCH_CANARY, scratch_room(cap) - cap);
+    return out;
+}
+
+static bool canary_intact(const uint8_t *out, size_t cap)
+{
+    for (size_t i = cap; i < scratch_room(cap); i++)
+        if (out[i] != SCRATCH_CANARY)
+            return false;
+    return true;
+}
+
+/* The handler wrote past its buffer, or says it did: the job fails, with a
+ * sentence saying so, and nothing of what it wrote leaves the worker. */
+static enum job_status overrun(struct worker *w, const struct job_desc *d, struct handler_job *hj)
+{
+    const char *name = w->a->kinds[d->kind].handler->name;
+    if (!w->overrun_logged) {
+        log_error("handler %s wrote past its output buffer (%u bytes): job failed", name,
+                  d->out_cap);
+        w->overrun_logged = true; /* once per worker: a bad handler must not flood the log */
+    }
+    handler_error(hj, "handler %s wrote past its output buffer (%u bytes)", name, d->out_cap);
+    return JOB_E_FAILED;
+}
+
 static enum job_status run_job(struct worker *w, const struct job_desc *d, struct result_desc *r)
 {
     const struct segment *seg = w->a->seg;
     struct handler_job hj = {
         .in = seg->slab + d->in_off,
         .in_len = d->in_len,
-        .out = seg->slab + d->out_off,
+        .out = scratch_buffer(&w->scratch, d->out_cap),
         .out_cap = d->out_cap,
         .state_fresh = d->flags & JOB_STREAM_FRESH,
     };
     if (d->stream_slot != JOB_NO_STREAM && w->hdr->stream_slot_size)
         hj.state = seg->streams + (size_t)d->stream_slot * w->hdr->stream_slot_size;
     enum job_status st = w->a->kinds[d->kind].handler->run(w->ctx[d->kind], &hj);
-    r->out_len = (uint32_t)(hj.out_len <= d->out_cap ? hj.out_len : d->out_cap);
+    if (hj.out_len > d->out_cap || !canary_intact(hj.out, d->out_cap))
+        st = overrun(w, d, &hj);
+    memcpy(seg->slab + d->out_off, hj.out, hj.out_len);
+    r->out_len = (uint32_t)hj.out_len;
     return st;
 }
 
@@ -177,6 +250,7 @@ void worker_main(const struct worker_args *a)
     ring_attach(&w.jobs, seg_job_ring(a->seg, a->slot), cap, sizeof(struct job_desc), false);
     ring_attach(&w.results, seg_result_ring(a->seg, a->slot), cap, sizeof(struct result_desc),
                 true);
+    scratch_map(&w.scratch, a->seg->hdr->slab_size);
     setup_handlers(&w);
     atomic_store(&seg_worker_ctl(a->seg, a->slot)->ready, 1);
     notify_supervisor(&w);
