@@ -5,8 +5,10 @@
  * The order of work: parse (a syntax error stops everything, since positions
  * after it mean nothing), then walk the tables (type and range of each value),
  * then check what involves several values (min <= max, route templates against
- * their filter, handler params). A value is stored only when it is valid, and a
- * value already reported is not reported again by a later cross-check. */
+ * their filter). A value is stored only when it is valid, and a value already
+ * reported is not reported again by a later cross-check. Handler names and
+ * params are the registry's to check (worker/registry.c), since plugins may
+ * bring handlers. */
 #include "conf/config.h"
 
 #include <ctype.h>
@@ -21,8 +23,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <yaml.h>
-
-#include "worker/handler.h"
 
 /* ---- memory: a configuration is small; running out of memory while loading
  * it is not something the daemon can usefully recover from. */
@@ -92,6 +92,14 @@ static void diag_add(struct conf_diags *d, const char *file, int line, int colum
         .column = column,
         .message = msg,
     };
+}
+
+void conf_diag(struct conf_diags *d, const char *file, int line, int column, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    diag_add(d, file, line, column, xvasprintf(fmt, ap));
+    va_end(ap);
 }
 
 void conf_diags_free(struct conf_diags *d)
@@ -290,7 +298,7 @@ static bool close_enough(const char *word, const char *cand, size_t d)
     return lc >= 3 && !strncmp(word, cand, lc);
 }
 
-static const char *suggest(const char *word, const char *const *cands, size_t n)
+const char *conf_suggest(const char *word, const char *const *cands, size_t n)
 {
     const char *best = NULL;
     size_t best_d = SIZE_MAX;
@@ -311,11 +319,12 @@ enum key_kind {
     KEY_INT,    /* uint32_t, int or uint64_t field, by size */
     KEY_NUMBER, /* double */
     KEY_BOOL,
-    KEY_CHOICE, /* one of .choices, stored as a string */
-    KEY_ENUM,   /* one of .choices, stored as its index (an enum) */
-    KEY_MAP,    /* a nested mapping described by .sub */
-    KEY_ROUTES, /* the routes: sequence */
-    KEY_PARAMS, /* a route's free-form params: mapping */
+    KEY_CHOICE,  /* one of .choices, stored as a string */
+    KEY_ENUM,    /* one of .choices, stored as its index (an enum) */
+    KEY_MAP,     /* a nested mapping described by .sub */
+    KEY_ROUTES,  /* the routes: sequence */
+    KEY_PARAMS,  /* a route's free-form params: mapping */
+    KEY_PLUGINS, /* the plugins: sequence of paths */
 };
 
 enum {
@@ -446,6 +455,7 @@ static const struct key top_keys[] = {
     MAP("streams", streams_keys),
     MAP("scaling", scaling_keys),
     MAP("errors", errors_keys),
+    {.name = "plugins", .kind = KEY_PLUGINS},
     {.name = "routes", .kind = KEY_ROUTES},
     {0},
 };
@@ -562,6 +572,9 @@ void conf_free(struct conf *c)
     free(b->tls.cert_file);
     free(b->tls.key_file);
     free(c->errors_topic);
+    for (size_t i = 0; i < c->nplugins; i++)
+        free(c->plugins[i].path);
+    free(c->plugins);
     for (size_t i = 0; i < c->nroutes; i++)
         route_free(&c->routes[i]);
     free(c->routes);
@@ -844,7 +857,7 @@ static void load_choice(struct loader *ld, const struct key *k, const yaml_node_
         return;
     }
     choices_text(k->choices, list, sizeof(list));
-    const char *near = s ? suggest(s, k->choices, count_choices(k->choices)) : NULL;
+    const char *near = s ? conf_suggest(s, k->choices, count_choices(k->choices)) : NULL;
     if (near)
         report(ld, v, "%s: expected %s, got %s; did you mean '%s'?", path, list,
                describe(v, buf, sizeof(buf)), near);
@@ -881,6 +894,7 @@ static void load_scalar(struct loader *ld, const struct key *k, const yaml_node_
 /* ---- mappings */
 
 static void load_routes(struct loader *ld, const yaml_node_t *seq);
+static void load_plugins(struct loader *ld, const yaml_node_t *seq);
 static void load_params(struct loader *ld, const yaml_node_t *v, struct conf_route *r,
                         const char *path);
 static uint64_t load_map(struct loader *ld, const yaml_node_t *map, const struct key *keys,
@@ -918,6 +932,9 @@ static void load_value(struct loader *ld, const struct key *k, const yaml_node_t
     case KEY_ROUTES:
         load_routes(ld, v);
         break;
+    case KEY_PLUGINS:
+        load_plugins(ld, v);
+        break;
     case KEY_PARAMS:
         load_params(ld, v, (struct conf_route *)base, path);
         break;
@@ -952,7 +969,7 @@ static void unknown_key(struct loader *ld, const yaml_node_t *k, const struct ke
     size_t n = 0;
     for (; keys[n].name && n < 64; n++)
         names[n] = keys[n].name;
-    const char *near = suggest(scalar(k), names, n);
+    const char *near = conf_suggest(scalar(k), names, n);
     if (near)
         report(ld, k, "unknown key '%s' in %s; did you mean '%s'?", scalar(k), where, near);
     else
@@ -998,6 +1015,8 @@ static void load_params(struct loader *ld, const yaml_node_t *v, struct conf_rou
         report(ld, v, "%s: expected a mapping, got %s", path, describe(v, buf, sizeof(buf)));
         return;
     }
+    r->params_line = (int)v->start_mark.line + 1;
+    r->params_column = (int)v->start_mark.column + 1;
     size_t n = (size_t)(v->data.mapping.pairs.top - v->data.mapping.pairs.start);
     r->params.items = xcalloc(n, sizeof(*r->params.items));
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
@@ -1070,62 +1089,6 @@ static void check_template(struct loader *ld, const yaml_node_t *n, const char *
         report(ld, n, "%s: a topic to publish to must not contain '+' or '#'", path);
 }
 
-/* The handler named by `job:`, with a suggestion when it does not exist. */
-static const struct handler *route_handler(struct loader *ld, const struct conf_route *r,
-                                           const yaml_node_t *item, const char *path)
-{
-    const struct handler *h = handler_find(r->job);
-    if (h)
-        return h;
-    char names[1024];
-    const char *list[64];
-    size_t n = 0;
-    handler_names(names, sizeof(names));
-    char *save = NULL;
-    for (char *t = strtok_r(names, ", ", &save); t && n < 64; t = strtok_r(NULL, ", ", &save))
-        list[n++] = t;
-    const char *near = suggest(r->job, list, n);
-    yaml_node_t *v = map_get(ld, item, "job");
-    if (near) {
-        report(ld, v, "%s.job: unknown handler '%s'; did you mean '%s'?", path, r->job, near);
-    } else {
-        handler_names(names, sizeof(names));
-        report(ld, v, "%s.job: unknown handler '%s' (known: %s)", path, r->job, names);
-    }
-    return NULL;
-}
-
-/* Params are checked by the handler that will use them; one without check()
- * takes none. */
-static void route_params(struct loader *ld, const struct conf_route *r, const struct handler *h,
-                         const yaml_node_t *item, const char *path)
-{
-    const struct conf_params *p = &r->params;
-    if (!h->check) {
-        for (size_t i = 0; i < p->count; i++)
-            report_at(ld, p->items[i].line, p->items[i].column,
-                      "%s.params: handler '%s' takes no params; unknown '%s'", path, h->name,
-                      p->items[i].key);
-        return;
-    }
-    char err[256] = "";
-    const struct conf_param *where = NULL;
-    if (h->check(p, err, sizeof(err), &where) == 0)
-        return;
-    if (!err[0])
-        snprintf(err, sizeof(err), "invalid params for handler '%s'", h->name);
-    if (where) {
-        /* Handlers' messages start with the param's key (handler_param_int):
-         * make it part of the path rather than repeating it. */
-        size_t kl = strlen(where->key);
-        bool keyed = !strncmp(err, where->key, kl) && !strncmp(err + kl, ": ", 2);
-        report_at(ld, where->line, where->column, "%s.params%s%s", path, keyed ? "." : ": ", err);
-        return;
-    }
-    yaml_node_t *v = map_get(ld, item, "params");
-    report(ld, v ? v : item, "%s.params: %s", path, err);
-}
-
 static void load_route(struct loader *ld, struct conf_route *r, const yaml_node_t *item,
                        size_t index)
 {
@@ -1153,9 +1116,10 @@ static void load_route(struct loader *ld, struct conf_route *r, const yaml_node_
         snprintf(key_path, sizeof(key_path), "%s.stream", path);
         check_template(ld, v, key_path, r->stream, r->subscribe, false);
     }
-    const struct handler *h = r->job ? route_handler(ld, r, item, path) : NULL;
-    if (h)
-        route_params(ld, r, h, item, path);
+    if ((v = map_get(ld, item, "job"))) {
+        r->job_line = (int)v->start_mark.line + 1;
+        r->job_column = (int)v->start_mark.column + 1;
+    }
 }
 
 static void route_names_unique(struct loader *ld, const yaml_node_t *seq)
@@ -1193,6 +1157,36 @@ static void load_routes(struct loader *ld, const yaml_node_t *seq)
         load_route(ld, &c->routes[i], get_node(ld, seq->data.sequence.items.start[i]), i);
     }
     route_names_unique(ld, seq);
+}
+
+/* Paths of shared objects; loading and checking them is worker/registry.c's. */
+static void load_plugins(struct loader *ld, const yaml_node_t *seq)
+{
+    char buf[64];
+    if (is_null(seq))
+        return;
+    if (seq->type != YAML_SEQUENCE_NODE) {
+        report(ld, seq, "plugins: expected a sequence of paths, got %s",
+               describe(seq, buf, sizeof(buf)));
+        return;
+    }
+    struct conf *c = ld->conf;
+    size_t n = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
+    c->plugins = xcalloc(n ? n : 1, sizeof(*c->plugins));
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *v = get_node(ld, seq->data.sequence.items.start[i]);
+        if (v->type != YAML_SCALAR_NODE || is_null(v) || !scalar(v)[0] ||
+            strlen(scalar(v)) != v->data.scalar.length) {
+            report(ld, v, "plugins[%zu]: expected the path of a shared object, got %s", i,
+                   describe(v, buf, sizeof(buf)));
+            continue;
+        }
+        c->plugins[c->nplugins++] = (struct conf_plugin){
+            .path = xstrdup(scalar(v)),
+            .line = (int)v->start_mark.line + 1,
+            .column = (int)v->start_mark.column + 1,
+        };
+    }
 }
 
 /* ---- checks across values */
@@ -1401,17 +1395,26 @@ static void sort_diags(struct conf_diags *d, size_t from)
 
 int conf_load(const char *path, struct conf *c, struct conf_diags *d)
 {
+    return conf_load_checked(path, c, d, NULL, NULL);
+}
+
+int conf_load_checked(const char *path, struct conf *c, struct conf_diags *d, conf_check_fn check,
+                      void *ctx)
+{
     struct loader ld = {.path = path, .conf = c, .diags = d, .diags_before = d->count};
     conf_defaults(c);
     c->path = xstrdup(path);
     size_t len = 0;
     char *buf = read_file(&ld, &len);
-    if (buf && parse_yaml(&ld, buf, len) == 0) {
+    bool parsed = buf && parse_yaml(&ld, buf, len) == 0;
+    if (parsed) {
         load_document(&ld);
         yaml_document_delete(&ld.doc);
     }
     free(buf);
     free(ld.bad);
+    if (parsed && check)
+        check(ctx, c, d);
     sort_diags(d, ld.diags_before);
     if (d->count == ld.diags_before)
         return 0;

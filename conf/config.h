@@ -15,7 +15,7 @@
 enum conf_priority { PRIO_HIGH = 0, PRIO_NORMAL = 1, PRIO_LOW = 2, PRIO_COUNT = 3 };
 
 /* One `key: value` of a route's `params:` mapping, kept as text: the handler
- * named by the route parses and checks it (see worker/handler.h). */
+ * named by the route parses and checks it (worker/registry.c). */
 struct conf_param {
     char *key;
     char *value;
@@ -39,7 +39,15 @@ struct conf_route {
     uint32_t deadline_ms;        /* 0 = none, else 1..3600000 */
     uint32_t retries;            /* 0..100, default 2 */
     struct conf_params params;
-    int line, column; /* where the route's mapping starts */
+    int line, column;               /* where the route's mapping starts */
+    int job_line, job_column;       /* where its `job:` value is */
+    int params_line, params_column; /* where its `params:` value is (0: none) */
+};
+
+/* One entry of `plugins:`: a shared object of handlers, loaded before fork. */
+struct conf_plugin {
+    char *path;
+    int line, column;
 };
 
 struct conf_tls {
@@ -114,6 +122,8 @@ struct conf {
     struct conf_streams streams;
     struct conf_scaling scaling;
     char *errors_topic; /* errors.topic, default "mqfork/errors" */
+    struct conf_plugin *plugins;
+    size_t nplugins;
     struct conf_route *routes;
     size_t nroutes;
 };
@@ -137,7 +147,23 @@ void conf_defaults(struct conf *c);
  * -1 with every problem appended to *d (and *c freed). */
 int conf_load(const char *path, struct conf *c, struct conf_diags *d);
 
+/* conf_load, and CHECK (when not NULL) adds its own problems to *d while
+ * the whole file's are found: it sees every value that was valid, even
+ * when others were not, so all problems are reported at once. */
+typedef void (*conf_check_fn)(void *ctx, const struct conf *c, struct conf_diags *d);
+int conf_load_checked(const char *path, struct conf *c, struct conf_diags *d, conf_check_fn check,
+                      void *ctx);
+
 void conf_free(struct conf *c);
+
+/* Add a problem found outside the loader (handlers check their params in
+ * worker/registry.c) to *d, at FILE:LINE:COLUMN (LINE 0: no position). */
+void conf_diag(struct conf_diags *d, const char *file, int line, int column, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/* The candidate closest to WORD that is close enough to be a likely typo,
+ * or NULL. */
+const char *conf_suggest(const char *word, const char *const *cands, size_t n);
 void conf_diags_free(struct conf_diags *d);
 
 /* Print each diagnostic as "file:line:column: error: message". */

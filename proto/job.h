@@ -45,8 +45,10 @@ struct job_desc {
     uint32_t out_cap; /* output buffer: slab offset and capacity */
     uint64_t out_off;
     uint32_t stream_slot; /* stream state slot, or JOB_NO_STREAM */
+    uint32_t meta_lost;   /* struct mqfork_job_meta, from the source */
+    uint32_t meta_flags;
     uint32_t pad0;
-    uint64_t pad1[2];
+    uint64_t meta_time_us;
 };
 _Static_assert(sizeof(struct job_desc) == 64, "job_desc is one cache line");
 

@@ -265,6 +265,9 @@ static bool send_to(struct engine *e, struct worker *w, struct job *j)
         .out_off = j->out_off,
         .out_cap = j->out_cap,
         .stream_slot = j->stream && e->stream_slot_size ? j->stream->slot : JOB_NO_STREAM,
+        .meta_lost = j->meta.lost,
+        .meta_flags = j->meta.flags,
+        .meta_time_us = j->meta.time_us,
     };
     if (j->stream && j->stream->fresh)
         d.flags |= JOB_STREAM_FRESH;

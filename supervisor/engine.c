@@ -75,11 +75,12 @@ static int make_segment(struct engine *e)
     return 0;
 }
 
-struct engine *engine_new(const struct conf *c, struct loop *loop)
+struct engine *engine_new(const struct conf *c, struct loop *loop, const struct registry *reg)
 {
     struct engine *e = calloc(1, sizeof(*e));
     if (!e)
         return NULL;
+    e->registry = reg;
     e->wconf = c->workers;
     e->limits = c->limits;
     e->sconf = c->streams;
@@ -97,67 +98,48 @@ struct engine *engine_new(const struct conf *c, struct loop *loop)
     return e;
 }
 
-static int copy_params(struct conf_params *dst, const struct conf_params *src)
+int kind_preload(const char *name, const struct mqfork_handler *h,
+                 const struct mqfork_params *params, void **out)
 {
-    dst->count = 0;
-    dst->items = NULL;
-    if (!src || src->count == 0)
+    *out = NULL;
+    if (!h->preload)
         return 0;
-    dst->items = calloc(src->count, sizeof(*dst->items));
-    if (!dst->items)
+    if (!(*out = h->preload(params))) {
+        log_error("job kind '%s': the preload of handler %s failed", name, h->name);
         return -1;
-    for (size_t i = 0; i < src->count; i++) {
-        dst->items[i] = src->items[i];
-        dst->items[i].key = strdup(src->items[i].key);
-        dst->items[i].value = strdup(src->items[i].value);
-        dst->count++;
-        if (!dst->items[i].key || !dst->items[i].value)
-            return -1;
     }
     return 0;
 }
 
-static void free_params(struct conf_params *p)
+static void kind_unload(struct kind *k)
 {
-    for (size_t i = 0; i < p->count; i++) {
-        free(p->items[i].key);
-        free(p->items[i].value);
-    }
-    free(p->items);
-    p->items = NULL;
-    p->count = 0;
-}
-
-bool kind_params_equal(const struct conf_params *a, const struct conf_params *b)
-{
-    size_t na = a ? a->count : 0, nb = b ? b->count : 0;
-    if (na != nb)
-        return false;
-    for (size_t i = 0; i < na; i++)
-        if (strcmp(a->items[i].key, b->items[i].key) ||
-            strcmp(a->items[i].value, b->items[i].value))
-            return false;
-    return true;
+    if (k->preloaded && k->handler->unload)
+        k->handler->unload(k->preloaded);
+    k->preloaded = NULL;
 }
 
 /* Fill kind slot IDX from handler H with PARAMS (checked by the caller).
  * Its stats block is bound later by engine_publish_kind. */
-int kind_define(struct engine *e, unsigned idx, const char *name, const struct handler *h,
-                const struct conf_params *params)
+int kind_define(struct engine *e, unsigned idx, const char *name, const struct mqfork_handler *h,
+                const struct conf_params *params, void *preloaded)
 {
     struct kind *k = &e->kinds[idx];
-    free_params(&k->params);
+    if (k->handler)
+        kind_unload(k);
+    params_free(&k->params);
     memset(k, 0, sizeof(*k));
     snprintf(k->name, sizeof(k->name), "%s", name);
     k->handler = h;
-    if (copy_params(&k->params, params) < 0) {
-        free_params(&k->params);
+    k->preloaded = preloaded;
+    if (params_copy(&k->params, params) < 0) {
+        kind_unload(k);
+        params_free(&k->params);
         k->handler = NULL;
         return -1;
     }
     if (h->out_bound)
-        h->out_bound(params, &k->out);
-    k->state_size = h->state_size ? (uint32_t)h->state_size(params) : 0;
+        h->out_bound(&k->params, &k->out);
+    k->state_size = h->state_size ? (uint32_t)h->state_size(&k->params) : 0;
     /* Until a run was measured, assume a job of this kind fills a worker's
      * whole budget: nothing is queued behind a job that may be slow. */
     k->est_ns = (uint64_t)e->wconf.inflight_us * 1000;
@@ -170,7 +152,8 @@ int kind_define(struct engine *e, unsigned idx, const char *name, const struct h
 void kind_undefine(struct engine *e, unsigned idx)
 {
     struct kind *k = &e->kinds[idx];
-    free_params(&k->params);
+    kind_unload(k);
+    params_free(&k->params);
     k->handler = NULL;
     if (k->stats) {
         seqlock_write_begin(&k->stats->lock);
@@ -182,7 +165,7 @@ void kind_undefine(struct engine *e, unsigned idx)
 int engine_add_kind(struct engine *e, const char *name, const char *handler,
                     const struct conf_params *params)
 {
-    const struct handler *h = handler_find(handler);
+    const struct mqfork_handler *h = registry_find(e->registry, handler);
     if (e->started || e->nkinds >= SEG_MAX_KINDS || !h) {
         log_error("cannot add job kind '%s': %s", name,
                   !h           ? "no such handler"
@@ -190,13 +173,13 @@ int engine_add_kind(struct engine *e, const char *name, const char *handler,
                                : "too many kinds");
         return -1;
     }
-    char err[256] = "";
-    const struct conf_param *where = NULL;
-    if (h->check && h->check(params, err, sizeof(err), &where) < 0) {
+    char err[256];
+    if (registry_check_params(h, params, err, sizeof(err)) < 0) {
         log_error("job kind '%s': %s", name, err);
         return -1;
     }
-    if (kind_define(e, e->nkinds, name, h, params) < 0)
+    /* Preloaded at engine_start, once the process runs as its user. */
+    if (kind_define(e, e->nkinds, name, h, params, NULL) < 0)
         return -1;
     return (int)e->nkinds++;
 }
@@ -260,6 +243,11 @@ int engine_start(struct engine *e)
     e->stream_slot_size = (slot_size + 63) & ~63u;
     if (make_segment(e) < 0 || drop_privileges(e) < 0)
         return -1;
+    for (unsigned k = 0; k < e->nkinds; k++) {
+        struct kind *kd = &e->kinds[k];
+        if (kind_preload(kd->name, kd->handler, &kd->params, &kd->preloaded) < 0)
+            return -1;
+    }
     e->max_alloc = largest_alloc(e);
     if (slab_init(&e->slab, e->seg.slab, e->seg.hdr->slab_size, e->max_alloc) < 0) {
         log_error("limits.slab_mb (%u MiB) cannot hold a job of %zu bytes", e->limits.slab_mb,
@@ -346,6 +334,7 @@ enum job_status engine_submit(struct engine *e, const struct engine_job *r, uint
         .in_len = (uint32_t)r->len,
         .out_off = out,
         .out_cap = (uint32_t)out_cap,
+        .meta = r->meta,
         .stream = s,
         .worker = -1,
         .done = r->done,
@@ -665,7 +654,7 @@ void engine_free(struct engine *e)
     pool_free(e);
     dispatch_free(e);
     for (unsigned k = 0; k < e->nkinds; k++)
-        free_params(&e->kinds[k].params);
+        kind_undefine(e, k);
     if (e->started) {
         slab_destroy(&e->slab);
         seg_close(&e->seg, true);

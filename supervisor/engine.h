@@ -21,10 +21,12 @@
 #include <stdint.h>
 
 #include "conf/config.h"
+#include "mqfork/handler.h"
 #include "proto/job.h"
 
 struct engine;
 struct loop;
+struct registry;
 struct segment;
 struct stats_global;
 
@@ -49,9 +51,10 @@ struct engine_job {
                            a time in arrival order and share state; NULL = none */
     size_t stream_len;
     enum conf_priority priority;
-    uint32_t timeout_ms;  /* run time allowed per attempt; 0 = 10000 */
-    uint32_t deadline_ms; /* drop as expired if still pending this long; 0 = never */
-    uint32_t retries;     /* re-runs after the job's worker died */
+    uint32_t timeout_ms;         /* run time allowed per attempt; 0 = 10000 */
+    uint32_t deadline_ms;        /* drop as expired if still pending this long; 0 = never */
+    uint32_t retries;            /* re-runs after the job's worker died */
+    struct mqfork_job_meta meta; /* what the source knew besides the bytes */
     engine_done_fn done;
     void *ctx;
 };
@@ -59,13 +62,15 @@ struct engine_job {
 #define ENGINE_STREAM_KEY_MAX 128
 
 /* Create the engine for configuration C (copied), with its segment. The loop
- * is the caller's; the engine adds its own watches to it. NULL on failure,
+ * and the registry of handlers are the caller's and must outlive the
+ * engine; the engine adds its own watches to the loop. NULL on failure,
  * logged. */
-struct engine *engine_new(const struct conf *c, struct loop *loop);
+struct engine *engine_new(const struct conf *c, struct loop *loop, const struct registry *reg);
 
 /* Register a job kind: NAME for stats, HANDLER from the registry, PARAMS
- * (copied; NULL = none). Before engine_start only. Returns the kind's index,
- * or -1 (logged) for an unknown handler, bad params or too many kinds. */
+ * (copied; NULL = none). The handler's preload runs at engine_start, after
+ * privileges are dropped and before the first fork. Before engine_start only. Returns the kind's
+ * index, or -1 (logged) for an unknown handler, bad params or too many kinds. */
 int engine_add_kind(struct engine *e, const char *name, const char *handler,
                     const struct conf_params *params);
 

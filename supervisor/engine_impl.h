@@ -19,6 +19,7 @@
 #include "supervisor/engine.h"
 #include "supervisor/scale.h"
 #include "worker/handler.h"
+#include "worker/registry.h"
 #include "worker/worker.h"
 
 enum job_where { JOB_FREE, JOB_PENDING, JOB_STREAM_WAIT, JOB_INFLIGHT };
@@ -46,6 +47,7 @@ struct job {
     uint32_t in_len;
     uint32_t out_cap; /* sized at acceptance: a reload never shrinks a queued job's buffer */
     uint64_t out_off; /* reserved with the input, so dispatch never waits for memory */
+    struct mqfork_job_meta meta;
     struct stream *stream;
     int worker; /* slot while in flight, else -1 */
     engine_done_fn done;
@@ -73,9 +75,10 @@ TAILQ_HEAD(stream_list, stream);
 
 struct kind {
     char name[STATS_NAME_LEN];
-    const struct handler *handler;
-    struct conf_params params; /* owned copy */
-    struct handler_out_bound out;
+    const struct mqfork_handler *handler;
+    struct mqfork_params params; /* owned copy */
+    void *preloaded;             /* handler->preload's result, shared by every worker */
+    struct mqfork_out_bound out;
     uint32_t state_size;
     uint64_t est_ns; /* moving average of run time: what dispatch expects a job to cost */
     struct stats_kind *stats;
@@ -132,6 +135,7 @@ struct worker {
 #define RATE_SAMPLES 61
 
 struct engine {
+    const struct registry *registry; /* the caller's: handlers by name */
     struct conf_workers wconf;
     struct conf_limits limits;
     struct conf_streams sconf;
@@ -202,10 +206,14 @@ static inline void engine_wake_at(struct engine *e, uint64_t at_ns)
 /* engine.c */
 /* Output buffer for a job of IN_LEN bytes of kind K, error text included. */
 uint64_t kind_out_capacity(const struct kind *k, uint64_t in_len);
-int kind_define(struct engine *e, unsigned idx, const char *name, const struct handler *h,
-                const struct conf_params *params);
+/* Fill kind slot IDX; it takes PRELOADED (kind_preload's result, or NULL). */
+int kind_define(struct engine *e, unsigned idx, const char *name, const struct mqfork_handler *h,
+                const struct conf_params *params, void *preloaded);
 void kind_undefine(struct engine *e, unsigned idx);
-bool kind_params_equal(const struct conf_params *a, const struct conf_params *b);
+/* Run H's preload for PARAMS in the supervisor, before any fork that needs
+ * it. *OUT is NULL when H has none. 0, or -1 (logged). */
+int kind_preload(const char *name, const struct mqfork_handler *h,
+                 const struct mqfork_params *params, void **out);
 void engine_publish_kind(struct engine *e, unsigned idx);
 void engine_finish(struct engine *e, struct job *j, enum job_status st, const void *data,
                    size_t len, uint64_t run_ns);

@@ -25,12 +25,14 @@
 #include "supervisor/mqtt.h"
 #include "supervisor/notify.h"
 #include "supervisor/routes.h"
+#include "worker/registry.h"
 #include "worker/worker.h"
 
 enum run_state { RUNNING, DRAINING, STOP_NOW };
 
 struct daemon {
     struct conf conf;
+    struct registry registry;
     struct loop *loop;
     struct engine *engine;
     struct routes *routes;
@@ -62,7 +64,10 @@ static int check_config(const char *path)
 {
     struct conf c;
     struct conf_diags d = {0};
-    int rc = conf_load(path, &c, &d);
+    struct registry reg;
+    int rc = registry_init(&reg);
+    if (rc == 0)
+        rc = registry_load_config(&reg, path, &c, true, &d);
     conf_diags_print(&d, stderr);
     if (rc == 0) {
         printf("%s: configuration OK (%zu routes, workers %u..%u)\n", path, c.nroutes,
@@ -72,7 +77,18 @@ static int check_config(const char *path)
         fprintf(stderr, "%s: %zu problem%s\n", path, d.count, d.count == 1 ? "" : "s");
     }
     conf_diags_free(&d);
+    registry_free(&reg);
     return rc == 0 ? 0 : 1;
+}
+
+static bool same_plugins(const struct conf *a, const struct conf *b)
+{
+    if (a->nplugins != b->nplugins)
+        return false;
+    for (size_t i = 0; i < a->nplugins; i++)
+        if (strcmp(a->plugins[i].path, b->plugins[i].path) != 0)
+            return false;
+    return true;
 }
 
 /* SIGHUP: a configuration that does not load changes nothing; every
@@ -82,7 +98,7 @@ static void reload(struct daemon *d)
     notify_reloading(&d->notify);
     struct conf c;
     struct conf_diags diags = {0};
-    if (conf_load(d->conf.path, &c, &diags) < 0) {
+    if (registry_load_config(&d->registry, d->conf.path, &c, false, &diags) < 0) {
         for (size_t i = 0; i < diags.count; i++) {
             const struct conf_diag *g = &diags.items[i];
             log_error("%s:%d:%d: %s", g->file, g->line, g->column, g->message);
@@ -92,6 +108,8 @@ static void reload(struct daemon *d)
     } else if (engine_reload(d->engine, &c) < 0) {
         conf_free(&c);
     } else {
+        if (!same_plugins(&c, &d->conf))
+            log_warn("SIGHUP: plugins: changes need a restart; keeping the plugins loaded");
         /* The engine keeps copies; the routes move to the new one, reading
          * the old one as they do, and then nothing points into it. */
         struct conf old = d->conf;
@@ -219,9 +237,11 @@ static int serve(const char *path)
     struct daemon d = {.sfd = -1};
     notify_init(&d.notify);
     struct conf_diags diags = {0};
-    if (conf_load(path, &d.conf, &diags) < 0) {
+    if (registry_init(&d.registry) < 0 ||
+        registry_load_config(&d.registry, path, &d.conf, true, &diags) < 0) {
         conf_diags_print(&diags, stderr);
         conf_diags_free(&diags);
+        registry_free(&d.registry);
         return 1;
     }
     conf_diags_free(&diags);
@@ -232,7 +252,7 @@ static int serve(const char *path)
         log_error("io_uring: %s", strerror(errno));
         goto out;
     }
-    if (setup_signals(&d) < 0 || !(d.engine = engine_new(&d.conf, d.loop)) ||
+    if (setup_signals(&d) < 0 || !(d.engine = engine_new(&d.conf, d.loop, &d.registry)) ||
         !(d.routes = routes_new(&d.conf, d.engine)) || engine_start(d.engine) < 0 ||
         connect_broker(&d) < 0)
         goto out;
@@ -249,6 +269,7 @@ out:
         close(d.sfd);
     loop_free(d.loop);
     conf_free(&d.conf);
+    registry_free(&d.registry);
     if (rc == 0)
         log_info("stopped");
     return rc;

@@ -119,8 +119,8 @@ static void fork_worker(struct engine *e, struct worker *w)
 {
     struct worker_kind kinds[SEG_MAX_KINDS];
     for (unsigned k = 0; k < e->nkinds; k++)
-        kinds[k] =
-            (struct worker_kind){e->kinds[k].handler, &e->kinds[k].params}; /* NULL: removed */
+        kinds[k] = (struct worker_kind){e->kinds[k].handler, &e->kinds[k].params,
+                                        e->kinds[k].preloaded}; /* NULL handler: removed */
     struct worker_args args = {
         .seg = &e->seg,
         .slot = w->slot,

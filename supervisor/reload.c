@@ -23,10 +23,11 @@ struct plan {
     struct conf_limits lim;
     unsigned index[SEG_MAX_KINDS]; /* route i -> kind index */
     enum kind_change change[SEG_MAX_KINDS];
-    const struct handler *h[SEG_MAX_KINDS];
-    bool removed[SEG_MAX_KINDS]; /* by kind index */
-    bool taken[SEG_MAX_KINDS];   /* by kind index, in the new table */
-    unsigned nkinds;             /* the table's length afterwards */
+    const struct mqfork_handler *h[SEG_MAX_KINDS];
+    void *preloaded[SEG_MAX_KINDS]; /* by route: new and changed kinds' preloads */
+    bool removed[SEG_MAX_KINDS];    /* by kind index */
+    bool taken[SEG_MAX_KINDS];      /* by kind index, in the new table */
+    unsigned nkinds;                /* the table's length afterwards */
     unsigned kept, changed, added, nremoved;
 };
 
@@ -92,41 +93,63 @@ static int new_index(const struct engine *e, struct plan *p, const size_t *outst
     return -1;
 }
 
-/* Check route I against what the running segment can hold. */
+/* Whether H with PARAMS fits the running segment: its stream state and its
+ * largest output. */
+static int fits_segment(const struct engine *e, const struct mqfork_handler *h,
+                        const struct mqfork_params *params, const struct plan *p, const char *name)
+{
+    size_t state = h->state_size ? h->state_size(params) : 0;
+    struct mqfork_out_bound bound = {0};
+    if (h->out_bound)
+        h->out_bound(params, &bound);
+    uint64_t out = handler_out_capacity(h->out_bound ? &bound : NULL, p->lim.max_payload);
+    if (state > e->stream_slot_size || out > e->max_alloc) {
+        log_error("reload: route '%s' needs a restart: its %s does not fit the running segment",
+                  name, state > e->stream_slot_size ? "stream state" : "output");
+        return -1;
+    }
+    return 0;
+}
+
+/* Check route I against the registry and what the running segment can
+ * hold; preload it when it is new or changed. */
 static int plan_route(const struct engine *e, const struct conf_route *r, struct plan *p, size_t i)
 {
-    const struct handler *h = handler_find(r->job);
-    char err[256] = "";
-    const struct conf_param *where = NULL;
+    const struct mqfork_handler *h = registry_find(e->registry, r->job);
+    char err[256];
     if (!h) {
         log_error("reload: route '%s': no handler '%s'", r->name, r->job);
         return -1;
     }
-    if (h->check && h->check(&r->params, err, sizeof(err), &where) < 0) {
+    if (registry_check_params(h, &r->params, err, sizeof(err)) < 0) {
         log_error("reload: route '%s': %s", r->name, err);
         return -1;
     }
-    size_t state = h->state_size ? h->state_size(&r->params) : 0;
-    struct handler_out_bound bound = {0};
-    if (h->out_bound)
-        h->out_bound(&r->params, &bound);
-    uint64_t out = handler_out_capacity(h->out_bound ? &bound : NULL, p->lim.max_payload);
-    if (state > e->stream_slot_size || out > e->max_alloc) {
-        log_error("reload: route '%s' needs a restart: its %s does not fit the running segment",
-                  r->name, state > e->stream_slot_size ? "stream state" : "output");
-        return -1;
-    }
+    struct mqfork_params params;
+    int rc = params_copy(&params, &r->params);
+    if (rc == 0)
+        rc = fits_segment(e, h, &params, p, r->name);
     p->h[i] = h;
     int k = engine_kind_by_name(e, r->name);
     if (k >= 0) {
         const struct kind *old = &e->kinds[k];
         p->index[i] = (unsigned)k;
-        p->change[i] = old->handler == h && kind_params_equal(&old->params, &r->params)
-                           ? KIND_KEPT
-                           : KIND_CHANGED;
+        p->change[i] =
+            old->handler == h && params_equal(&old->params, &r->params) ? KIND_KEPT : KIND_CHANGED;
         p->taken[k] = true;
     }
-    return 0;
+    if (rc == 0 && p->change[i] != KIND_KEPT)
+        rc = kind_preload(r->name, h, &params, &p->preloaded[i]);
+    params_free(&params);
+    return rc;
+}
+
+/* A reload that fails after some preloads gives them back. */
+static void unload_plan(struct plan *p, size_t nroutes)
+{
+    for (size_t i = 0; i < nroutes; i++)
+        if (p->preloaded[i] && p->h[i]->unload)
+            p->h[i]->unload(p->preloaded[i]);
 }
 
 static int plan_kinds(const struct engine *e, const struct conf *c, struct plan *p)
@@ -190,7 +213,7 @@ static size_t answer_removed(struct engine *e, const struct plan *p)
     return n;
 }
 
-static int commit_kinds(struct engine *e, const struct conf *c, const struct plan *p)
+static int commit_kinds(struct engine *e, const struct conf *c, struct plan *p)
 {
     if (!p->changed && !p->added && !p->nremoved)
         return 0;
@@ -203,7 +226,9 @@ static int commit_kinds(struct engine *e, const struct conf *c, const struct pla
             continue;
         unsigned k = p->index[i];
         bool reused = p->change[i] == KIND_NEW && k < e->nkinds;
-        if (kind_define(e, k, c->routes[i].name, p->h[i], &c->routes[i].params) < 0) {
+        void *preloaded = p->preloaded[i];
+        p->preloaded[i] = NULL; /* the kind owns it now */
+        if (kind_define(e, k, c->routes[i].name, p->h[i], &c->routes[i].params, preloaded) < 0) {
             log_error("reload: out of memory defining route '%s'", c->routes[i].name);
             return -1;
         }
@@ -225,6 +250,7 @@ int engine_reload(struct engine *e, const struct conf *c)
     }
     plan_limits(e, c, &p);
     if (plan_kinds(e, c, &p) < 0) {
+        unload_plan(&p, c->nroutes);
         log_error("reload: keeping the current configuration");
         return -1;
     }
@@ -232,8 +258,10 @@ int engine_reload(struct engine *e, const struct conf *c)
     e->limits = p.lim;
     e->sconf.idle_s = c->streams.idle_s;
     scale_configure(e, &c->scaling);
-    if (commit_kinds(e, c, &p) < 0)
+    if (commit_kinds(e, c, &p) < 0) {
+        unload_plan(&p, c->nroutes);
         return -1;
+    }
     size_t answered = answer_removed(e, &p);
     atomic_fetch_add(&e->seg.hdr->generation, 1);
     e->g.workers_min = e->wconf.min;

@@ -65,7 +65,8 @@ void fixture_add_kind(struct fixture *f, const char *name, const char *handler,
 void fixture_start(struct fixture *f)
 {
     f->loop = loop_new(256);
-    f->e = f->loop ? engine_new(&f->conf, f->loop) : NULL;
+    f->e = f->loop && registry_init(&f->registry) == 0 ? engine_new(&f->conf, f->loop, &f->registry)
+                                                       : NULL;
     if (!f->e) {
         fprintf(stderr, "fixture: cannot create the engine\n");
         exit(1);
@@ -91,6 +92,7 @@ void fixture_free(struct fixture *f)
 {
     engine_free(f->e);
     loop_free(f->loop);
+    registry_free(&f->registry);
     conf_free(&f->conf);
     free(f->recs);
 }

@@ -12,6 +12,7 @@
 #include "conf/config.h"
 #include "shm/stats.h"
 #include "supervisor/engine.h"
+#include "worker/registry.h"
 
 struct fixture;
 
@@ -28,6 +29,7 @@ struct record {
 
 struct fixture {
     struct conf conf; /* adjust between fixture_init and fixture_start */
+    struct registry registry;
     struct loop *loop;
     struct engine *e;
     int echo, spin, crash, hang; /* kind indices */

@@ -6,6 +6,7 @@
  * Usage: test_conf TEST_CONF_DIR REPO_CONF_DIR */
 #include "conf/config.h"
 #include "test/t.h"
+#include "worker/registry.h"
 
 #include <dirent.h>
 #include <math.h>
@@ -72,8 +73,11 @@ static void check_bad(const char *path, const struct expect *e, size_t n)
 {
     struct conf c;
     struct conf_diags d = {0};
-    int rc = conf_load(path, &c, &d);
-    T_CHECK(rc == -1, "%s: conf_load returned %d, expected -1", path, rc);
+    struct registry reg;
+    T_REQUIRE(registry_init(&reg) == 0, "registry");
+    int rc = registry_load_config(&reg, path, &c, true, &d);
+    registry_free(&reg);
+    T_CHECK(rc == -1, "%s: loading returned %d, expected -1", path, rc);
     T_CHECK(c.path == NULL && c.routes == NULL, "%s: conf not freed after a failure", path);
     bool all = d.count == n;
     for (size_t i = 0; i < n; i++) {
@@ -98,8 +102,11 @@ static void check_bad(const char *path, const struct expect *e, size_t n)
 static void load_ok(const char *path, struct conf *c)
 {
     struct conf_diags d = {0};
-    int rc = conf_load(path, c, &d);
-    T_CHECK(rc == 0 && d.count == 0, "%s: conf_load returned %d with %zu diagnostics", path, rc,
+    struct registry reg;
+    T_REQUIRE(registry_init(&reg) == 0, "registry");
+    int rc = registry_load_config(&reg, path, c, true, &d);
+    registry_free(&reg);
+    T_CHECK(rc == 0 && d.count == 0, "%s: loading returned %d with %zu diagnostics", path, rc,
             d.count);
     if (d.count)
         print_diags(path, &d);

@@ -9,6 +9,7 @@
 #include <math.h>
 #include <opus.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include "test/fixture.h"
 #include "test/t.h"
 #include "worker/handler.h"
+#include "worker/registry.h"
 
 #define RATE          16000
 #define FRAME_SAMPLES 960 /* 60 ms at 16 kHz, mono */
@@ -192,6 +194,38 @@ struct bad_param {
     const char *handler, *key, *value, *message;
 };
 
+/* What a handler's check() reported: the count, the first message and
+ * which param it was about. */
+struct seen {
+    struct mqfork_check api;
+    unsigned count;
+    char first[256];
+    const struct mqfork_param *about;
+};
+
+static void note_problem(struct mqfork_check *c, const struct mqfork_param *about, const char *fmt,
+                         ...)
+{
+    struct seen *s = (struct seen *)c;
+    if (s->count++ == 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(s->first, sizeof(s->first), fmt, ap);
+        va_end(ap);
+        s->about = about;
+    }
+}
+
+static const struct mqfork_handler *handler_of(const char *name)
+{
+    static struct registry reg;
+    if (reg.count == 0)
+        T_REQUIRE(registry_init(&reg) == 0, "registry");
+    const struct mqfork_handler *h = registry_find(&reg, name);
+    T_REQUIRE(h && h->check, "%s is registered with a check()", name);
+    return h;
+}
+
 static void test_check_params(void)
 {
     static const struct bad_param bad[] = {
@@ -213,47 +247,49 @@ static void test_check_params(void)
         {"opus.encode", "fec", "true", "fec: unknown param for opus.encode"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        /* a good param first, so *where must pick the bad one out */
-        struct conf_param items[2] = {
-            {.key = "channels", .value = "1", .line = 1, .column = 1},
-            {.key = (char *)bad[i].key, .value = (char *)bad[i].value, .line = 2, .column = 3},
+        /* a good param first, so the problem must be about the bad one */
+        struct mqfork_param items[2] = {
+            {.key = "channels", .value = "1"},
+            {.key = bad[i].key, .value = bad[i].value},
         };
-        struct conf_params p = {.items = items, .count = 2};
+        struct mqfork_params p = {.items = items, .count = 2};
         if (strcmp(bad[i].key, "channels") == 0)
-            items[0] = (struct conf_param){.key = "sample_rate", .value = "8000"};
-        const struct handler *h = handler_find(bad[i].handler);
-        T_REQUIRE(h && h->check, "%s is registered with a check()", bad[i].handler);
-        char err[256] = "";
-        const struct conf_param *where = NULL;
-        int rc = h->check(&p, err, sizeof(err), &where);
-        T_CHECK(rc == -1, "%s %s=%s rejected", bad[i].handler, bad[i].key, bad[i].value);
-        T_CHECK(strncmp(err, bad[i].message, strlen(bad[i].message)) == 0,
+            items[0] = (struct mqfork_param){.key = "sample_rate", .value = "8000"};
+        const struct mqfork_handler *h = handler_of(bad[i].handler);
+        struct seen s = {.api.problem = note_problem};
+        h->check(&p, &s.api);
+        T_CHECK(s.count == 1, "%s %s=%s: one problem (%u)", bad[i].handler, bad[i].key,
+                bad[i].value, s.count);
+        T_CHECK(strncmp(s.first, bad[i].message, strlen(bad[i].message)) == 0,
                 "%s %s=%s: message '%s' starts with '%s'", bad[i].handler, bad[i].key, bad[i].value,
-                err, bad[i].message);
-        T_CHECK(where == &items[1], "%s %s=%s: *where points at the bad param", bad[i].handler,
-                bad[i].key, bad[i].value);
+                s.first, bad[i].message);
+        T_CHECK(s.about == &items[1], "%s %s=%s: the problem is about the bad param",
+                bad[i].handler, bad[i].key, bad[i].value);
     }
-    struct conf_param good_dec[] = {{.key = "sample_rate", .value = "48000"},
-                                    {.key = "channels", .value = "2"},
-                                    {.key = "fec", .value = "true"},
-                                    {.key = "fallback", .value = "pcm"}};
-    struct conf_param good_enc[] = {{.key = "frame_ms", .value = "2.5"},
-                                    {.key = "bitrate", .value = "24000"},
-                                    {.key = "complexity", .value = "0"},
-                                    {.key = "application", .value = "lowdelay"}};
-    struct conf_params pd = {good_dec, 4}, pe = {good_enc, 4};
-    char err[256] = "";
-    T_CHECK(handler_find("opus.decode")->check(&pd, err, sizeof(err), NULL) == 0,
-            "good decode params pass: %s", err);
-    T_CHECK(handler_find("opus.encode")->check(&pe, err, sizeof(err), NULL) == 0,
-            "good encode params pass: %s", err);
-    T_CHECK(handler_find("opus.decode")->check(NULL, err, sizeof(err), NULL) == 0,
-            "no params at all pass");
+    struct mqfork_param good_dec[] = {{.key = "sample_rate", .value = "48000"},
+                                      {.key = "channels", .value = "2"},
+                                      {.key = "fec", .value = "true"},
+                                      {.key = "fallback", .value = "pcm"}};
+    struct mqfork_param good_enc[] = {{.key = "frame_ms", .value = "2.5"},
+                                      {.key = "bitrate", .value = "24000"},
+                                      {.key = "complexity", .value = "0"},
+                                      {.key = "application", .value = "lowdelay"}};
+    struct mqfork_params pd = {good_dec, 4}, pe = {good_enc, 4};
+    struct seen s = {.api.problem = note_problem};
+    handler_of("opus.decode")->check(&pd, &s.api);
+    handler_of("opus.encode")->check(&pe, &s.api);
+    handler_of("opus.decode")->check(NULL, &s.api);
+    T_CHECK(s.count == 0, "good params pass: %s", s.first);
+    struct mqfork_param two_bad[] = {{.key = "complexity", .value = "11"},
+                                     {.key = "frame_ms", .value = "7"}};
+    struct mqfork_params pb = {two_bad, 2};
+    handler_of("opus.encode")->check(&pb, &s.api);
+    T_CHECK(s.count == 2, "every problem is reported, not only the first (%u)", s.count);
     /* 120 ms of 48 kHz stereo s16le is the most one packet decodes to */
-    struct handler_out_bound ob;
-    handler_find("opus.decode")->out_bound(&pd, &ob);
+    struct mqfork_out_bound ob;
+    handler_of("opus.decode")->out_bound(&pd, &ob);
     T_CHECK(handler_out_capacity(&ob, 65536) == 23040, "decode output for 48 kHz stereo");
-    T_CHECK(handler_find("opus.decode")->state_size(&pd) >= (size_t)opus_decoder_get_size(2),
+    T_CHECK(handler_of("opus.decode")->state_size(&pd) >= (size_t)opus_decoder_get_size(2),
             "decode state_size holds a stereo decoder");
 }
 

@@ -12,9 +12,9 @@
  *   both:   sample_rate  8000, 12000, 16000 (default), 24000, 48000
  *           channels     1 (default) or 2
  *   decode: fec          true or false (default). libopus uses in-band FEC
- *                        only to rebuild a packet that was lost, and a job
- *                        cannot say "the packet before this one was lost"
- *                        yet, so today the value is checked and kept, no more.
+ *                        only to rebuild a packet that was lost; a job's
+ *                        meta.lost can now say so, but no source sets it
+ *                        yet, so today the value is checked and kept.
  *           fallback     none (default) or pcm: an invalid packet whose size
  *                        is exactly one frame of PCM (2.5 to 60 ms at the
  *                        route's rate and channels) is passed through
@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mqfork/handler.h"
 #include "worker/handler.h"
 
 /* ---- params ------------------------------------------------------------ */
@@ -79,13 +80,6 @@ static const char *const decode_keys[] = {"sample_rate", "channels", "fec", "fal
 static const char *const encode_keys[] = {"sample_rate", "channels",    "frame_ms", "bitrate",
                                           "complexity",  "application", NULL};
 
-static int fail_at(const struct conf_param *param, const struct conf_param **where)
-{
-    if (where)
-        *where = param;
-    return -1;
-}
-
 /* "a, b or c" into buf: the accepted values, for messages. */
 static void list_names(const char *const *names, size_t n, char *buf, size_t len)
 {
@@ -100,69 +94,46 @@ static void list_names(const char *const *names, size_t n, char *buf, size_t len
     }
 }
 
-static int param_choice(const struct conf_params *p, const struct choice *c, int *out, char *err,
-                        size_t errlen, const struct conf_param **where)
+/* Set *OUT from param C->key when present and one of its names; report
+ * it to CHECK (when not NULL) otherwise. */
+static void param_choice(const struct mqfork_params *p, const struct choice *c, int *out,
+                         struct mqfork_check *check)
 {
-    const struct conf_param *param = handler_param(p, c->key);
+    const struct mqfork_param *param = mqfork_param_find(p, c->key);
     if (!param)
-        return 0;
+        return;
     for (size_t i = 0; i < c->n; i++)
         if (strcmp(param->value, c->names[i]) == 0) {
             *out = c->values[i];
-            return 0;
+            return;
         }
     char names[128];
     list_names(c->names, c->n, names, sizeof(names));
-    snprintf(err, errlen, "%s: '%s' is not one of %s", c->key, param->value, names);
-    return fail_at(param, where);
+    if (check)
+        check->problem(check, param, "%s: '%s' is not one of %s", c->key, param->value, names);
 }
 
-static int param_bitrate(const struct conf_params *p, int *out, char *err, size_t errlen,
-                         const struct conf_param **where)
+static void param_bitrate(const struct mqfork_params *p, int *out, struct mqfork_check *check)
 {
-    const struct conf_param *param = handler_param(p, "bitrate");
-    if (!param)
-        return 0;
-    if (strcmp(param->value, "auto") == 0) {
-        *out = OPUS_AUTO;
-        return 0;
-    }
+    const struct mqfork_param *param = mqfork_param_find(p, "bitrate");
     long v = 0;
-    if (handler_param_int(p, "bitrate", 500, 512000, &v, err, errlen, where) < 0) {
-        if (param->value[0] < '0' || param->value[0] > '9')
-            snprintf(err, errlen,
-                     "bitrate: expected 'auto' or bits per second (500..512000), "
-                     "got '%s'",
-                     param->value);
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
+    if (!param)
+        return;
+    if (strcmp(param->value, "auto") == 0)
+        *out = OPUS_AUTO;
+    else if (param->value[0] < '0' || param->value[0] > '9') {
+        if (check)
+            check->problem(check, param,
+                           "bitrate: expected 'auto' or bits per second (500..512000), got '%s'",
+                           param->value);
+    } else if (mqfork_param_long(p, "bitrate", 500, 512000, &v, check) == 0)
+        *out = (int)v;
 }
 
-static int unknown_keys(const struct conf_params *p, const char *const *known, const char *handler,
-                        char *err, size_t errlen, const struct conf_param **where)
-{
-    for (size_t i = 0; p && i < p->count; i++) {
-        size_t k = 0;
-        while (known[k] && strcmp(known[k], p->items[i].key) != 0)
-            k++;
-        if (known[k])
-            continue;
-        char names[128];
-        size_t n = 0;
-        while (known[n])
-            n++;
-        list_names(known, n, names, sizeof(names));
-        snprintf(err, errlen, "%s: unknown param for %s (known: %s)", p->items[i].key, handler,
-                 names);
-        return fail_at(&p->items[i], where);
-    }
-    return 0;
-}
-
-static int parse_params(const struct conf_params *p, bool encode, struct opus_params *o, char *err,
-                        size_t errlen, const struct conf_param **where)
+/* Parse P into *O, defaults first; every problem goes to CHECK when it is
+ * not NULL (a bad value then leaves its default in place). */
+static void parse_params(const struct mqfork_params *p, bool encode, struct opus_params *o,
+                         struct mqfork_check *check)
 {
     *o = (struct opus_params){
         .rate = 16000,
@@ -174,50 +145,43 @@ static int parse_params(const struct conf_params *p, bool encode, struct opus_pa
     };
     int fec = 0, fallback = 0;
     long complexity = o->complexity;
-    const char *name = encode ? "opus.encode" : "opus.decode";
-    if (unknown_keys(p, encode ? encode_keys : decode_keys, name, err, errlen, where) < 0 ||
-        param_choice(p, &c_rate, &o->rate, err, errlen, where) < 0 ||
-        param_choice(p, &c_channels, &o->channels, err, errlen, where) < 0)
-        return -1;
+    if (check)
+        mqfork_params_known(p, encode ? encode_keys : decode_keys,
+                            encode ? "opus.encode" : "opus.decode", check);
+    param_choice(p, &c_rate, &o->rate, check);
+    param_choice(p, &c_channels, &o->channels, check);
     if (!encode) {
-        if (param_choice(p, &c_fec, &fec, err, errlen, where) < 0 ||
-            param_choice(p, &c_fallback, &fallback, err, errlen, where) < 0)
-            return -1;
+        param_choice(p, &c_fec, &fec, check);
+        param_choice(p, &c_fallback, &fallback, check);
         o->fec = fec;
         o->fallback_pcm = fallback;
-        return 0;
+        return;
     }
-    if (param_choice(p, &c_frame, &o->frame_us, err, errlen, where) < 0 ||
-        param_bitrate(p, &o->bitrate, err, errlen, where) < 0 ||
-        handler_param_int(p, "complexity", 0, 10, &complexity, err, errlen, where) < 0 ||
-        param_choice(p, &c_app, &o->application, err, errlen, where) < 0)
-        return -1;
+    param_choice(p, &c_frame, &o->frame_us, check);
+    param_bitrate(p, &o->bitrate, check);
+    mqfork_param_long(p, "complexity", 0, 10, &complexity, check);
+    param_choice(p, &c_app, &o->application, check);
     o->complexity = (int)complexity;
-    return 0;
 }
 
-static int decode_check(const struct conf_params *p, char *err, size_t errlen,
-                        const struct conf_param **where)
+static void decode_check(const struct mqfork_params *p, struct mqfork_check *c)
 {
     struct opus_params o;
-    return parse_params(p, false, &o, err, errlen, where);
+    parse_params(p, false, &o, c);
 }
 
-static int encode_check(const struct conf_params *p, char *err, size_t errlen,
-                        const struct conf_param **where)
+static void encode_check(const struct mqfork_params *p, struct mqfork_check *c)
 {
     struct opus_params o;
-    return parse_params(p, true, &o, err, errlen, where);
+    parse_params(p, true, &o, c);
 }
 
 /* Params that passed check() (the engine refuses a kind otherwise); should
- * they not, the defaults stand in rather than garbage. */
-static struct opus_params params_of(const struct conf_params *p, bool encode)
+ * they not, the defaults stand in for the bad values rather than garbage. */
+static struct opus_params params_of(const struct mqfork_params *p, bool encode)
 {
     struct opus_params o;
-    char err[8];
-    if (parse_params(p, encode, &o, err, sizeof(err), NULL) < 0)
-        parse_params(NULL, encode, &o, err, sizeof(err), NULL);
+    parse_params(p, encode, &o, NULL);
     return o;
 }
 
@@ -253,19 +217,19 @@ static size_t packet_cap(const struct opus_params *o)
 }
 
 /* Any packet decodes to at most 120 ms, whatever its size. */
-static void decode_out_bound(const struct conf_params *p, struct handler_out_bound *b)
+static void decode_out_bound(const struct mqfork_params *p, struct mqfork_out_bound *b)
 {
     struct opus_params o = params_of(p, false);
-    *b = (struct handler_out_bound){
+    *b = (struct mqfork_out_bound){
         .fixed = (uint32_t)(MAX_PACKET_MS * samples_per_ms(&o) * (size_t)o.channels * 2)};
 }
 
 /* Each whole frame of input becomes at most one length-prefixed packet. */
-static void encode_out_bound(const struct conf_params *p, struct handler_out_bound *b)
+static void encode_out_bound(const struct mqfork_params *p, struct mqfork_out_bound *b)
 {
     struct opus_params o = params_of(p, true);
     uint64_t per_frame = 2 + packet_cap(&o), fb = frame_bytes(&o);
-    *b = (struct handler_out_bound){.per_in_q16 = (uint32_t)((per_frame * 65536 + fb - 1) / fb)};
+    *b = (struct mqfork_out_bound){.per_in_q16 = (uint32_t)((per_frame * 65536 + fb - 1) / fb)};
 }
 
 /* ---- stream slots ---------------------------------------------------------- */
@@ -305,13 +269,13 @@ static bool slot_matches(const void *slot, const struct slot_header *want)
     return memcmp(slot, want, sizeof(*want)) == 0;
 }
 
-static size_t decode_state_size(const struct conf_params *p)
+static size_t decode_state_size(const struct mqfork_params *p)
 {
     struct opus_params o = params_of(p, false);
     return SLOT_HEADER + (size_t)opus_decoder_get_size(o.channels);
 }
 
-static size_t encode_state_size(const struct conf_params *p)
+static size_t encode_state_size(const struct mqfork_params *p)
 {
     struct opus_params o = params_of(p, true);
     return SLOT_HEADER + (size_t)opus_encoder_get_size(o.channels);
@@ -326,7 +290,7 @@ struct opus_ctx {
     int16_t *pcm;              /* scratch: aligned samples in host byte order */
 };
 
-static bool is_keepalive(const struct handler_job *job)
+static bool is_keepalive(const struct mqfork_job *job)
 {
     static const char *const words[] = {"keepalive", "ping", "pong"};
     for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
@@ -370,7 +334,12 @@ static void ctx_free(struct opus_ctx *c)
     }
 }
 
-static struct opus_ctx *ctx_new(const struct conf_params *p, bool encode, size_t scratch_samples)
+static void opus_fini(void *ctx)
+{
+    ctx_free(ctx);
+}
+
+static struct opus_ctx *ctx_new(const struct mqfork_params *p, bool encode, size_t scratch_samples)
 {
     struct opus_ctx *c = calloc(1, sizeof(*c));
     if (!c)
@@ -390,8 +359,9 @@ static struct opus_ctx *ctx_new(const struct conf_params *p, bool encode, size_t
 
 /* ---- opus.decode ------------------------------------------------------------- */
 
-static void *decode_setup(const struct conf_params *p)
+static void *decode_init(const struct mqfork_init *in)
 {
+    const struct mqfork_params *p = in->params;
     struct opus_params o = params_of(p, false);
     size_t most = MAX_PACKET_MS * samples_per_ms(&o) * (size_t)o.channels;
     struct opus_ctx *c = ctx_new(p, false, most);
@@ -404,7 +374,7 @@ static void *decode_setup(const struct conf_params *p)
 
 /* The decoder for this job: the stream's, made ready if it is new or
  * suspect, or the worker's own, reset so no earlier job leaks into it. */
-static OpusDecoder *job_decoder(struct opus_ctx *c, struct handler_job *job)
+static OpusDecoder *job_decoder(struct opus_ctx *c, struct mqfork_job *job)
 {
     if (!job->state) {
         opus_decoder_ctl((OpusDecoder *)c->codec, OPUS_RESET_STATE);
@@ -431,33 +401,34 @@ static bool plausible_pcm(const struct opus_params *o, size_t len)
     return false;
 }
 
-static enum job_status decode_failed(struct opus_ctx *c, struct handler_job *job, int err)
+static enum mqfork_status decode_failed(struct opus_ctx *c, struct mqfork_job *job, int err)
 {
     if (c->o.fallback_pcm && plausible_pcm(&c->o, job->in_len) && job->in_len <= job->out_cap) {
         memcpy(job->out, job->in, job->in_len);
         job->out_len = job->in_len;
-        return JOB_OK;
+        return MQFORK_OK;
     }
-    handler_error(job, "not a valid Opus packet (%zu bytes): %s", job->in_len, opus_strerror(err));
-    return JOB_E_BAD_INPUT;
+    mqfork_job_error(job, "not a valid Opus packet (%zu bytes): %s", job->in_len,
+                     opus_strerror(err));
+    return MQFORK_BAD_INPUT;
 }
 
-static enum job_status decode_run(void *ctx, struct handler_job *job)
+static enum mqfork_status decode_run(void *ctx, struct mqfork_job *job)
 {
     struct opus_ctx *c = ctx;
     job->out_len = 0;
     if (is_keepalive(job))
-        return JOB_FILTERED;
+        return MQFORK_FILTERED;
     if (job->in_len == 0) {
-        handler_error(job, "empty payload: one Opus packet was expected");
-        return JOB_E_BAD_INPUT;
+        mqfork_job_error(job, "empty payload: one Opus packet was expected");
+        return MQFORK_BAD_INPUT;
     }
     if (job->in_len > INT32_MAX)
         return decode_failed(c, job, OPUS_INVALID_PACKET);
     OpusDecoder *dec = job_decoder(c, job);
     if (!dec) {
-        handler_error(job, "cannot initialize the stream's Opus decoder");
-        return JOB_E_FAILED;
+        mqfork_job_error(job, "cannot initialize the stream's Opus decoder");
+        return MQFORK_FAILED;
     }
     int most = MAX_PACKET_MS * (int)samples_per_ms(&c->o);
     int n = opus_decode(dec, job->in, (opus_int32)job->in_len, c->pcm, most, 0);
@@ -465,12 +436,12 @@ static enum job_status decode_run(void *ctx, struct handler_job *job)
         return decode_failed(c, job, n);
     size_t samples = (size_t)n * (size_t)c->o.channels;
     if (samples * 2 > job->out_cap) { /* cannot happen: out_bound covers 120 ms */
-        handler_error(job, "decoded audio does not fit the output buffer");
-        return JOB_E_FAILED;
+        mqfork_job_error(job, "decoded audio does not fit the output buffer");
+        return MQFORK_FAILED;
     }
     pcm_to_le(job->out, c->pcm, samples);
     job->out_len = samples * 2;
-    return JOB_OK;
+    return MQFORK_OK;
 }
 
 /* ---- opus.encode ------------------------------------------------------------- */
@@ -491,8 +462,9 @@ static int init_encoder(OpusEncoder *enc, const struct opus_params *o)
     return configure_encoder(enc, o);
 }
 
-static void *encode_setup(const struct conf_params *p)
+static void *encode_init(const struct mqfork_init *in)
 {
+    const struct mqfork_params *p = in->params;
     struct opus_params o = params_of(p, true);
     struct opus_ctx *c = ctx_new(p, true, frame_samples(&o) * (size_t)o.channels);
     if (c && init_encoder(c->codec, &c->o) < 0) {
@@ -502,7 +474,7 @@ static void *encode_setup(const struct conf_params *p)
     return c;
 }
 
-static OpusEncoder *job_encoder(struct opus_ctx *c, struct handler_job *job)
+static OpusEncoder *job_encoder(struct opus_ctx *c, struct mqfork_job *job)
 {
     if (!job->state) {
         opus_encoder_ctl((OpusEncoder *)c->codec, OPUS_RESET_STATE);
@@ -519,69 +491,74 @@ static OpusEncoder *job_encoder(struct opus_ctx *c, struct handler_job *job)
 }
 
 /* Whole frames only: anything else is the sender's mistake, said precisely. */
-static bool encode_input_ok(const struct opus_ctx *c, struct handler_job *job)
+static bool encode_input_ok(const struct opus_ctx *c, struct mqfork_job *job)
 {
     size_t fb = frame_bytes(&c->o);
     if (job->in_len == 0)
-        handler_error(job, "empty payload: whole frames of PCM s16le were expected");
+        mqfork_job_error(job, "empty payload: whole frames of PCM s16le were expected");
     else if (job->in_len % 2)
-        handler_error(job, "odd length (%zu bytes): PCM s16le comes in 2-byte samples",
-                      job->in_len);
+        mqfork_job_error(job, "odd length (%zu bytes): PCM s16le comes in 2-byte samples",
+                         job->in_len);
     else if (job->in_len % fb)
-        handler_error(job,
-                      "partial frame: %zu bytes is not a whole number of %g ms frames of %zu "
-                      "bytes (%zu bytes left over)",
-                      job->in_len, c->o.frame_us / 1000.0, fb, job->in_len % fb);
+        mqfork_job_error(job,
+                         "partial frame: %zu bytes is not a whole number of %g ms frames of %zu "
+                         "bytes (%zu bytes left over)",
+                         job->in_len, c->o.frame_us / 1000.0, fb, job->in_len % fb);
     else if (job->in_len / fb * (2 + packet_cap(&c->o)) > job->out_cap)
-        handler_error(job, "too many frames (%zu) for one job", job->in_len / fb);
+        mqfork_job_error(job, "too many frames (%zu) for one job", job->in_len / fb);
     else
         return true;
     return false;
 }
 
-static enum job_status encode_run(void *ctx, struct handler_job *job)
+static enum mqfork_status encode_run(void *ctx, struct mqfork_job *job)
 {
     struct opus_ctx *c = ctx;
     job->out_len = 0;
     if (is_keepalive(job))
-        return JOB_FILTERED;
+        return MQFORK_FILTERED;
     if (!encode_input_ok(c, job))
-        return JOB_E_BAD_INPUT;
+        return MQFORK_BAD_INPUT;
     OpusEncoder *enc = job_encoder(c, job);
     if (!enc) {
-        handler_error(job, "cannot initialize the stream's Opus encoder");
-        return JOB_E_FAILED;
+        mqfork_job_error(job, "cannot initialize the stream's Opus encoder");
+        return MQFORK_FAILED;
     }
     size_t fb = frame_bytes(&c->o), fs = frame_samples(&c->o), cap = packet_cap(&c->o), pos = 0;
     for (size_t off = 0; off < job->in_len; off += fb) {
         pcm_from_le(c->pcm, job->in + off, fs * (size_t)c->o.channels);
         int n = opus_encode(enc, c->pcm, (int)fs, job->out + pos + 2, (opus_int32)cap);
         if (n < 0) {
-            handler_error(job, "Opus encoder failed on frame %zu: %s", off / fb, opus_strerror(n));
-            return JOB_E_FAILED;
+            mqfork_job_error(job, "Opus encoder failed on frame %zu: %s", off / fb,
+                             opus_strerror(n));
+            return MQFORK_FAILED;
         }
         job->out[pos] = (uint8_t)(n >> 8);
         job->out[pos + 1] = (uint8_t)(n & 0xff);
         pos += 2 + (size_t)n;
     }
     job->out_len = pos;
-    return JOB_OK;
+    return MQFORK_OK;
 }
 
-const struct handler handler_opus_decode = {
+const struct mqfork_handler handler_opus_decode = {
+    .abi = MQFORK_HANDLER_ABI,
     .name = "opus.decode",
     .check = decode_check,
     .out_bound = decode_out_bound,
     .state_size = decode_state_size,
-    .setup = decode_setup,
+    .init = decode_init,
+    .fini = opus_fini,
     .run = decode_run,
 };
 
-const struct handler handler_opus_encode = {
+const struct mqfork_handler handler_opus_encode = {
+    .abi = MQFORK_HANDLER_ABI,
     .name = "opus.encode",
     .check = encode_check,
     .out_bound = encode_out_bound,
     .state_size = encode_state_size,
-    .setup = encode_setup,
+    .init = encode_init,
+    .fini = opus_fini,
     .run = encode_run,
 };

@@ -9,26 +9,19 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mqfork/handler.h"
 #include "worker/handler.h"
 
-/* The test handlers have no per-worker state; setup() returns a non-NULL
- * token because NULL means failure. */
-static void *no_setup(const struct conf_params *p)
+static void same_as_input(const struct mqfork_params *p, struct mqfork_out_bound *b)
 {
-    static int token;
-    return &token;
+    *b = (struct mqfork_out_bound){.per_in_q16 = 65536};
 }
 
-static void same_as_input(const struct conf_params *p, struct handler_out_bound *b)
-{
-    *b = (struct handler_out_bound){.per_in_q16 = 65536};
-}
-
-static enum job_status echo_run(void *ctx, struct handler_job *job)
+static enum mqfork_status echo_run(void *ctx, struct mqfork_job *job)
 {
     memcpy(job->out, job->in, job->in_len);
     job->out_len = job->in_len;
-    return JOB_OK;
+    return MQFORK_OK;
 }
 
 /* Parse a short decimal payload without trusting it to be NUL-terminated. */
@@ -57,28 +50,28 @@ static uint64_t cpu_now_ns(void)
 
 #define SPIN_MAX_US 3600000000ull /* an hour: longer is surely a typo */
 
-static enum job_status spin_run(void *ctx, struct handler_job *job)
+static enum mqfork_status spin_run(void *ctx, struct mqfork_job *job)
 {
     uint64_t us;
     if (parse_decimal(job->in, job->in_len, SPIN_MAX_US, &us) < 0) {
-        handler_error(job, "test.spin wants a decimal count of microseconds up to %llu",
-                      (unsigned long long)SPIN_MAX_US);
-        return JOB_E_BAD_INPUT;
+        mqfork_job_error(job, "test.spin wants a decimal count of microseconds up to %llu",
+                         (unsigned long long)SPIN_MAX_US);
+        return MQFORK_BAD_INPUT;
     }
     uint64_t end = cpu_now_ns() + us * 1000;
     while (cpu_now_ns() < end)
         ;
     job->out_len = 0;
-    return JOB_OK;
+    return MQFORK_OK;
 }
 
-static bool payload_is(const struct handler_job *job, const char *word)
+static bool payload_is(const struct mqfork_job *job, const char *word)
 {
     size_t n = strlen(word);
     return job->in_len == n && memcmp(job->in, word, n) == 0;
 }
 
-static enum job_status crash_run(void *ctx, struct handler_job *job)
+static enum mqfork_status crash_run(void *ctx, struct mqfork_job *job)
 {
     if (payload_is(job, "segv")) {
         raise(SIGSEGV);
@@ -89,40 +82,40 @@ static enum job_status crash_run(void *ctx, struct handler_job *job)
     } else if (payload_is(job, "overrun")) {
         memset(job->out, 'x', job->out_cap + 8); /* the worker must catch this */
         job->out_len = job->out_cap;
-        return JOB_OK;
+        return MQFORK_OK;
     }
-    handler_error(job, "test.crash wants 'segv', 'abort', 'exit' or 'overrun'");
-    return JOB_E_BAD_INPUT;
+    mqfork_job_error(job, "test.crash wants 'segv', 'abort', 'exit' or 'overrun'");
+    return MQFORK_BAD_INPUT;
 }
 
-static enum job_status hang_run(void *ctx, struct handler_job *job)
+static enum mqfork_status hang_run(void *ctx, struct mqfork_job *job)
 {
     for (;;)
         pause();
-    return JOB_E_FAILED;
+    return MQFORK_FAILED;
 }
 
-const struct handler handler_test_echo = {
+const struct mqfork_handler handler_test_echo = {
+    .abi = MQFORK_HANDLER_ABI,
     .name = "test.echo",
     .out_bound = same_as_input,
-    .setup = no_setup,
     .run = echo_run,
 };
 
-const struct handler handler_test_spin = {
+const struct mqfork_handler handler_test_spin = {
+    .abi = MQFORK_HANDLER_ABI,
     .name = "test.spin",
-    .setup = no_setup,
     .run = spin_run,
 };
 
-const struct handler handler_test_crash = {
+const struct mqfork_handler handler_test_crash = {
+    .abi = MQFORK_HANDLER_ABI,
     .name = "test.crash",
-    .setup = no_setup,
     .run = crash_run,
 };
 
-const struct handler handler_test_hang = {
+const struct mqfork_handler handler_test_hang = {
+    .abi = MQFORK_HANDLER_ABI,
     .name = "test.hang",
-    .setup = no_setup,
     .run = hang_run,
 };

@@ -84,18 +84,31 @@ static void schedule_as_batch(void)
         log_debug("cannot run as SCHED_BATCH: %s", strerror(errno));
 }
 
-static void setup_handlers(struct worker *w)
+static void init_handlers(struct worker *w)
 {
     for (unsigned k = 0; k < w->a->nkinds; k++) {
         const struct worker_kind *kind = &w->a->kinds[k];
-        if (!kind->handler)
+        if (!kind->handler || !kind->handler->init)
             continue; /* a route removed by a reload: its index is never sent */
-        w->ctx[k] = kind->handler->setup(kind->params);
+        struct mqfork_init in = {
+            .params = kind->params, .preloaded = kind->preloaded, .worker = w->a->slot};
+        w->ctx[k] = kind->handler->init(&in);
         if (!w->ctx[k]) {
-            log_error("set-up of handler %s failed", kind->handler->name);
+            log_error("init of handler %s failed", kind->handler->name);
             _exit(WORKER_EXIT_SETUP);
         }
     }
+}
+
+/* A graceful exit gives handlers the chance to close what they opened. */
+static _Noreturn void exit_gracefully(struct worker *w)
+{
+    for (unsigned k = 0; k < w->a->nkinds; k++) {
+        const struct worker_kind *kind = &w->a->kinds[k];
+        if (kind->handler && kind->handler->fini && w->ctx[k])
+            kind->handler->fini(w->ctx[k]);
+    }
+    _exit(0);
 }
 
 static void notify_supervisor(struct worker *w)
@@ -156,7 +169,7 @@ static bool canary_intact(const uint8_t *out, size_t cap)
 
 /* The handler wrote past its buffer, or says it did: the job fails, with a
  * sentence saying so, and nothing of what it wrote leaves the worker. */
-static enum job_status overrun(struct worker *w, const struct job_desc *d, struct handler_job *hj)
+static enum job_status overrun(struct worker *w, const struct job_desc *d, struct mqfork_job *hj)
 {
     const char *name = w->a->kinds[d->kind].handler->name;
     if (!w->overrun_logged) {
@@ -164,25 +177,31 @@ static enum job_status overrun(struct worker *w, const struct job_desc *d, struc
                   d->out_cap);
         w->overrun_logged = true; /* once per worker: a bad handler must not flood the log */
     }
-    handler_error(hj, "handler %s wrote past its output buffer (%u bytes)", name, d->out_cap);
+    mqfork_job_error(hj, "handler %s wrote past its output buffer (%u bytes)", name, d->out_cap);
     return JOB_E_FAILED;
 }
 
 static enum job_status run_job(struct worker *w, const struct job_desc *d, struct result_desc *r)
 {
     const struct segment *seg = w->a->seg;
-    struct handler_job hj = {
+    struct mqfork_job hj = {
         .in = seg->slab + d->in_off,
         .in_len = d->in_len,
         .out = scratch_buffer(&w->scratch, d->out_cap),
         .out_cap = d->out_cap,
         .state_fresh = d->flags & JOB_STREAM_FRESH,
+        .meta = {.flags = d->meta_flags, .lost = d->meta_lost, .time_us = d->meta_time_us},
     };
     if (d->stream_slot != JOB_NO_STREAM && w->hdr->stream_slot_size)
         hj.state = seg->streams + (size_t)d->stream_slot * w->hdr->stream_slot_size;
-    enum job_status st = w->a->kinds[d->kind].handler->run(w->ctx[d->kind], &hj);
-    if (hj.out_len > d->out_cap || !canary_intact(hj.out, d->out_cap))
+    enum job_status st = (enum job_status)w->a->kinds[d->kind].handler->run(w->ctx[d->kind], &hj);
+    if (hj.out_len > d->out_cap || !canary_intact(hj.out, d->out_cap)) {
         st = overrun(w, d, &hj);
+    } else if (st > JOB_E_FAILED) {
+        mqfork_job_error(&hj, "handler %s answered an unknown status (%d)",
+                         w->a->kinds[d->kind].handler->name, (int)st);
+        st = JOB_E_FAILED;
+    }
     memcpy(seg->slab + d->out_off, hj.out, hj.out_len);
     r->out_len = (uint32_t)hj.out_len;
     return st;
@@ -251,7 +270,7 @@ void worker_main(const struct worker_args *a)
     ring_attach(&w.results, seg_result_ring(a->seg, a->slot), cap, sizeof(struct result_desc),
                 true);
     scratch_map(&w.scratch, a->seg->hdr->slab_size);
-    setup_handlers(&w);
+    init_handlers(&w);
     atomic_store(&seg_worker_ctl(a->seg, a->slot)->ready, 1);
     notify_supervisor(&w);
 
@@ -259,7 +278,7 @@ void worker_main(const struct worker_args *a)
         struct job_desc d;
         next_job(&w, &d);
         if (d.kind == WORKER_EXIT_KIND)
-            _exit(0);
+            exit_gracefully(&w);
         handle(&w, &d);
     }
 }

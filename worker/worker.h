@@ -6,9 +6,8 @@
 
 #include <stdint.h>
 
-#include "conf/config.h"
+#include "mqfork/handler.h"
 #include "shm/segment.h"
-#include "worker/handler.h"
 
 /* Kind index of the control message that tells a worker to exit once it has
  * answered everything queued before it. */
@@ -18,8 +17,9 @@
 #define WORKER_EXIT_SETUP 70
 
 struct worker_kind {
-    const struct handler *handler;
-    const struct conf_params *params;
+    const struct mqfork_handler *handler;
+    const struct mqfork_params *params;
+    void *preloaded;
 };
 
 struct worker_args {
