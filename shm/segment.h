@@ -53,8 +53,9 @@ struct seg_header {
 
 /* Per-worker control area, at the start of each worker's area. */
 struct seg_worker_ctl {
-    _Atomic uint32_t ready; /* set by the worker once its handlers are set up */
-    uint32_t generation;    /* written by the supervisor before fork */
+    _Atomic uint32_t ready;        /* set by the worker once its handlers are set up */
+    uint32_t generation;           /* written by the supervisor before fork */
+    _Atomic uint32_t initializing; /* kind index + 1 whose init() runs now; 0: none */
 };
 
 /* The sizes a segment is made from (derived from the configuration). */

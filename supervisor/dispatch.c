@@ -310,6 +310,15 @@ static void answer_removed(struct engine *e, struct job *j)
     engine_finishf(e, j, JOB_E_SHUTDOWN, "route removed by reload");
 }
 
+/* A job whose handler cannot start (kinds.c) fails at once rather than
+ * wait for a worker that has it. */
+static void answer_failing(struct engine *e, struct job *j)
+{
+    const struct kind *k = &e->kinds[j->kind];
+    pending_remove(e, j);
+    engine_finishf(e, j, JOB_E_FAILED, "handler %s cannot start: %s", k->handler->name, k->failure);
+}
+
 /* While a reload recycles the pool, a job of a new or changed kind may find
  * no worker forked with its handler yet; jobs behind it that old workers
  * can run go on, up to SKIP_MAX passed over. Otherwise the queue's head
@@ -332,6 +341,10 @@ void dispatch(struct engine *e)
             }
             if (!e->kinds[j->kind].handler) {
                 answer_removed(e, j);
+                continue;
+            }
+            if (e->kinds[j->kind].failing) {
+                answer_failing(e, j);
                 continue;
             }
             struct worker *w = pick_worker(e, j);

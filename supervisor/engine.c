@@ -98,128 +98,6 @@ struct engine *engine_new(const struct conf *c, struct loop *loop, const struct 
     return e;
 }
 
-int kind_preload(const char *name, const struct mqfork_handler *h,
-                 const struct mqfork_params *params, void **out)
-{
-    *out = NULL;
-    if (!h->preload)
-        return 0;
-    if (!(*out = h->preload(params))) {
-        log_error("job kind '%s': the preload of handler %s failed", name, h->name);
-        return -1;
-    }
-    return 0;
-}
-
-static void kind_unload(struct kind *k)
-{
-    if (k->preloaded && k->handler->unload)
-        k->handler->unload(k->preloaded);
-    k->preloaded = NULL;
-}
-
-/* Fill kind slot IDX from handler H with PARAMS (checked by the caller).
- * Its stats block is bound later by engine_publish_kind. */
-int kind_define(struct engine *e, unsigned idx, const char *name, const struct mqfork_handler *h,
-                const struct conf_params *params, void *preloaded)
-{
-    struct kind *k = &e->kinds[idx];
-    if (k->handler)
-        kind_unload(k);
-    params_free(&k->params);
-    memset(k, 0, sizeof(*k));
-    snprintf(k->name, sizeof(k->name), "%s", name);
-    k->handler = h;
-    k->preloaded = preloaded;
-    if (params_copy(&k->params, params) < 0) {
-        kind_unload(k);
-        params_free(&k->params);
-        k->handler = NULL;
-        return -1;
-    }
-    if (h->out_bound)
-        h->out_bound(&k->params, &k->out);
-    k->state_size = h->state_size ? (uint32_t)h->state_size(&k->params) : 0;
-    /* Until a run was measured, assume a job of this kind fills a worker's
-     * whole budget: nothing is queued behind a job that may be slow. */
-    k->est_ns = (uint64_t)e->wconf.inflight_us * 1000;
-    k->since_gen = e->kinds_gen;
-    return 0;
-}
-
-/* The route of kind IDX is gone: refuse its new jobs from now on. Its name
- * and stats stay for the jobs still running on old workers. */
-void kind_undefine(struct engine *e, unsigned idx)
-{
-    struct kind *k = &e->kinds[idx];
-    kind_unload(k);
-    params_free(&k->params);
-    k->handler = NULL;
-    if (k->stats) {
-        seqlock_write_begin(&k->stats->lock);
-        k->stats->used = 0;
-        seqlock_write_end(&k->stats->lock);
-    }
-}
-
-int engine_add_kind(struct engine *e, const char *name, const char *handler,
-                    const struct conf_params *params)
-{
-    const struct mqfork_handler *h = registry_find(e->registry, handler);
-    if (e->started || e->nkinds >= SEG_MAX_KINDS || !h) {
-        log_error("cannot add job kind '%s': %s", name,
-                  !h           ? "no such handler"
-                  : e->started ? "pool already started"
-                               : "too many kinds");
-        return -1;
-    }
-    char err[256];
-    if (registry_check_params(h, params, err, sizeof(err)) < 0) {
-        log_error("job kind '%s': %s", name, err);
-        return -1;
-    }
-    /* Preloaded at engine_start, once the process runs as its user. */
-    if (kind_define(e, e->nkinds, name, h, params, NULL) < 0)
-        return -1;
-    return (int)e->nkinds++;
-}
-
-int engine_kind_by_name(const struct engine *e, const char *name)
-{
-    for (unsigned k = 0; k < e->nkinds; k++)
-        if (e->kinds[k].handler && strcmp(e->kinds[k].name, name) == 0)
-            return (int)k;
-    return -1;
-}
-
-uint64_t kind_out_capacity(const struct kind *k, uint64_t in_len)
-{
-    return handler_out_capacity(k->handler && k->handler->out_bound ? &k->out : NULL, in_len);
-}
-
-/* The slab must hold the largest block any job asks for. */
-static size_t largest_alloc(const struct engine *e)
-{
-    uint64_t max = e->limits.max_payload;
-    for (unsigned k = 0; k < e->nkinds; k++) {
-        uint64_t out = kind_out_capacity(&e->kinds[k], e->limits.max_payload);
-        if (out > max)
-            max = out;
-    }
-    return (size_t)max;
-}
-
-void engine_publish_kind(struct engine *e, unsigned k)
-{
-    struct stats_kind *s = &e->seg.kinds[k];
-    seqlock_write_begin(&s->lock);
-    s->used = 1;
-    snprintf(s->name, sizeof(s->name), "%s", e->kinds[k].name);
-    snprintf(s->handler, sizeof(s->handler), "%s", e->kinds[k].handler->name);
-    seqlock_write_end(&s->lock);
-    e->kinds[k].stats = s;
-}
-
 /* Only the supervisor's own group may read the segment once it runs as
  * the configured user; then drop before the first fork (see engine.h). */
 static int drop_privileges(struct engine *e)
@@ -248,10 +126,10 @@ int engine_start(struct engine *e)
         if (kind_preload(kd->name, kd->handler, &kd->params, &kd->preloaded) < 0)
             return -1;
     }
-    e->max_alloc = largest_alloc(e);
+    e->max_alloc = kinds_largest_alloc(e);
     if (slab_init(&e->slab, e->seg.slab, e->seg.hdr->slab_size, e->max_alloc) < 0) {
         log_error("limits.slab_mb (%u MiB) cannot hold a job of %zu bytes", e->limits.slab_mb,
-                  largest_alloc(e));
+                  kinds_largest_alloc(e));
         return -1;
     }
     e->seg.hdr->stream_slot_size = e->stream_slot_size;
@@ -489,6 +367,7 @@ static void tick(struct engine *e)
 {
     dispatch_expire(e);
     pool_tick(e);
+    kinds_retry(e);
     if (e->now_ns >= e->next_sample_ns) {
         e->next_sample_ns = e->now_ns + 1000000000;
         sample_rates(e);

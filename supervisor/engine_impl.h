@@ -87,6 +87,12 @@ struct kind {
     uint32_t since_gen;
     /* handler == NULL: the route was removed by a reload; the index stays
      * reserved while old workers may still hold its jobs. */
+    /* Its handler's init() killed this many new workers in a row; past a
+     * few it is set aside (failing) until retry_at_ns (kinds.c). */
+    uint32_t init_failures;
+    bool failing;
+    uint64_t retry_at_ns;
+    char failure[64]; /* what its init did, for the error reports */
 };
 
 /* The autoscaler's state (scale.c). */
@@ -204,6 +210,14 @@ static inline void engine_wake_at(struct engine *e, uint64_t at_ns)
 }
 
 /* engine.c */
+/* kinds.c */
+size_t kinds_largest_alloc(const struct engine *e);
+/* A worker died in kind K's init(), HOW ("crashed: signal 11"). */
+void kind_init_died(struct engine *e, unsigned k, const char *how);
+/* A worker started: every kind it took up is healthy. */
+void kinds_started(struct engine *e);
+/* Take set-aside kinds whose retry time has come back into new workers. */
+void kinds_retry(struct engine *e);
 /* Output buffer for a job of IN_LEN bytes of kind K, error text included. */
 uint64_t kind_out_capacity(const struct kind *k, uint64_t in_len);
 /* Fill kind slot IDX; it takes PRELOADED (kind_preload's result, or NULL). */

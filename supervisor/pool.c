@@ -101,6 +101,7 @@ static void reset_slot(struct engine *e, struct worker *w)
                 false);
     struct seg_worker_ctl *ctl = seg_worker_ctl(&e->seg, w->slot);
     atomic_store(&ctl->ready, 0);
+    atomic_store(&ctl->initializing, 0);
     ctl->generation = ++w->generation;
     struct stats_worker *s = &e->seg.workers_stats[w->slot];
     seqlock_write_begin(&s->self_lock);
@@ -118,9 +119,9 @@ static void reset_slot(struct engine *e, struct worker *w)
 static void fork_worker(struct engine *e, struct worker *w)
 {
     struct worker_kind kinds[SEG_MAX_KINDS];
-    for (unsigned k = 0; k < e->nkinds; k++)
-        kinds[k] = (struct worker_kind){e->kinds[k].handler, &e->kinds[k].params,
-                                        e->kinds[k].preloaded}; /* NULL handler: removed */
+    for (unsigned k = 0; k < e->nkinds; k++) /* NULL handler: removed, or set aside */
+        kinds[k] = (struct worker_kind){e->kinds[k].failing ? NULL : e->kinds[k].handler,
+                                        &e->kinds[k].params, e->kinds[k].preloaded};
     struct worker_args args = {
         .seg = &e->seg,
         .slot = w->slot,
@@ -277,6 +278,7 @@ bool pool_collect(struct engine *e)
                 continue;
             w->state = w->retiring ? WORKER_DRAINING : WORKER_IDLE;
             w->ready_ns = e->now_ns;
+            kinds_started(e);
             pool_publish_worker(e, w);
             log_debug("worker %u: ready after %.1f ms", i,
                       (double)(e->now_ns - w->spawned_ns) / 1e6);
@@ -364,6 +366,16 @@ static void describe_death(const struct worker *w, const siginfo_t *si, const st
     (void)e;
 }
 
+/* A worker that died while it ran a handler's init() blames that handler
+ * (it says whose init runs in its control area; read it only while the
+ * worker was starting, since a wild worker could write anything there). */
+static void blame_init(struct engine *e, struct worker *w, const char *how)
+{
+    uint32_t k = atomic_load(&seg_worker_ctl(&e->seg, w->slot)->initializing);
+    if (w->state == WORKER_STARTING && !w->killed && k > 0 && k <= e->nkinds)
+        kind_init_died(e, k - 1, how);
+}
+
 /* When W's slot may fork again: at once after a worker that lived a while,
  * with a doubling delay while the slot keeps dying young. */
 static void schedule_respawn(struct engine *e, struct worker *w, bool crashed)
@@ -419,6 +431,7 @@ static void reap(struct engine *e, struct worker *w)
         log_debug("worker %u (pid %d) retired before it was ready", w->slot, (int)w->pid);
     } else if (!clean) {
         describe_death(w, &si, e, reason, sizeof(reason));
+        blame_init(e, w, reason);
         if (w->killed != DEATH_TIMEOUT && w->killed != DEATH_RETIRED)
             e->g.crashed++;
         record_crash(e, w, &si);

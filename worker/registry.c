@@ -118,13 +118,25 @@ static int load_plugin(struct registry *r, const char *path, char *why, size_t l
     return -1;
 }
 
+/* A relative path is relative to the configuration file's directory, not
+ * to wherever the daemon was started from (/ under systemd). */
+static void plugin_path(const struct conf *c, const char *path, char *out, size_t len)
+{
+    const char *slash = c->path ? strrchr(c->path, '/') : NULL;
+    if (path[0] == '/' || !slash)
+        snprintf(out, len, "%s", path);
+    else
+        snprintf(out, len, "%.*s/%s", (int)(slash - c->path), c->path, path);
+}
+
 int registry_load_plugins(struct registry *r, const struct conf *c, struct conf_diags *d)
 {
     int rc = 0;
     for (size_t i = 0; i < c->nplugins; i++) {
         const struct conf_plugin *p = &c->plugins[i];
-        char why[512];
-        if (load_plugin(r, p->path, why, sizeof(why)) < 0) {
+        char why[512], path[4096];
+        plugin_path(c, p->path, path, sizeof(path));
+        if (load_plugin(r, path, why, sizeof(why)) < 0) {
             conf_diag(d, file_of(c), p->line, p->column, "plugins[%zu]: %s: %s", i, p->path, why);
             rc = -1;
         }

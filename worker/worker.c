@@ -84,12 +84,16 @@ static void schedule_as_batch(void)
         log_debug("cannot run as SCHED_BATCH: %s", strerror(errno));
 }
 
+/* Each init() runs under a sign saying whose it is, so that if it kills us
+ * the supervisor knows which handler to blame. */
 static void init_handlers(struct worker *w)
 {
+    struct seg_worker_ctl *ctl = seg_worker_ctl(w->a->seg, w->a->slot);
     for (unsigned k = 0; k < w->a->nkinds; k++) {
         const struct worker_kind *kind = &w->a->kinds[k];
         if (!kind->handler || !kind->handler->init)
-            continue; /* a route removed by a reload: its index is never sent */
+            continue; /* removed by a reload, or set aside: its index is never sent */
+        atomic_store(&ctl->initializing, k + 1);
         struct mqfork_init in = {
             .params = kind->params, .preloaded = kind->preloaded, .worker = w->a->slot};
         w->ctx[k] = kind->handler->init(&in);
@@ -98,6 +102,7 @@ static void init_handlers(struct worker *w)
             _exit(WORKER_EXIT_SETUP);
         }
     }
+    atomic_store(&ctl->initializing, 0);
 }
 
 /* A graceful exit gives handlers the chance to close what they opened. */

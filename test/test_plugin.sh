@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# test_plugin.sh - a handler plugin built outside the tree, as a user builds
+# one: against the installed header, found with pkg-config. mqforkd -t
+# catches its param errors with file:line:column and refuses a plugin of
+# another ABI; the daemon runs it as a route through a real mosquitto; a
+# 64 MiB preload is shared by the workers, not copied; a handler whose init
+# crashes is set aside while the other routes keep their workers.
+#
+#   test_plugin.sh MQFORKD BUILD_DIR SOURCE_DIR
+set -u
+MQFORKD=$1
+BUILD=$2
+SRC=$3
+TMP=$(mktemp -d)
+FAILS=0
+BROKER_PID=
+DAEMON_PID=
+SUB_PID=
+INSTANCE=plug-$$
+
+cleanup() {
+    for p in $SUB_PID $DAEMON_PID $BROKER_PID; do kill -9 "$p" 2>/dev/null; done
+    wait 2>/dev/null
+    rm -rf "$TMP"
+    rm -f "/dev/shm/mqfork.$INSTANCE"
+}
+trap cleanup EXIT
+
+fail() {
+    echo "FAIL: $*" >&2
+    FAILS=$((FAILS + 1))
+}
+
+# Wait until the command succeeds, up to $1 seconds (a condition that an
+# event makes true; never a fixed sleep).
+wait_for() {
+    local limit=$1
+    shift
+    local end=$((SECONDS + limit))
+    until "$@"; do
+        [ $SECONDS -ge $end ] && return 1
+        sleep 0.02
+    done
+}
+
+# ---- build the plugin as a user would -------------------------------------
+
+meson install -C "$BUILD" --no-rebuild --tags devel --destdir "$TMP/root" >"$TMP/install.log" 2>&1 ||
+    { cat "$TMP/install.log"; fail "meson install of the header"; exit 1; }
+PC=$(find "$TMP/root" -name mqfork-handler.pc | head -n 1)
+[ -n "$PC" ] || { fail "no mqfork-handler.pc installed"; exit 1; }
+export PKG_CONFIG_PATH=${PC%/*} PKG_CONFIG_SYSROOT_DIR=$TMP/root
+CFLAGS=$(pkg-config --cflags mqfork-handler) || { fail "pkg-config mqfork-handler"; exit 1; }
+case "$CFLAGS" in *"$TMP/root"*) ;; *) fail "cflags do not point into the install: $CFLAGS" ;; esac
+build() { # OUT [CC flags...]
+    local out=$1
+    shift
+    cc -shared -fPIC -std=gnu17 -Wall -Wextra -Werror -o "$TMP/$out" \
+        "$SRC/plugin/example.c" $CFLAGS "$@"
+}
+build example.so || { fail "the example plugin does not build"; exit 1; }
+build example-abi.so -DEXAMPLE_ABI=999 || fail "the wrong-ABI plugin does not build"
+
+# ---- mqforkd -t ------------------------------------------------------------
+
+cat >"$TMP/bad.yaml" <<EOF
+instance: $INSTANCE
+plugins:
+  - example.so
+routes:
+  - name: up
+    subscribe: up/+/in
+    job: example.upper
+    params:
+      preload_mb: 5000
+      colour: red
+EOF
+out=$("$MQFORKD" -t -c "$TMP/bad.yaml" 2>&1) && fail "-t accepted bad params"
+grep -qF "$TMP/bad.yaml:9:7: error: routes[0].params.preload_mb: 5000 is out of range (0..1024)" <<<"$out" ||
+    fail "-t does not place the preload_mb error: $out"
+grep -qF "$TMP/bad.yaml:10:7: error: routes[0].params.colour: unknown param for example.upper" <<<"$out" ||
+    fail "-t reports only the first problem: $out"
+
+sed -e 's/example.so/example-abi.so/' -e '/preload_mb/d' -e '/colour/d' "$TMP/bad.yaml" >"$TMP/abi.yaml"
+out=$("$MQFORKD" -t -c "$TMP/abi.yaml" 2>&1) && fail "-t accepted a plugin of another ABI"
+grep -qF "$TMP/abi.yaml:3:5: error: plugins[0]: example-abi.so: built for handler ABI 999; this mqforkd has ABI 1" <<<"$out" ||
+    fail "no clear ABI message: $out"
+
+# ---- a private broker -------------------------------------------------------
+
+start_broker() {
+    local try
+    for try in 1 2 3 4 5; do
+        PORT=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+        printf 'listener %d 127.0.0.1\nallow_anonymous true\n' "$PORT" >"$TMP/mosquitto.conf"
+        mosquitto -c "$TMP/mosquitto.conf" >"$TMP/mosquitto.log" 2>&1 &
+        BROKER_PID=$!
+        if wait_for 5 mosquitto_pub -h 127.0.0.1 -p "$PORT" -t probe -m x 2>/dev/null; then
+            return 0
+        fi
+        kill -9 "$BROKER_PID" 2>/dev/null
+    done
+    return 1
+}
+start_broker || { fail "mosquitto does not start"; exit 1; }
+
+# ---- the plugin as a route --------------------------------------------------
+
+cat >"$TMP/run.yaml" <<EOF
+instance: $INSTANCE
+broker:
+  host: 127.0.0.1
+  port: $PORT
+plugins:
+  - example.so
+workers:
+  min: 2
+  max: 2
+errors:
+  topic: err/$INSTANCE
+routes:
+  - name: echo
+    subscribe: e/+/in
+    job: test.echo
+    reply: e/{1}/out
+  - name: up
+    subscribe: up/+/in
+    job: example.upper
+    reply: up/{1}/out
+    params:
+      prefix: ">"
+      preload_mb: 64
+  - name: broken
+    subscribe: b/+/in
+    job: example.upper
+    reply: b/{1}/out
+    params:
+      crash_init: true
+EOF
+"$MQFORKD" -t -c "$TMP/run.yaml" >/dev/null 2>&1 || fail "-t rejects the good configuration"
+
+mosquitto_sub -h 127.0.0.1 -p "$PORT" -v -t "mqfork/$INSTANCE/status" -t 'e/#' -t 'up/#' \
+    -t 'b/#' -t "err/$INSTANCE" >"$TMP/sub.out" 2>&1 &
+SUB_PID=$!
+"$MQFORKD" -c "$TMP/run.yaml" >"$TMP/daemon.log" 2>&1 &
+DAEMON_PID=$!
+wait_for 20 grep -q '"online"\|online' "$TMP/sub.out" || fail "the daemon never came online"
+
+pub() { mosquitto_pub -h 127.0.0.1 -p "$PORT" -t "$1" -m "$2"; }
+# The echo route answers even while the broken route's workers die.
+echoed() {
+    pub e/a/in ping
+    grep -q '^e/a/out ping' "$TMP/sub.out"
+}
+wait_for 20 echoed || fail "the echo route does not answer beside a crashing init"
+wait_for 20 grep -q 'in init 2 times in a row' "$TMP/daemon.log" ||
+    fail "the crashing init was never set aside: $(tail -5 "$TMP/daemon.log")"
+pub up/a/in hello
+wait_for 20 grep -q '^up/a/out >HELLO' "$TMP/sub.out" || fail "the plugin route does not answer"
+pub b/a/in hello
+wait_for 20 grep -q "^err/$INSTANCE .*cannot start" "$TMP/sub.out" ||
+    fail "a job of the set-aside route gets no error report"
+grep -q '^b/a/out' "$TMP/sub.out" && fail "the set-aside route answered"
+kill -0 "$DAEMON_PID" 2>/dev/null || fail "the daemon died"
+
+# ---- the preload is shared, not copied --------------------------------------
+
+kb() { # FIELD PID: a field of smaps_rollup in kB
+    awk -v f="$1:" '$1 == f { print $2 }' "/proc/$2/smaps_rollup"
+}
+workers=$(pgrep -P "$DAEMON_PID" -f 'mqforkd: worker')
+[ "$(wc -w <<<"$workers")" -eq 2 ] || fail "2 workers expected, found: $workers"
+for w in $workers; do
+    private=$(($(kb Private_Dirty "$w") + $(kb Private_Clean "$w")))
+    shared=$(($(kb Shared_Dirty "$w") + $(kb Shared_Clean "$w")))
+    echo "worker $w: private $((private / 1024)) MiB, shared $((shared / 1024)) MiB"
+    [ "$private" -lt $((16 * 1024)) ] || fail "worker $w holds $((private / 1024)) MiB privately"
+    [ "$shared" -ge $((64 * 1024)) ] || fail "worker $w shares only $((shared / 1024)) MiB"
+done
+
+kill -TERM "$DAEMON_PID"
+wait "$DAEMON_PID"
+rc=$?
+DAEMON_PID=
+[ "$rc" -eq 0 ] || fail "the daemon exited $rc on SIGTERM"
+
+if [ "$FAILS" -gt 0 ]; then
+    echo "--- daemon log" >&2
+    tail -20 "$TMP/daemon.log" >&2
+    exit 1
+fi
+echo "test_plugin: all checks passed"
