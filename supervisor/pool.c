@@ -25,7 +25,7 @@
 #include "supervisor/loop.h"
 
 #define WORKER_SPIN_NS   50000
-#define BACKOFF_FIRST_NS 10000000 /* second crash in a row: wait 10 ms, then double */
+#define BACKOFF_FIRST_NS UINT64_C(10000000) /* second crash in a row: wait 10 ms, then double */
 
 static void on_worker_exit(void *ctx, int events);
 

@@ -317,23 +317,26 @@ static void test_hang_timeout(void)
 static void test_crash_loop_backoff(void)
 {
     struct fixture f;
-    enum { N = 8 };
+    enum { N = 16, DEATHS = 14 };
     fixture_init(&f, "backoff", N);
     f.conf.workers.min = f.conf.workers.max = 1;
     f.conf.workers.backoff_max_s = 0.1;
     f.conf.workers.stable_s = 1.0;
     fixture_start(&f);
     double t0 = fixture_now();
-    for (size_t i = 0; i < 6; i++)
+    for (size_t i = 0; i < DEATHS; i++)
         T_REQUIRE(fixture_submit(&f, i, f.crash, "segv", 4, NULL, PRIO_NORMAL, 0, 0) == JOB_OK,
                   "crash accepted");
-    size_t n = 6;
+    size_t n = DEATHS;
     T_CHECK(fixture_run_until(&f, fixture_all_answered, &n, 20), "all answered");
     double took = fixture_now() - t0;
     const struct segment *s = engine_segment(f.e);
     /* delays before each restart: 0, 10, 20, 40, 80 ms, then 100 (capped)
-     * after the sixth death, whose job is answered at once */
-    T_CHECK(took >= 0.15, "six deaths in a row took %.3f s, backoff should make it >= 0.15", took);
+     * from the sixth death on, however long the streak: the doubling must
+     * neither overflow nor come back down */
+    T_CHECK(took >= 0.15 + 0.1 * (DEATHS - 6),
+            "%d deaths in a row took %.3f s, backoff should make it >= %.2f", DEATHS, took,
+            0.15 + 0.1 * (DEATHS - 6));
     T_CHECK(s->workers_stats[0].backoff_ms == 100, "backoff capped at 100 ms, shows %lu",
             (unsigned long)s->workers_stats[0].backoff_ms);
     T_CHECK(fixture_run_until(&f, fixture_pool_ready, NULL, 5), "slot live again");
@@ -341,9 +344,9 @@ static void test_crash_loop_backoff(void)
     double live_since = fixture_now();
     while (fixture_now() - live_since < 1.1)
         engine_turn(f.e, 50000000);
-    T_REQUIRE(fixture_submit(&f, 6, f.crash, "segv", 4, NULL, PRIO_NORMAL, 0, 0) == JOB_OK,
+    T_REQUIRE(fixture_submit(&f, DEATHS, f.crash, "segv", 4, NULL, PRIO_NORMAL, 0, 0) == JOB_OK,
               "crash accepted");
-    n = 7;
+    n = DEATHS + 1;
     T_CHECK(fixture_run_until(&f, fixture_all_answered, &n, 5), "answered");
     T_CHECK(s->workers_stats[0].backoff_ms == 0, "backoff reset after a stable worker (shows %lu)",
             (unsigned long)s->workers_stats[0].backoff_ms);
