@@ -94,12 +94,9 @@ static void set_name(struct segment *s, const char *instance)
     snprintf(s->name, sizeof(s->name), "/mqfork.%s", instance);
 }
 
-/* An existing segment of the same name: refuse if its owner lives, else remove it. */
-static int clear_stale(struct segment *s, pid_t *other_pid)
+/* The pid a segment's header names, read for the log only; 0 if none. */
+static pid_t header_pid(int fd)
 {
-    int fd = shm_open(s->name, O_RDONLY | O_CLOEXEC, 0);
-    if (fd < 0)
-        return errno == ENOENT ? 0 : -1;
     struct stat st;
     struct seg_header h = {0};
     if (fstat(fd, &st) == 0 && (size_t)st.st_size >= sizeof(h)) {
@@ -109,23 +106,42 @@ static int clear_stale(struct segment *s, pid_t *other_pid)
             munmap(m, sizeof(h));
         }
     }
-    close(fd);
-    if (h.magic == SEG_MAGIC && h.pid != getpid() && seg_owner_alive(&h)) {
-        if (other_pid)
-            *other_pid = h.pid;
-        errno = EEXIST;
-        return -1;
-    }
-    return shm_unlink(s->name) < 0 && errno != ENOENT ? -1 : 0;
+    return h.magic == SEG_MAGIC && h.pid > 0 ? h.pid : 0;
+}
+
+/* Whatever has our name now belongs to no live instance (the caller holds
+ * the instance lock): a crashed run's segment, or something a stranger
+ * planted. Nothing in it is trusted; it goes. */
+static int remove_stale(struct segment *s, pid_t *stale_pid)
+{
+    int fd = shm_open(s->name, O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0 && errno == ENOENT)
+        return 0;
+    *stale_pid = fd >= 0 ? header_pid(fd) : 0;
+    if (*stale_pid == 0)
+        *stale_pid = -1;
+    if (fd >= 0)
+        close(fd);
+    if (shm_unlink(s->name) == 0 || errno == ENOENT)
+        return 0;
+    /* Root without CAP_FOWNER (the shipped unit) may not unlink a file its
+     * daemon user owns in sticky /dev/shm, but may take it back first. */
+    char path[sizeof(s->name) + 16];
+    snprintf(path, sizeof(path), "/dev/shm%s", s->name);
+    if ((errno == EPERM || errno == EACCES) && chown(path, geteuid(), getegid()) == 0 &&
+        shm_unlink(s->name) == 0)
+        return 0;
+    return -1;
 }
 
 int seg_create(struct segment *s, const char *instance, const struct seg_geometry *g,
-               pid_t *other_pid)
+               pid_t *stale_pid)
 {
     memset(s, 0, sizeof(*s));
     s->fd = -1;
     set_name(s, instance);
-    if (clear_stale(s, other_pid) < 0)
+    *stale_pid = 0;
+    if (remove_stale(s, stale_pid) < 0)
         return -1;
 
     struct seg_header h = {0};

@@ -87,10 +87,12 @@ struct segment {
     uint64_t worker_stride, job_ring_off, result_ring_off;
 };
 
-/* Create the segment of INSTANCE. A stale one (its supervisor is dead) is
- * replaced; a live one is an error (errno EEXIST, *other_pid set). */
+/* Create the segment of INSTANCE; the caller holds the instance lock
+ * (shm/lock.h), so whatever has the name already is stale, or forged, and
+ * is removed unread: *STALE_PID is then the pid its header named, -1 when
+ * it named none, and 0 when there was nothing. */
 int seg_create(struct segment *s, const char *instance, const struct seg_geometry *g,
-               pid_t *other_pid);
+               pid_t *stale_pid);
 
 /* Map INSTANCE's segment read-only. Returns 0, or -1 with errno: ENOENT (no
  * such instance), EACCES (not allowed), EPROTO (bad magic or other layout

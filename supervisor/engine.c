@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "shm/lock.h"
 #include "supervisor/engine_impl.h"
 #include "supervisor/log.h"
 #include "supervisor/loop.h"
@@ -64,14 +65,24 @@ static int make_segment(struct engine *e)
         .slab_size = (uint64_t)e->limits.slab_mb << 20,
     };
     pid_t other = 0;
-    if (seg_create(&e->seg, e->instance, &g, &other) < 0) {
+    char why[512];
+    e->lock_fd = instance_lock(e->instance, &other, why, sizeof(why));
+    if (e->lock_fd < 0) {
         if (errno == EEXIST)
             log_error("instance '%s' is already running as pid %d", e->instance, (int)other);
         else
-            log_error("cannot create shared memory for instance '%s': %s", e->instance,
-                      strerror(errno));
+            log_error("instance '%s': %s", e->instance, why);
         return -1;
     }
+    if (seg_create(&e->seg, e->instance, &g, &other) < 0) {
+        log_error("cannot create shared memory /dev/shm%s for instance '%s': %s", e->seg.name,
+                  e->instance, strerror(errno));
+        return -1;
+    }
+    if (other > 0)
+        log_warn("replaced the stale segment /dev/shm%s of pid %d", e->seg.name, (int)other);
+    else if (other < 0)
+        log_warn("replaced a stale segment /dev/shm%s of unknown origin", e->seg.name);
     return 0;
 }
 
@@ -87,6 +98,7 @@ struct engine *engine_new(const struct conf *c, struct loop *loop, const struct 
     snprintf(e->instance, sizeof(e->instance), "%s", c->instance);
     e->loop = loop;
     e->efd = -1;
+    e->lock_fd = -1;
     e->accepting = true;
     e->target = c->workers.min;
     e->nslots = c->workers.max;
@@ -538,6 +550,8 @@ void engine_free(struct engine *e)
         slab_destroy(&e->slab);
         seg_close(&e->seg, true);
     }
+    if (e->lock_fd >= 0)
+        close(e->lock_fd);
     free(e);
 }
 

@@ -149,7 +149,8 @@ struct engine {
     struct loop *loop;
     struct segment seg;
     struct slab slab;
-    int efd; /* workers write it to wake us */
+    int efd;     /* workers write it to wake us */
+    int lock_fd; /* the instance lock (shm/lock.h), held for our whole life */
     struct loop_watch *efd_watch;
     bool started, accepting;
     bool spin; /* the last wait for results was short: poll before sleeping */

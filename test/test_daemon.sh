@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # test_daemon.sh - mqforkd seen from outside, as an operator sees it: the
 # configuration check, the segment in /dev/shm, the worker processes in ps,
-# kill -9 of a worker, a second instance, a stale segment, SIGTERM.
+# kill -9 of a worker, a second instance, a stale segment, SIGTERM; as
+# root also a segment a stranger forged, and a restart after a crash under
+# the shipped unit's capabilities with `user:` set.
 #
 #   test_daemon.sh MQFORKD TEST_SOURCE_DIR
 set -u
@@ -149,6 +151,60 @@ wait_for 10 count_workers 2 || fail "did not start over a stale segment: $(tail 
 kill -TERM "$DAEMON_PID"
 wait "$DAEMON_PID"
 DAEMON_PID=
+
+# --- as root: what a stranger and the unit's capabilities cannot stop --------
+# Little-endian bytes of $1 in $2 bytes, for a forged header.
+le() {
+    local i
+    for ((i = 0; i < $2; i++)); do
+        printf "\\x$(printf %02x $((($1 >> (8 * i)) & 255)))"
+    done
+}
+
+if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null; then
+    # A 4 KiB header claiming pid 1, with pid 1's real start time, written
+    # by nobody where the segment goes: the daemon starts anyway.
+    start1=$(awk '{ print $22 }' /proc/1/stat)
+    { printf 'MQFORKSG'; le 2 4; le 4096 4; le 4096 8; le 1 4; le 0 4; le "$start1" 8; } |
+        setpriv --reuid=nobody --regid=nogroup --clear-groups \
+            sh -c "cat >$SEG && truncate -s 4096 $SEG"
+    [ "$(stat -c %U "$SEG" 2>/dev/null)" = nobody ] || fail "could not forge a segment as nobody"
+    start_daemon
+    wait_for 10 count_workers 2 || fail "a forged segment kept the daemon from starting: $(tail -3 "$TMP/log")"
+    grep -q "replaced the stale segment /dev/shm/mqfork.$INSTANCE of pid 1" "$TMP/log" ||
+        fail "replacing the forged segment is not logged"
+    kill -TERM "$DAEMON_PID"
+    wait "$DAEMON_PID"
+    DAEMON_PID=
+
+    # With user: nobody the segment is nobody's; after a crash, root with
+    # only the unit's bounding set (CAP_SETUID, CAP_SETGID, CAP_CHOWN) must
+    # still be able to replace it.
+    UCONF=$TMP/user.yaml
+    { echo "user: nobody"; cat "$CONF"; } >"$UCONF"
+    unit_caps=$(sed -n 's/^CapabilityBoundingSet=//p' "$SRC/../conf/mqforkd.service" |
+        tr ' ' '\n' | sed 's/^CAP_//' | tr 'A-Z' 'a-z' | sed 's/^/+/' | paste -sd, -)
+    start_as_unit() {
+        setpriv --bounding-set "-all,$unit_caps" "$MQFORKD" -c "$UCONF" 2>>"$TMP/log" &
+        DAEMON_PID=$!
+    }
+    start_as_unit
+    wait_for 10 count_workers 2 || fail "no workers under the unit's capabilities: $(tail -3 "$TMP/log")"
+    [ "$(stat -c %U "$SEG" 2>/dev/null)" = nobody ] || fail "the segment is not nobody's"
+    old_workers=$(workers_of "$DAEMON_PID")
+    kill -9 "$DAEMON_PID"
+    wait "$DAEMON_PID" 2>/dev/null
+    for p in $old_workers; do
+        wait_for 5 sh -c "! kill -0 $p 2>/dev/null" || fail "worker $p outlived a killed supervisor"
+    done
+    start_as_unit
+    wait_for 10 count_workers 2 || fail "no restart after a crash under the unit's capabilities: $(tail -3 "$TMP/log")"
+    kill -TERM "$DAEMON_PID"
+    wait "$DAEMON_PID"
+    DAEMON_PID=
+else
+    echo "test_daemon: not root: skipping the forged segment and the unit's capabilities"
+fi
 
 if [ $FAILS -ne 0 ]; then
     echo "--- daemon log" >&2

@@ -429,7 +429,8 @@ static void test_stale(void)
     if (pid == 0) {
         struct segment s;
         struct seg_geometry g = {.max_workers = 1, .ring_cap = 64, .slab_size = 65536};
-        _exit(seg_create(&s, name, &g, NULL) == 0 ? 0 : 1); /* exits without unlinking */
+        pid_t stale;
+        _exit(seg_create(&s, name, &g, &stale) == 0 ? 0 : 1); /* exits without unlinking */
     }
     T_REQUIRE(wait_status(pid) == 0, "child made a segment");
     const char *argv[] = {stat_bin, "-1", "-n", name, NULL};
