@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
+#include <openssl/x509.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -364,8 +365,18 @@ static int configure(struct mqtt *m)
         mosquitto_username_pw_set(q, b->username, b->password) != MOSQ_ERR_SUCCESS)
         return -1;
     if (b->tls_enabled) {
+        /* Without ca_file, the system's store: what OpenSSL's default paths
+         * name (SSL_CERT_DIR and SSL_CERT_FILE included); libmosquitto
+         * wants a CA file or directory all the same. */
+        const char *capath = NULL;
+        if (!b->tls.ca_file) {
+            mosquitto_int_option(q, MOSQ_OPT_TLS_USE_OS_CERTS, 1);
+            capath = getenv(X509_get_default_cert_dir_env());
+            if (!capath)
+                capath = X509_get_default_cert_dir();
+        }
         int rc =
-            mosquitto_tls_set(q, b->tls.ca_file, NULL, b->tls.cert_file, b->tls.key_file, NULL);
+            mosquitto_tls_set(q, b->tls.ca_file, capath, b->tls.cert_file, b->tls.key_file, NULL);
         if (rc == MOSQ_ERR_SUCCESS)
             rc = mosquitto_tls_opts_set(q, b->tls.verify ? 1 : 0, NULL, NULL);
         if (rc == MOSQ_ERR_SUCCESS && !b->tls.verify)

@@ -765,6 +765,25 @@ static void test_tls(void)
     pub(&c, "e/t/in", "secret", 6);
     T_CHECK(wait_for(&c, "e/t/out", "secret", 1, 5), "echo through TLS");
     daemon_stop(&d);
+
+    /* An empty tls: trusts the system's store. The test's CA goes into a
+     * store of its own, which OpenSSL takes for the system's through
+     * SSL_CERT_DIR, so the machine's own store is left alone. */
+    char store[64] = "/tmp/mqfork-ca-XXXXXX", cmd[512];
+    T_REQUIRE(mkdtemp(store), "CA store");
+    snprintf(cmd, sizeof(cmd), "cp %s %s/test-ca.pem && openssl rehash %s", tb.ca_file, store,
+             store);
+    T_REQUIRE(system(cmd) == 0, "the test CA installed in the store");
+    setenv("SSL_CERT_DIR", store, 1);
+    struct daemon sys = {0};
+    daemon_start(&sys, &via_tls, "tls-system", "  reconnect_min_s: 0.2\n  tls:\n", echo_routes);
+    T_CHECK(daemon_online(&c, &sys), "daemon online over TLS with the system's CAs");
+    pub(&c, "e/s/in", "system", 6);
+    T_CHECK(wait_for(&c, "e/s/out", "system", 1, 5), "echo through TLS with the system's CAs");
+    daemon_stop(&sys);
+    unsetenv("SSL_CERT_DIR");
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", store);
+    T_CHECK(system(cmd) == 0, "CA store removed");
     client_close(&c);
     broker_stop(&tb);
 }
