@@ -30,6 +30,10 @@
 
 enum run_state { RUNNING, DRAINING, STOP_NOW };
 
+/* After a drain, how long results and error reports may take to reach the
+ * broker before the daemon exits anyway (counting what is left). */
+#define FLUSH_MAX_NS 10000000000ull
+
 struct daemon {
     struct conf conf;
     struct registry registry;
@@ -261,8 +265,11 @@ static int serve(const char *path)
     run(&d);
     rc = d.exit_code;
 out:
-    /* The engine first: jobs it abandons are reported through MQTT. */
+    /* The engine first: jobs it abandons are reported through MQTT, and a
+     * graceful exit hands every report to the broker before it goes. */
     engine_free(d.engine);
+    if (d.state == DRAINING)
+        mqtt_flush(d.mqtt, mono_ns() + FLUSH_MAX_NS);
     mqtt_free(d.mqtt);
     routes_free(d.routes);
     if (d.sfd >= 0)

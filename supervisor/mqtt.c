@@ -587,23 +587,40 @@ void mqtt_service(struct mqtt *m)
     }
 }
 
-/* Before we disconnect, every QoS 1 message (error reports, the offline
- * status) must have its PUBACK read: libmosquitto closes the socket right
- * after DISCONNECT, and closing with unread data makes the kernel send a
- * reset, on which the broker drops what it had not read yet. Bounded: we
- * are exiting. */
-static void wait_for_acks(struct mqtt *m)
+/* Before we disconnect, everything waiting must be written and every QoS 1
+ * message (error reports, the offline status) must have its PUBACK read:
+ * libmosquitto closes the socket right after DISCONNECT, and closing with
+ * unread data makes the kernel send a reset, on which the broker drops what
+ * it had not read yet. Until DEADLINE_NS: we are exiting. */
+static void deliver_all(struct mqtt *m, uint64_t deadline_ns)
 {
-    for (int i = 0; i < 100 && m->fd >= 0 && m->unacked > 0; i++) {
+    uint64_t now;
+    while (m->state == MQTT_CONNECTED && m->fd >= 0 && (m->q_head || m->in_library) &&
+           (now = now_ns()) < deadline_ns) {
+        flush_queue(m);
         struct pollfd p = {.fd = m->fd,
                            .events = POLLIN | (mosquitto_want_write(m->mosq) ? POLLOUT : 0)};
-        if (poll(&p, 1, 10) < 0)
+        uint64_t left_ms = (deadline_ns - now) / 1000000;
+        if (poll(&p, 1, left_ms < 10 ? (int)left_ms + 1 : 10) < 0)
             return;
         if ((p.revents & POLLOUT) && mosquitto_loop_write(m->mosq, 1) != MOSQ_ERR_SUCCESS)
             return;
-        if ((p.revents & POLLIN) && mosquitto_loop_read(m->mosq, 1) != MOSQ_ERR_SUCCESS)
-            return;
+        if (p.revents & POLLIN)
+            read_all(m);
     }
+}
+
+size_t mqtt_flush(struct mqtt *m, uint64_t deadline_ns)
+{
+    if (!m)
+        return 0;
+    deliver_all(m, deadline_ns);
+    size_t left = m->qlen + m->in_library;
+    if (left)
+        log_error("mqtt: %zu messages (results and error reports) could not be delivered "
+                  "before exit",
+                  left);
+    return left;
 }
 
 void mqtt_free(struct mqtt *m)
@@ -615,7 +632,7 @@ void mqtt_free(struct mqtt *m)
         status_json(m, "offline", offline, sizeof(offline));
         publish_now(m, m->status_topic, offline, strlen(offline), 1, true, NULL, 0);
         m->stopping = true;
-        wait_for_acks(m);
+        deliver_all(m, now_ns() + 1000000000u);
         mosquitto_disconnect_v5(m->mosq, 0, NULL);
     }
     m->state = MQTT_IDLE;

@@ -52,6 +52,11 @@ void mqtt_publish(struct mqtt *m, const char *topic, const void *payload, size_t
  * flushing what libmosquitto has to write. */
 void mqtt_service(struct mqtt *m);
 
+/* Before exit: hand the broker everything still waiting and read its
+ * acknowledgements, until DEADLINE_NS (CLOCK_MONOTONIC). Returns how many
+ * messages could not be delivered, which is also logged. */
+size_t mqtt_flush(struct mqtt *m, uint64_t deadline_ns);
+
 /* Publish the offline status, disconnect and free. */
 void mqtt_free(struct mqtt *m);
 

@@ -747,6 +747,53 @@ static void test_drain_timeout(struct broker *b)
     client_close(&c);
 }
 
+/* The daemon's log, until it says "abandoned N jobs": N, or 0. */
+static size_t abandoned_in_log(struct daemon *d, int limit_ms)
+{
+    char line[1024];
+    size_t n = 0;
+    double end = now_s() + limit_ms / 1000.0;
+    while (now_s() < end) {
+        const char *at;
+        if (proc_line(&d->p, line, sizeof(line), 100) >= 0 && (at = strstr(line, "abandoned ")) &&
+            sscanf(at, "abandoned %zu jobs", &n) == 1)
+            return n;
+    }
+    return 0;
+}
+
+/* SIGTERM with a backlog that outlasts shutdown_timeout_s: every job the
+ * log says was abandoned has its shutdown report on errors.topic before the
+ * daemon exits. */
+static void test_shutdown_reports(struct broker *b)
+{
+    enum { N = 600 };
+    struct client c;
+    struct daemon d = {0};
+    client_open(&c, b, "t-drain");
+    sub(&c, "#");
+    char routes[sizeof(echo_routes) + 64];
+    snprintf(routes, sizeof(routes), "%sshutdown_timeout_s: 0.2\n", echo_routes);
+    daemon_start(&d, b, "drain", NULL, routes);
+    T_REQUIRE(daemon_online(&c, &d), "daemon online");
+    for (int i = 0; i < N; i++)
+        pub(&c, "s/d/in", "100000", 6);
+    T_REQUIRE(wait_accepted(&d, N, 10), "the daemon accepted the backlog");
+    kill(d.p.pid, SIGTERM);
+    size_t abandoned = abandoned_in_log(&d, 10000);
+    int st;
+    T_CHECK(proc_wait(&d.p, 20000, &st) == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+            "the daemon exited 0");
+    T_CHECK(abandoned > N / 2, "most of the backlog abandoned (%zu)", abandoned);
+    char err[96];
+    snprintf(err, sizeof(err), "err/%s", d.instance);
+    wait_for(&c, err, "\"shutdown\"", abandoned, 10);
+    size_t reports = count_on(&c, err, "\"shutdown\"");
+    T_CHECK(reports == abandoned, "%zu of %zu abandoned jobs reported", reports, abandoned);
+    daemon_stop(&d);
+    client_close(&c);
+}
+
 static void test_tls(void)
 {
     struct broker tb;
@@ -828,6 +875,8 @@ int main(int argc, char **argv)
     test_stalled_broker(&b);
     fprintf(stderr, "-- test_drain_timeout\n");
     test_drain_timeout(&b);
+    fprintf(stderr, "-- test_shutdown_reports\n");
+    test_shutdown_reports(&b);
     fprintf(stderr, "-- test_broker_restart\n");
     test_broker_restart(&b);
     fprintf(stderr, "-- test_outbound_bound\n");
