@@ -254,7 +254,14 @@ static int make_passwd(struct broker *b, const struct broker_opts *o)
 {
     char *argv[] = {"mosquitto_passwd",  "-c", "-b", "passwd", (char *)o->username,
                     (char *)o->password, NULL};
-    return run_tool(b->dir, argv);
+    if (run_tool(b->dir, argv) < 0)
+        return -1;
+    for (const char *const *u = o->more_users; u && u[0] && u[1]; u += 2) {
+        char *add[] = {"mosquitto_passwd", "-b", "passwd", (char *)u[0], (char *)u[1], NULL};
+        if (run_tool(b->dir, add) < 0)
+            return -1;
+    }
+    return 0;
 }
 
 /* mosquitto.conf for this broker. Large queues so that load tests measure
@@ -283,6 +290,8 @@ static int write_conf(const struct broker *b, const struct broker_opts *o)
         fprintf(f, "allow_anonymous false\npassword_file %s/passwd\n", b->dir);
     else
         fprintf(f, "allow_anonymous true\n");
+    if (o->extra_conf)
+        fprintf(f, "%s\n", o->extra_conf);
     fprintf(f, "\nlistener %d 127.0.0.1\n", b->port);
     if (o->tls)
         fprintf(f,
@@ -491,8 +500,8 @@ int broker_start(struct broker *b, const struct broker_opts *o)
     memset(b, 0, sizeof(*b));
     if (!o)
         o = &plain;
-    if ((o->username != NULL) != (o->password != NULL)) {
-        fail("username and password go together");
+    if ((o->username != NULL) != (o->password != NULL) || (o->more_users && !o->username)) {
+        fail("username and password go together, and come before more_users");
         return -1;
     }
     if (prepare_dir(b) < 0 || start_janitor(b) < 0 || (o->tls && make_certs(b) < 0) ||

@@ -1,7 +1,8 @@
 /* broker.h - the integration-test harness for MQTT: a private mosquitto on a
- * free loopback port (optionally with a password file and a TLS listener
- * whose test CA and certificates it makes with the openssl command), and the
- * few process helpers tests need to run clients against it with deadlines. */
+ * free loopback port (optionally with a password file, extra configuration
+ * lines such as a plugin, and a TLS listener whose test CA and certificates
+ * it makes with the openssl command), and the few process helpers tests need
+ * to run clients against it with deadlines. */
 #ifndef MQFORK_TEST_BROKER_H
 #define MQFORK_TEST_BROKER_H
 
@@ -16,6 +17,8 @@ struct broker_opts {
     bool require_cert;    /* TLS clients must present a certificate from that CA */
     const char *username; /* with password: a password file, anonymous refused */
     const char *password;
+    const char *const *more_users; /* NULL-ended name, password, ...: also in that file */
+    const char *extra_conf;        /* lines added before the listeners (plugin, acl_file) */
 };
 
 struct broker {
