@@ -4,13 +4,14 @@
 
 # Every Debian package the build, the tests and the demo need, in one place.
 #   build:    meson ninja-build pkg-config gcc clang + the -dev libraries
+#             (mosquitto-dev: the broker plugin headers for mqfork_p2p.so)
 #   tests:    mosquitto (private broker), mosquitto-clients, openssl (TLS certs)
 #   demo/ops: espeak-ng + sox + opus-tools (voice samples), prometheus
 #             (promtool checks the -p exposition), tmux (demo panes)
 MQFORK_DEB_PACKAGES=(
     meson ninja-build pkg-config gcc clang
     libmosquitto-dev liburing-dev libopus-dev libyaml-dev libssl-dev
-    libsystemd-dev libcjson-dev libncurses-dev
+    libsystemd-dev libcjson-dev libncurses-dev mosquitto-dev
     mosquitto mosquitto-clients openssl
     espeak-ng sox opus-tools prometheus tmux
 )
