@@ -261,3 +261,60 @@ char *voice_tts_json(const char *session_id, const char *state, const char *text
         cJSON_AddStringToObject(o, "text", text);
     return print(o);
 }
+
+/* ---- the device side: the server's hello reply ---------------------------- */
+
+static int parse_udp(const cJSON *udp, struct voice_server_hello *h, char *why, size_t whylen)
+{
+    const cJSON *key = cJSON_GetObjectItemCaseSensitive(udp, "key");
+    const cJSON *nonce = cJSON_GetObjectItemCaseSensitive(udp, "nonce");
+    int port;
+    if (!cJSON_IsObject(udp))
+        return refuse(why, whylen, "hello reply has no udp object");
+    if (copy_string(udp, "server", h->server, sizeof(h->server), why, whylen) < 0)
+        return -1;
+    if (!h->server[0])
+        return refuse(why, whylen, "udp.server is missing or empty");
+    if (get_int(udp, "port", 1, 65535, &port, why, whylen) < 0)
+        return -1;
+    h->port = (uint16_t)port;
+    if (!cJSON_IsString(key) || voice_unhex(key->valuestring, h->key, VOICE_KEY_LEN) < 0)
+        return refuse(why, whylen, "udp.key is not %d hex digits", 2 * VOICE_KEY_LEN);
+    if (!cJSON_IsString(nonce) || voice_unhex(nonce->valuestring, h->nonce, VOICE_HDR_LEN) < 0)
+        return refuse(why, whylen, "udp.nonce is not %d hex digits", 2 * VOICE_HDR_LEN);
+    return 0;
+}
+
+static int parse_server_hello(const cJSON *o, struct voice_server_hello *h, char *why,
+                              size_t whylen)
+{
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(o, "type");
+    const cJSON *transport = cJSON_GetObjectItemCaseSensitive(o, "transport");
+    if (!cJSON_IsObject(o))
+        return refuse(why, whylen, "not a JSON object");
+    if (!cJSON_IsString(type) || strcmp(type->valuestring, "hello") != 0)
+        return refuse(why, whylen, "not a message of type \"hello\"");
+    if (!cJSON_IsString(transport) || strcmp(transport->valuestring, "udp") != 0)
+        return refuse(why, whylen, "transport must be \"udp\"");
+    if (copy_string(o, "session_id", h->session_id, sizeof(h->session_id), why, whylen) < 0)
+        return -1;
+    h->downlink = (struct voice_audio){.sample_rate = 24000, .channels = 1, .frame_ms = 60};
+    if (cJSON_GetObjectItemCaseSensitive(o, "audio_params") &&
+        parse_audio(o, &h->downlink, why, whylen) < 0)
+        return -1;
+    return parse_udp(cJSON_GetObjectItemCaseSensitive(o, "udp"), h, why, whylen);
+}
+
+int voice_server_hello_parse(const char *json, size_t len, struct voice_server_hello *h, char *why,
+                             size_t whylen)
+{
+    memset(h, 0, sizeof(*h));
+    if (len > VOICE_JSON_MAX)
+        return refuse(why, whylen, "%zu bytes is longer than %d", len, VOICE_JSON_MAX);
+    cJSON *o = cJSON_ParseWithLength(json, len);
+    if (!o)
+        return refuse(why, whylen, "not valid JSON");
+    int rc = parse_server_hello(o, h, why, whylen);
+    cJSON_Delete(o);
+    return rc;
+}

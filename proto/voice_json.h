@@ -66,4 +66,22 @@ char *voice_alert_json(const char *message);
 char *voice_stt_json(const char *session_id, const char *text);
 char *voice_tts_json(const char *session_id, const char *state, const char *text);
 
+/* ---- the device side: the server's hello reply as the firmware reads it
+ * (ParseServerHello): transport "udp"; udp.server a string, udp.port in
+ * 1..65535, udp.key and udp.nonce 32 hex digits each; session_id optional;
+ * audio_params optional (the downlink format, 24000 Hz 60 ms when absent). */
+struct voice_server_hello {
+    char session_id[VOICE_SESSION_LEN + 1]; /* "" when the reply has none */
+    char server[256];
+    uint16_t port;
+    uint8_t key[VOICE_KEY_LEN];
+    uint8_t nonce[VOICE_HDR_LEN];
+    struct voice_audio downlink;
+};
+
+/* Parse LEN bytes of JSON, a message of type "hello", into *H. 0, or -1
+ * with a sentence in WHY. */
+int voice_server_hello_parse(const char *json, size_t len, struct voice_server_hello *h, char *why,
+                             size_t whylen);
+
 #endif

@@ -1,8 +1,9 @@
 /* test_voice_proto.c - the voice device protocol's pure parts: datagram
  * headers (every reason to drop one), AES-128-CTR against the NIST vector
  * and as the firmware uses it, the control messages a device sends (as
- * the firmware writes them, and broken every way), and the server's
- * replies as the firmware reads them. */
+ * the firmware writes them, and broken every way), the server's replies
+ * as the firmware reads them, and the device side's parse of the hello
+ * reply (voice_server_hello_parse). */
 #include <cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -161,11 +162,82 @@ static void test_hello_reply(void)
     free(json);
 }
 
+/* The hello reply as a device reads it: what voice_hello_json writes comes
+ * back field for field; defaults as the firmware's; every broken reply is
+ * refused with a reason. */
+static void test_server_hello(void)
+{
+    struct voice_hello_reply r = {
+        .session_id = "s-42",
+        .server = "192.0.2.1",
+        .port = 9000,
+        .downlink = {.sample_rate = 16000, .channels = 1, .frame_ms = 60},
+    };
+    for (int i = 0; i < 16; i++) {
+        r.key[i] = (uint8_t)(255 - i);
+        r.nonce[i] = (uint8_t)(i * 3);
+    }
+    char *json = voice_hello_json(&r), why[256] = "";
+    struct voice_server_hello h;
+    T_REQUIRE(json, "reply built");
+    T_CHECK(voice_server_hello_parse(json, strlen(json), &h, why, sizeof(why)) == 0,
+            "our reply parses: %s", why);
+    T_CHECK(!strcmp(h.session_id, "s-42") && !strcmp(h.server, "192.0.2.1") && h.port == 9000 &&
+                !memcmp(h.key, r.key, 16) && !memcmp(h.nonce, r.nonce, 16),
+            "session, server, port, key, nonce");
+    T_CHECK(h.downlink.sample_rate == 16000 && h.downlink.frame_ms == 60, "downlink format");
+    free(json);
+    const char *bare = "{\"type\":\"hello\",\"transport\":\"udp\",\"udp\":{\"server\":\"h\","
+                       "\"port\":1,\"key\":\"000102030405060708090a0b0c0d0e0f\",\"nonce\":"
+                       "\"0100000012345678000000000000000f\"}}";
+    T_CHECK(voice_server_hello_parse(bare, strlen(bare), &h, why, sizeof(why)) == 0 &&
+                h.session_id[0] == '\0' && h.downlink.sample_rate == 24000 &&
+                h.downlink.frame_ms == 60 && h.downlink.channels == 1 && h.nonce[7] == 0x78,
+            "no session_id, no audio_params: the firmware's defaults (%s)", why);
+    static const struct {
+        const char *json, *why;
+    } bad[] = {
+        {"{\"type\":\"goodbye\"}", "type"},
+        {"{\"type\":\"hello\",\"transport\":\"websocket\"}", "transport"},
+        {"{\"type\":\"hello\",\"transport\":\"udp\"}", "udp object"},
+        {"{\"type\":\"hello\",\"transport\":\"udp\",\"udp\":{\"port\":1}}", "udp.server"},
+        {"{\"type\":\"hello\",\"transport\":\"udp\",\"udp\":{\"server\":\"h\",\"port\":0}}",
+         "'port'"},
+        {"{\"type\":\"hello\",\"transport\":\"udp\",\"udp\":{\"server\":\"h\",\"port\":"
+         "65536}}",
+         "'port'"},
+        {"{\"type\":\"hello\",\"transport\":\"udp\",\"udp\":{\"server\":\"h\",\"port\":1,"
+         "\"key\":\"0001\"}}",
+         "udp.key"},
+        {"{\"type\":\"hello\",\"transport\":\"udp\",\"udp\":{\"server\":\"h\",\"port\":1,"
+         "\"key\":\"000102030405060708090a0b0c0d0e0f\",\"nonce\":"
+         "\"zz00000012345678000000000000000f\"}}",
+         "udp.nonce"},
+        {"{\"type\":\"hello\",\"transport\":\"udp\",\"audio_params\":{\"format\":\"opus\","
+         "\"sample_rate\":44100,\"channels\":1,\"frame_duration\":60}}",
+         "44100"},
+        {"{\"type\":\"hello\",\"session_id\":\"0123456789012345678901234567890123456789x\"}",
+         "transport"},
+        {"{\"type\":\"hello\",\"transport\":\"udp\",\"session_id\":"
+         "\"0123456789012345678901234567890123456789x\"}",
+         "session_id"},
+        {"hello", "JSON"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        why[0] = '\0';
+        T_CHECK(voice_server_hello_parse(bad[i].json, strlen(bad[i].json), &h, why, sizeof(why)) <
+                        0 &&
+                    strstr(why, bad[i].why),
+                "reply refused with a reason naming '%s': %s", bad[i].why, why);
+    }
+}
+
 int main(void)
 {
     test_header();
     test_cipher();
     test_device_messages();
     test_hello_reply();
+    test_server_hello();
     T_DONE();
 }
