@@ -26,6 +26,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tools/numarg.h"
+
 #define EXIT_CONN       1
 #define EXIT_USAGE      2
 #define TOPIC_MAX       1024
@@ -165,28 +167,6 @@ static void usage(FILE *f)
           "echo server (the limit): answers each request on its v5 response topic, or\n"
           "  on the request topic with its last level in->out, copying correlation data.\n",
           f);
-}
-
-static bool parse_double(const char *s, double lo, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v) || v < lo)
-        return false;
-    *out = v;
-    return true;
-}
-
-static bool parse_long(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
 }
 
 enum {
