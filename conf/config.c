@@ -24,6 +24,8 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "proto/topic.h"
+
 /* ---- memory: a configuration is small; running out of memory while loading
  * it is not something the daemon can usefully recover from. */
 
@@ -620,20 +622,13 @@ static bool check_route_name(struct loader *ld, const yaml_node_t *n, const char
     return false;
 }
 
-#define TOPIC_MAX 65535 /* MQTT strings carry a 16-bit length */
-
-/* A topic to publish to: no wildcards. */
+/* A topic to publish to, as the broker will take it (topic_publish_problem). */
 static bool check_topic(struct loader *ld, const yaml_node_t *n, const char *path, const char *s)
 {
-    if (strlen(s) > TOPIC_MAX) {
-        report(ld, n, "%s: a topic is at most %d bytes long", path, TOPIC_MAX);
-        return false;
-    }
-    if (strpbrk(s, "+#")) {
-        report(ld, n, "%s: a topic to publish to must not contain '+' or '#'", path);
-        return false;
-    }
-    return true;
+    const char *problem = topic_publish_problem(s, strlen(s));
+    if (problem)
+        report(ld, n, "%s: cannot be published to: the topic %s", path, problem);
+    return !problem;
 }
 
 /* Check the levels of a topic filter: '#' only as the whole last level, '+'
@@ -673,8 +668,8 @@ static bool check_filter(struct loader *ld, const yaml_node_t *n, const char *pa
         report(ld, n, "%s: a topic filter must not be empty", path);
         return false;
     }
-    if (strlen(s) > TOPIC_MAX) {
-        report(ld, n, "%s: a topic filter is at most %d bytes long", path, TOPIC_MAX);
+    if (strlen(s) > TOPIC_MAX_BYTES) {
+        report(ld, n, "%s: a topic filter is at most %d bytes long", path, TOPIC_MAX_BYTES);
         return false;
     }
     const char *body = filter_body(s);
@@ -1061,6 +1056,28 @@ static void check_reference(struct loader *ld, const yaml_node_t *n, const char 
                filter, wild);
 }
 
+/* The shortest topic a reply template makes, each {N} taken as one
+ * character: when even that cannot be published to (too many levels, a
+ * control character), no reply of the route ever can. */
+static void check_reply_shortest(struct loader *ld, const yaml_node_t *n, const char *path,
+                                 const char *tpl)
+{
+    char *shortest = xstrdup(tpl); /* {N} is at least 3 characters: it only shrinks */
+    size_t o = 0;
+    for (const char *s = tpl, *end; *s; s++) {
+        if (*s == '{' && (end = strchr(s, '}'))) {
+            shortest[o++] = 'x';
+            s = end;
+        } else {
+            shortest[o++] = *s;
+        }
+    }
+    const char *problem = topic_publish_problem(shortest, o);
+    if (problem)
+        report(ld, n, "%s: no reply can be published: the topic it makes %s", path, problem);
+    free(shortest);
+}
+
 /* Check a reply or stream template: {N} stands for the level matched by the
  * Nth wildcard of the route's filter. A reply is published to, so its literal
  * text must not hold wildcards; what {N} expands to comes from a topic, which
@@ -1087,6 +1104,8 @@ static void check_template(struct loader *ld, const yaml_node_t *n, const char *
     }
     if (publish && literal_wild)
         report(ld, n, "%s: a topic to publish to must not contain '+' or '#'", path);
+    else if (publish)
+        check_reply_shortest(ld, n, path, tpl);
 }
 
 static void load_route(struct loader *ld, struct conf_route *r, const yaml_node_t *item,

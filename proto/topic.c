@@ -1,9 +1,13 @@
-/* topic.c - topic matching with wildcard capture, and template expansion
- * (see topic.h). */
+/* topic.c - topic matching with wildcard capture, template expansion, and
+ * the check of a topic to publish to (see topic.h). */
 #include "proto/topic.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x)  STRINGIFY_(x)
 
 const char *topic_filter_base(const char *filter)
 {
@@ -80,4 +84,62 @@ long topic_expand(const char *tmpl, const struct topic_levels *lv, char *out, si
     }
     out[n] = '\0';
     return (long)n;
+}
+
+/* Decode the UTF-8 sequence at S (N > 0 bytes left) into *CP. Returns its
+ * length, or 0 when it is ill-formed: a stray continuation byte, a truncated
+ * sequence, an overlong form, a surrogate or a value past U+10FFFF. */
+static size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
+{
+    static const uint32_t least[5] = {0, 0, 0x80, 0x800, 0x10000};
+    size_t len = s[0] < 0x80             ? 1
+                 : (s[0] & 0xe0) == 0xc0 ? 2
+                 : (s[0] & 0xf0) == 0xe0 ? 3
+                 : (s[0] & 0xf8) == 0xf0 ? 4
+                                         : 0;
+    if (len == 0 || len > n)
+        return 0;
+    uint32_t c = len == 1 ? s[0] : s[0] & (0x7fu >> len);
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        c = c << 6 | (s[i] & 0x3f);
+    }
+    if (c < least[len] || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+        return 0;
+    *cp = c;
+    return len;
+}
+
+/* Characters MQTT says a string should not hold; a broker may treat them as
+ * malformed and close the connection. */
+static bool unwelcome(uint32_t c)
+{
+    return c <= 0x1f || (c >= 0x7f && c <= 0x9f) || (c >= 0xfdd0 && c <= 0xfdef) ||
+           (c & 0xfffe) == 0xfffe;
+}
+
+const char *topic_publish_problem(const char *topic, size_t len)
+{
+    if (len == 0)
+        return "is empty";
+    if (len > TOPIC_MAX_BYTES)
+        return "is longer than " STRINGIFY(TOPIC_MAX_BYTES) " bytes";
+    const unsigned char *s = (const unsigned char *)topic;
+    size_t levels = 1;
+    for (size_t i = 0, n; i < len; i += n) {
+        uint32_t c;
+        if (!(n = utf8_decode(s + i, len - i, &c)))
+            return "is not valid UTF-8";
+        if (c == 0)
+            return "contains U+0000";
+        if (unwelcome(c))
+            return "contains a control character or a Unicode noncharacter";
+        if (c == '+' || c == '#')
+            return "contains the wildcard '+' or '#'";
+        levels += c == '/';
+    }
+    if (levels > TOPIC_MAX_LEVELS)
+        return "has more than " STRINGIFY(TOPIC_MAX_LEVELS) " levels";
+    return NULL;
 }

@@ -183,6 +183,13 @@ static enum job_status refuse(struct engine *e, uint32_t kind, enum job_status w
     return why;
 }
 
+void engine_count_refusal(struct engine *e, uint32_t kind, enum job_status reason)
+{
+    /* Kinds have their stats blocks once the engine has started. */
+    if ((unsigned)reason < JOB_STATUS_COUNT)
+        refuse(e, e->started ? kind : UINT32_MAX, reason);
+}
+
 enum job_status engine_submit(struct engine *e, const struct engine_job *r, uint64_t *id)
 {
     if (!e->started)

@@ -88,6 +88,11 @@ int engine_start(struct engine *e);
  * counted, and done is not called. */
 enum job_status engine_submit(struct engine *e, const struct engine_job *j, uint64_t *id);
 
+/* Count a job its source refused before offering it (a reply topic no
+ * broker would take, say), as engine_submit counts its own refusals: by
+ * REASON in the global block and in kind KIND's block. */
+void engine_count_refusal(struct engine *e, uint32_t kind, enum job_status reason);
+
 /* One round: collect results, dispatch, run timers and ready loop events;
  * when there was nothing to do, spin briefly and then sleep in the loop up
  * to WAIT_NS (< 0: until something happens; 0: never sleep). */

@@ -2,6 +2,7 @@
  * level and tag are process-wide on purpose: a process has one log. */
 #include "supervisor/log.h"
 
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,4 +67,28 @@ void log_msg(enum log_level level, const char *fmt, ...)
     /* One write per line, so lines of several processes never interleave. */
     ssize_t w = write(STDERR_FILENO, line, n);
     (void)w;
+}
+
+void log_rated(struct log_rate *r, enum log_level level, const char *fmt, ...)
+{
+    if (level < min_level)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    if (now < r->next_ns) {
+        r->held++;
+        return;
+    }
+    char text[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    if (r->held)
+        log_msg(level, "%s (and %" PRIu64 " more like it, not logged)", text, r->held);
+    else
+        log_msg(level, "%s", text);
+    r->held = 0;
+    r->next_ns = now + 1000000000u;
 }

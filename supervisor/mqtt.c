@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "proto/topic.h"
 #include "supervisor/log.h"
 #include "supervisor/loop.h"
 
@@ -67,12 +68,13 @@ struct mqtt {
     size_t nsubs;
     struct outbound *q_head, *q_tail;
     size_t qlen;
-    char status_topic[256];
+    char *status_topic; /* malloc'd: a configured one may be long */
     char client_id[128];
     struct {
         uint64_t reconnects, msgs_in, bytes_in, msgs_out, bytes_out, dropped;
     } n;
     bool changed;
+    struct log_rate bad_topic_log;
 };
 
 static uint64_t now_ns(void)
@@ -415,11 +417,12 @@ struct mqtt *mqtt_new(const struct conf *c, struct loop *loop, mqtt_message_fn o
              c->broker.client_id ? c->broker.client_id : "");
     if (!c->broker.client_id)
         snprintf(m->client_id, sizeof(m->client_id), "mqforkd-%s", c->instance);
-    snprintf(m->status_topic, sizeof(m->status_topic), "%s",
-             c->broker.status_topic ? c->broker.status_topic : "");
-    if (!c->broker.status_topic)
-        snprintf(m->status_topic, sizeof(m->status_topic), "mqfork/%s/status", c->instance);
-    m->mosq = mosquitto_new(m->client_id, c->broker.clean_session, m);
+    if (c->broker.status_topic)
+        m->status_topic = strdup(c->broker.status_topic);
+    else if (asprintf(&m->status_topic, "mqfork/%s/status", c->instance) < 0)
+        m->status_topic = NULL;
+    if (m->status_topic)
+        m->mosq = mosquitto_new(m->client_id, c->broker.clean_session, m);
     if (!m->mosq || configure(m) < 0) {
         log_error("mqtt: cannot set up the client: %s", strerror(errno));
         mqtt_free(m);
@@ -552,6 +555,17 @@ static void enqueue(struct mqtt *m, const char *topic, const void *payload, size
 void mqtt_publish(struct mqtt *m, const char *topic, const void *payload, size_t len, int qos,
                   bool retain, const void *correlation, size_t correlation_len)
 {
+    /* The callers check their topics; this is the last line: one PUBLISH to
+     * a topic the broker refuses costs the connection, and libmosquitto
+     * would send it again after each reconnect. */
+    const char *problem = topic_publish_problem(topic, strlen(topic));
+    if (problem) {
+        m->n.dropped++;
+        m->changed = true;
+        log_rated(&m->bad_topic_log, LOG_LVL_ERROR, "mqtt: not publishing to a topic that %s",
+                  problem);
+        return;
+    }
     /* A broker that is connected but does not read lets libmosquitto's own
      * queue grow: it is held to the same bound as ours. */
     if (m->state == MQTT_CONNECTED && m->in_library >= m->conf->broker.max_outbound) {
@@ -645,6 +659,7 @@ void mqtt_free(struct mqtt *m)
     }
     if (m->mosq)
         mosquitto_destroy(m->mosq);
+    free(m->status_topic);
     free(m);
     mosquitto_lib_cleanup();
 }

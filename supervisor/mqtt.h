@@ -44,7 +44,10 @@ void mqtt_start(struct mqtt *m);
 
 /* Publish, or queue while the broker is away (bounded by
  * broker.max_outbound; past it the message is dropped and counted).
- * CORRELATION (may be NULL) is sent as MQTT v5 correlation data. */
+ * CORRELATION (may be NULL) is sent as MQTT v5 correlation data. A TOPIC
+ * that no broker would take (topic_publish_problem) is dropped, counted and
+ * logged: callers check their topics first, this only keeps one that slips
+ * through from costing the connection. */
 void mqtt_publish(struct mqtt *m, const char *topic, const void *payload, size_t len, int qos,
                   bool retain, const void *correlation, size_t correlation_len);
 

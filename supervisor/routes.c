@@ -2,7 +2,10 @@
  *
  * A message is matched against the routes in configuration order; the
  * first whose filter matches takes it. The levels its wildcards matched fill
- * the reply and stream templates. The request's context (topic, reply topic,
+ * the reply and stream templates. The topic a reply will go to is checked
+ * before the job is made (topic_publish_problem): a message whose reply
+ * could not be published is refused as bad_input, counted and reported, and
+ * never reaches the broker. The request's context (topic, reply topic,
  * correlation data) travels with the job and comes back with its outcome. */
 #include "supervisor/routes.h"
 
@@ -16,6 +19,9 @@
 #include "supervisor/log.h"
 
 #define TOPIC_MAX 1024
+/* Bytes of a refused topic quoted in its report and log line: enough to
+ * recognise it, while a 64 KiB topic stays out of both. */
+#define QUOTED_TOPIC_MAX 64
 
 struct route {
     const struct conf_route *conf;
@@ -29,6 +35,7 @@ struct routes {
     struct route *route;
     size_t count;
     uint64_t unrouted;
+    struct log_rate refusals; /* a flood of bad requests is not a flood of lines */
 };
 
 /* What an accepted job needs to be answered: one allocation. It holds
@@ -194,33 +201,59 @@ static void refusal_text(enum job_status st, size_t len, char *buf, size_t size)
     }
 }
 
-void routes_on_message(void *ctx, const struct mqtt_message *msg)
+/* Refuse a message before it becomes a job: counted against the route's
+ * kind, logged (at most a line a second) and reported on errors.topic. */
+static void refuse_message(struct routes *r, const struct route *route,
+                           const struct mqtt_message *msg, enum job_status st, const char *why)
 {
-    struct routes *r = ctx;
-    struct topic_levels lv;
-    const struct route *route = match(r, msg->topic, &lv);
-    if (!route) {
-        r->unrouted++;
-        log_debug("no route for topic %s", msg->topic);
-        return;
+    engine_count_refusal(r->engine, route->kind, st);
+    log_rated(&r->refusals, LOG_LVL_WARN, "route %s: a message on %.*s%s: %s", route->conf->name,
+              QUOTED_TOPIC_MAX, msg->topic, strlen(msg->topic) > QUOTED_TOPIC_MAX ? "..." : "",
+              why);
+    report(r, route->conf->name, msg->topic, job_status_name(st), why, strlen(why), 0,
+           msg->correlation, msg->correlation_len);
+}
+
+/* Whether TOPIC may be published to; if not, why not in WHY, naming it as
+ * WHAT ("reply topic"). A broker answers a PUBLISH to a topic it refuses by
+ * closing the connection, and libmosquitto sends a QoS > 0 message again
+ * after every reconnect: one bad topic would cut the daemon off for good. */
+static bool publishable(const char *what, const char *topic, char *why, size_t why_len)
+{
+    size_t len = strlen(topic);
+    const char *problem = topic_publish_problem(topic, len);
+    if (problem)
+        snprintf(why, why_len, "refused: the %s '%.*s%s' %s", what, QUOTED_TOPIC_MAX, topic,
+                 len > QUOTED_TOPIC_MAX ? "..." : "", problem);
+    return !problem;
+}
+
+/* Where the reply goes: the request's MQTT v5 response topic, or the route's
+ * reply template expanded into BUF. NULL with WHY set when the message must
+ * be refused; NULL with WHY empty when the route sends no reply. */
+static const char *reply_topic(const struct conf_route *cr, const struct mqtt_message *msg,
+                               const struct topic_levels *lv, char *buf, size_t cap, char *why,
+                               size_t why_len)
+{
+    if (msg->response_topic)
+        return publishable("response topic", msg->response_topic, why, why_len)
+                   ? msg->response_topic
+                   : NULL;
+    if (!cr->reply)
+        return NULL;
+    if (topic_expand(cr->reply, lv, buf, cap) < 0) {
+        snprintf(why, why_len, "the reply topic made from the topic is too long");
+        return NULL;
     }
+    return publishable("reply topic", buf, why, why_len) ? buf : NULL;
+}
+
+/* Offer the job; a refusal is reported at once. */
+static void submit(struct routes *r, const struct route *route, const struct mqtt_message *msg,
+                   const char *reply, const char *stream)
+{
     const struct conf_route *cr = route->conf;
-    char reply[TOPIC_MAX], stream[ENGINE_STREAM_KEY_MAX + 1];
-    const char *reply_to = msg->response_topic, *why = NULL;
-    if (!reply_to && cr->reply) {
-        if (topic_expand(cr->reply, &lv, reply, sizeof(reply)) >= 0)
-            reply_to = reply;
-        else
-            why = "the reply topic made from the topic is too long";
-    }
-    if (cr->stream && topic_expand(cr->stream, &lv, stream, sizeof(stream)) < 0)
-        why = "the stream key made from the topic is too long";
-    if (why) {
-        report(r, cr->name, msg->topic, job_status_name(JOB_E_BAD_INPUT), why, strlen(why), 0,
-               msg->correlation, msg->correlation_len);
-        return;
-    }
-    struct request *q = new_request(r, route, msg, reply_to);
+    struct request *q = new_request(r, route, msg, reply);
     if (!q) {
         log_error("out of memory for a request on %s", msg->topic);
         return;
@@ -229,8 +262,8 @@ void routes_on_message(void *ctx, const struct mqtt_message *msg)
         .kind = route->kind,
         .payload = msg->payload,
         .len = msg->len,
-        .stream = cr->stream ? stream : NULL,
-        .stream_len = cr->stream ? strlen(stream) : 0,
+        .stream = stream,
+        .stream_len = stream ? strlen(stream) : 0,
         .priority = cr->priority,
         .timeout_ms = cr->timeout_ms,
         .deadline_ms = cr->deadline_ms,
@@ -246,6 +279,27 @@ void routes_on_message(void *ctx, const struct mqtt_message *msg)
     report(r, cr->name, msg->topic, job_status_name(st), refusal, strlen(refusal), 0,
            msg->correlation, msg->correlation_len);
     free(q);
+}
+
+void routes_on_message(void *ctx, const struct mqtt_message *msg)
+{
+    struct routes *r = ctx;
+    struct topic_levels lv;
+    const struct route *route = match(r, msg->topic, &lv);
+    if (!route) {
+        r->unrouted++;
+        log_debug("no route for topic %s", msg->topic);
+        return;
+    }
+    const struct conf_route *cr = route->conf;
+    char buf[TOPIC_MAX], stream[ENGINE_STREAM_KEY_MAX + 1], why[256] = "";
+    const char *reply = reply_topic(cr, msg, &lv, buf, sizeof(buf), why, sizeof(why));
+    if (!why[0] && cr->stream && topic_expand(cr->stream, &lv, stream, sizeof(stream)) < 0)
+        snprintf(why, sizeof(why), "the stream key made from the topic is too long");
+    if (why[0])
+        refuse_message(r, route, msg, JOB_E_BAD_INPUT, why);
+    else
+        submit(r, route, msg, reply, cr->stream ? stream : NULL);
 }
 
 void routes_stats(const struct routes *r, struct stats_global *g)

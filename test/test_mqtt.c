@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "proto/job.h"
 #include "shm/segment.h"
 #include "test/broker.h"
 #include "test/t.h"
@@ -415,6 +416,103 @@ static void test_response_topic(struct broker *b)
     pthread_mutex_unlock(&c.lock);
     T_CHECK(corr_ok, "correlation data copied to the reply");
     T_CHECK(count_on(&c, "e/x/out", NULL) == 0, "nothing on the route's own reply topic");
+    daemon_stop(&d);
+    client_close(&c);
+}
+
+/* Publish with an MQTT v5 response topic (NULL: none) and correlation data. */
+static void pub_v5(struct client *c, const char *topic, const char *payload, int qos,
+                   const char *response_topic, const char *corr)
+{
+    mosquitto_property *props = NULL;
+    if (response_topic)
+        mosquitto_property_add_string(&props, MQTT_PROP_RESPONSE_TOPIC, response_topic);
+    if (corr)
+        mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA, corr,
+                                      (uint16_t)strlen(corr));
+    int rc = mosquitto_publish_v5(c->mosq, NULL, topic, (int)strlen(payload), payload, qos, false,
+                                  props);
+    T_CHECK(rc == MOSQ_ERR_SUCCESS, "publish on %.40s: %s", topic, mosquitto_strerror(rc));
+    mosquitto_property_free_all(&props);
+}
+
+/* "x/x/.../x" with N levels after PREFIX, malloc'd. */
+static char *deep_topic(const char *prefix, size_t n)
+{
+    size_t plen = strlen(prefix);
+    char *s = malloc(plen + 2 * n + 1);
+    T_REQUIRE(s, "malloc");
+    memcpy(s, prefix, plen);
+    for (size_t i = 0; i < n; i++)
+        memcpy(s + plen + 2 * i, "x/", 2);
+    s[plen + 2 * n - 1] = '\0';
+    return s;
+}
+
+/* Messages the daemon's routes refused as bad_input. */
+static uint64_t daemon_refused_bad_input(const struct daemon *d)
+{
+    return daemon_stats(d).refused[JOB_E_BAD_INPUT];
+}
+
+static const char topic_routes[] = "  - name: echo\n"
+                                   "    subscribe: e/+/in\n"
+                                   "    qos: 1\n"
+                                   "    job: test.echo\n"
+                                   "    reply: e/{1}/out\n"
+                                   "  - name: deep\n"
+                                   "    subscribe: deep/#\n"
+                                   "    qos: 1\n"
+                                   "    job: test.echo\n"
+                                   "    reply: deep-out/x/{1}\n";
+
+/* Topics the broker would refuse (issue #9): a response topic of 251
+ * levels, response topics with wildcards, and a '#' route whose reply has
+ * more levels than the broker takes. Each is refused as bad_input with a
+ * report and never published: a broker answers such a PUBLISH by closing
+ * the connection, and libmosquitto re-sends a QoS 1 one after every
+ * reconnect. Later requests are answered and the daemon never reconnected. */
+static void test_bad_reply_topics(struct broker *b)
+{
+    struct client c;
+    struct daemon d = {0};
+    client_open(&c, b, "t-topics");
+    sub(&c, "#");
+    daemon_start(&d, b, "topics", NULL, topic_routes);
+    T_REQUIRE(daemon_online(&c, &d), "daemon online");
+    char err_topic[96];
+    snprintf(err_topic, sizeof(err_topic), "err/%s", d.instance);
+
+    char *deep = deep_topic("", 251); /* "x/x/.../x": 250 '/', mosquitto allows 200 */
+    pub_v5(&c, "e/a/in", "to-251-levels", 1, deep, "c-251");
+    free(deep);
+    T_CHECK(wait_for(&c, err_topic, "has more than 128 levels", 1, 5),
+            "a response topic of 251 levels is reported");
+    pub_v5(&c, "e/a/in", "to-plus", 1, "r/+/x", "c-plus");
+    pub_v5(&c, "e/a/in", "to-hash", 1, "r/#", "c-hash");
+    T_CHECK(wait_for(&c, err_topic, "contains the wildcard", 2, 5),
+            "response topics with '+' and '#' are reported");
+    /* 201 levels reach the daemon; its reply would have 202 */
+    deep = deep_topic("deep/", 200);
+    pub_v5(&c, deep, "deep-reply", 1, NULL, NULL);
+    free(deep);
+    T_CHECK(wait_for(&c, err_topic, "\"route\":\"deep\"", 1, 5),
+            "a '#' reply with too many levels is reported");
+    T_CHECK(count_on(&c, err_topic, "\"error\":\"bad_input\"") == 4,
+            "all 4 reported as bad_input (%zu)", count_on(&c, err_topic, "bad_input"));
+
+    enum { AFTER = 20 };
+    for (int i = 0; i < AFTER; i++)
+        pub_v5(&c, "e/after/in", "after", 1, NULL, NULL);
+    T_CHECK(wait_for(&c, "e/after/out", "after", AFTER, 10), "later requests are answered (%zu)",
+            count_on(&c, "e/after/out", NULL));
+    T_CHECK(wait_count(&d, daemon_refused_bad_input, 4, 2) && daemon_refused_bad_input(&d) == 4,
+            "4 refusals counted (%lu)", (unsigned long)daemon_refused_bad_input(&d));
+    T_CHECK(daemon_stats(&d).mqtt_reconnects == 0, "never disconnected (%lu reconnects)",
+            (unsigned long)daemon_stats(&d).mqtt_reconnects);
+    T_CHECK(count_on(&c, "deep-out/", NULL) == 0 && count_on(&c, "r/", NULL) == 0,
+            "nothing published to the refused topics");
+    T_CHECK(daemon_alive(&d), "daemon alive");
     daemon_stop(&d);
     client_close(&c);
 }
@@ -861,6 +959,8 @@ int main(int argc, char **argv)
     test_echo_order_errors(&b);
     fprintf(stderr, "-- test_response_topic\n");
     test_response_topic(&b);
+    fprintf(stderr, "-- test_bad_reply_topics\n");
+    test_bad_reply_topics(&b);
     fprintf(stderr, "-- test_shared\n");
     test_shared(&b);
     fprintf(stderr, "-- test_reload_routes\n");

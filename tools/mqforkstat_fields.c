@@ -44,6 +44,8 @@ const struct field stat_global_fields[] = {
             "Jobs refused, by reason."),
     LABELED("jobs_refused.shutdown", "reason", FIELD_COUNTER, refused[JOB_E_SHUTDOWN], 1,
             "Jobs refused, by reason."),
+    LABELED("jobs_refused.bad_input", "reason", FIELD_COUNTER, refused[JOB_E_BAD_INPUT], 1,
+            "Jobs refused, by reason."),
     COUNTER("late_results", late_results,
             "Results discarded: from a dead worker generation or not believable."),
     LABELED("jobs_pending.high", "priority", FIELD_GAUGE, pending[0], 1,
@@ -93,7 +95,7 @@ const struct field stat_global_fields[] = {
     COUNTER("mqtt_messages_out", mqtt_msgs_out, "MQTT messages published."),
     COUNTER("mqtt_bytes_out", mqtt_bytes_out, "MQTT payload bytes published."),
     COUNTER("mqtt_dropped", mqtt_dropped,
-            "Results dropped: outbound queue full while the broker was away."),
+            "Results dropped: outbound queue full, or a topic no broker would take."),
     COUNTER("mqtt_unrouted", mqtt_unrouted, "MQTT messages that matched no route."),
 };
 
