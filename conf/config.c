@@ -327,6 +327,7 @@ enum key_kind {
     KEY_ROUTES,  /* the routes: sequence */
     KEY_PARAMS,  /* a route's free-form params: mapping */
     KEY_PLUGINS, /* the plugins: sequence of paths */
+    KEY_STRINGS, /* struct conf_strings: one string or a sequence; .check applies to each */
 };
 
 enum {
@@ -372,7 +373,7 @@ static const char *const protocols[] = {"5", "3.1.1", NULL};
 /* Indexed by enum conf_priority. */
 static const char *const priorities[] = {"high", "normal", "low", NULL};
 
-static string_check check_instance, check_route_name, check_topic, check_filter;
+static string_check check_instance, check_route_name, check_topic, check_filter, check_allow_filter;
 
 static const struct key tls_keys[] = {
     STR("ca_file", C(broker.tls.ca_file), KEY_NULLABLE, NULL),
@@ -470,6 +471,7 @@ static const struct key route_keys[] = {
     INT("qos", R(qos), 0, 2),
     STR("job", R(job), KEY_REQUIRED, NULL),
     STR("reply", R(reply), KEY_NULLABLE, NULL),
+    {.name = "reply_allow", .kind = KEY_STRINGS, R(reply_allow), .check = check_allow_filter},
     STR("stream", R(stream), KEY_NULLABLE, NULL),
     ENUM("priority", R(priority), priorities),
     INT("timeout_ms", R(timeout_ms), 1, 3600000),
@@ -549,6 +551,9 @@ static void route_free(struct conf_route *r)
     free(r->subscribe);
     free(r->job);
     free(r->reply);
+    for (size_t i = 0; i < r->reply_allow.count; i++)
+        free(r->reply_allow.items[i]);
+    free(r->reply_allow.items);
     free(r->stream);
     for (size_t i = 0; i < r->params.count; i++) {
         free(r->params.items[i].key);
@@ -690,6 +695,22 @@ static bool check_filter(struct loader *ld, const yaml_node_t *n, const char *pa
     return filter_levels(ld, n, path, body, s);
 }
 
+/* An item of reply_allow: a filter a response topic is matched against,
+ * whose {N} the route's wildcards fill (checked in load_route). */
+static bool check_allow_filter(struct loader *ld, const yaml_node_t *n, const char *path,
+                               const char *s)
+{
+    if (strlen(s) > TOPIC_MAX_BYTES) {
+        report(ld, n, "%s: a topic filter is at most %d bytes long", path, TOPIC_MAX_BYTES);
+        return false;
+    }
+    if (!strncmp(s, "$share/", 7)) {
+        report(ld, n, "%s: a response topic is matched against it, so no '$share/' here", path);
+        return false;
+    }
+    return filter_levels(ld, n, path, s, s);
+}
+
 /* Wildcards of a filter already checked valid. */
 static int filter_wildcards(const char *s)
 {
@@ -810,31 +831,87 @@ static const char *type_noun(const struct key *k)
     }
 }
 
-static void load_string(struct loader *ld, const struct key *k, const yaml_node_t *v, char *base,
-                        const char *path)
+/* The string V holds, checked as key K wants; NULL (reported) when it is
+ * not a string K takes. */
+static const char *string_value(struct loader *ld, const struct key *k, const yaml_node_t *v,
+                                const char *path)
 {
-    char **field = (char **)(base + k->offset);
     char buf[64];
-    if (is_null(v) && (k->flags & KEY_NULLABLE)) {
-        set_string(field, NULL);
-        return;
-    }
     if (v->type != YAML_SCALAR_NODE || is_null(v)) {
         report(ld, v, "%s: expected a string, got %s", path, describe(v, buf, sizeof(buf)));
-        return;
+        return NULL;
     }
     const char *s = scalar(v);
     if (strlen(s) != v->data.scalar.length) {
         report(ld, v, "%s: must not contain a NUL character", path);
-        return;
+        return NULL;
     }
     if (!*s && !(k->flags & KEY_EMPTY_OK)) {
         report(ld, v, "%s: must not be empty", path);
+        return NULL;
+    }
+    return !k->check || k->check(ld, v, path, s) ? s : NULL;
+}
+
+static void load_string(struct loader *ld, const struct key *k, const yaml_node_t *v, char *base,
+                        const char *path)
+{
+    char **field = (char **)(base + k->offset);
+    if (is_null(v) && (k->flags & KEY_NULLABLE)) {
+        set_string(field, NULL);
         return;
     }
-    if (k->check && !k->check(ld, v, path, s))
+    const char *s = string_value(ld, k, v, path);
+    if (s)
+        set_string(field, s);
+}
+
+/* A list is given as a sequence, or as one string (V a scalar). */
+static size_t list_count(const yaml_node_t *v)
+{
+    return v->type == YAML_SEQUENCE_NODE
+               ? (size_t)(v->data.sequence.items.top - v->data.sequence.items.start)
+               : 1;
+}
+
+static yaml_node_t *list_item(struct loader *ld, const yaml_node_t *v, size_t i)
+{
+    return v->type == YAML_SEQUENCE_NODE ? get_node(ld, v->data.sequence.items.start[i])
+                                         : (yaml_node_t *)v;
+}
+
+/* The path of item I of the list at PATH: "routes[0].reply_allow[1]", or
+ * PATH itself for a list given as one string. Malloc'd. */
+static char *list_item_path(const char *path, const yaml_node_t *v, size_t i)
+{
+    return v->type == YAML_SEQUENCE_NODE ? xasprintf("%s[%zu]", path, i) : xstrdup(path);
+}
+
+/* One string, or a sequence of strings each checked as key K wants. */
+static void load_strings(struct loader *ld, const struct key *k, const yaml_node_t *v, char *base,
+                         const char *path)
+{
+    struct conf_strings *field = (struct conf_strings *)(base + k->offset);
+    char buf[64];
+    if (is_null(v))
         return;
-    set_string(field, s);
+    if (v->type != YAML_SCALAR_NODE && v->type != YAML_SEQUENCE_NODE) {
+        report(ld, v, "%s: expected a string or a sequence of strings, got %s", path,
+               describe(v, buf, sizeof(buf)));
+        return;
+    }
+    size_t n = list_count(v);
+    if (n == 0)
+        report(ld, v, "%s: an empty list; leave the key out for its default", path);
+    field->items = xcalloc(n, sizeof(*field->items));
+    for (size_t i = 0; i < n; i++) {
+        const yaml_node_t *item = list_item(ld, v, i);
+        char *item_path = list_item_path(path, v, i);
+        const char *str = string_value(ld, k, item, item_path);
+        if (str)
+            field->items[field->count++] = xstrdup(str);
+        free(item_path);
+    }
 }
 
 static void load_choice(struct loader *ld, const struct key *k, const yaml_node_t *v, char *base,
@@ -932,6 +1009,9 @@ static void load_value(struct loader *ld, const struct key *k, const yaml_node_t
         break;
     case KEY_PARAMS:
         load_params(ld, v, (struct conf_route *)base, path);
+        break;
+    case KEY_STRINGS:
+        load_strings(ld, k, v, base, path);
         break;
     }
 }
@@ -1108,6 +1188,25 @@ static void check_template(struct loader *ld, const yaml_node_t *n, const char *
         check_reply_shortest(ld, n, path, tpl);
 }
 
+/* The {N} of each reply_allow filter against the route's filter. */
+static void check_reply_allow(struct loader *ld, const struct conf_route *r,
+                              const yaml_node_t *item, const char *path)
+{
+    const yaml_node_t *v = map_get(ld, item, "reply_allow");
+    if (!v || (v->type != YAML_SCALAR_NODE && v->type != YAML_SEQUENCE_NODE) || is_null(v))
+        return;
+    for (size_t i = 0; i < list_count(v); i++) {
+        const yaml_node_t *f = list_item(ld, v, i);
+        if (f->type != YAML_SCALAR_NODE || was_reported(ld, f))
+            continue;
+        char *key_path = xasprintf("%s.reply_allow", path);
+        char *item_path = list_item_path(key_path, v, i);
+        check_template(ld, f, item_path, scalar(f), r->subscribe, false);
+        free(item_path);
+        free(key_path);
+    }
+}
+
 static void load_route(struct loader *ld, struct conf_route *r, const yaml_node_t *item,
                        size_t index)
 {
@@ -1135,6 +1234,7 @@ static void load_route(struct loader *ld, struct conf_route *r, const yaml_node_
         snprintf(key_path, sizeof(key_path), "%s.stream", path);
         check_template(ld, v, key_path, r->stream, r->subscribe, false);
     }
+    check_reply_allow(ld, r, item, path);
     if ((v = map_get(ld, item, "job"))) {
         r->job_line = (int)v->start_mark.line + 1;
         r->job_column = (int)v->start_mark.column + 1;

@@ -27,17 +27,25 @@ struct conf_params {
     size_t count;
 };
 
+/* A list of strings given as one string or a sequence of them. */
+struct conf_strings {
+    char **items;
+    size_t count;
+};
+
 struct conf_route {
     char *name;
     char *subscribe;
-    int qos;                     /* 0..2, default 0 */
-    char *job;                   /* handler name, must exist in the registry */
-    char *reply;                 /* topic template, NULL = no reply */
-    char *stream;                /* stream key template, NULL = no stream */
-    enum conf_priority priority; /* default normal */
-    uint32_t timeout_ms;         /* 1..3600000, default 10000 */
-    uint32_t deadline_ms;        /* 0 = none, else 1..3600000 */
-    uint32_t retries;            /* 0..100, default 2 */
+    int qos;                         /* 0..2, default 0 */
+    char *job;                       /* handler name, must exist in the registry */
+    char *reply;                     /* topic template, NULL = no reply */
+    struct conf_strings reply_allow; /* filter templates an MQTT v5 response topic must
+                                        match; none (default) = response topics are ignored */
+    char *stream;                    /* stream key template, NULL = no stream */
+    enum conf_priority priority;     /* default normal */
+    uint32_t timeout_ms;             /* 1..3600000, default 10000 */
+    uint32_t deadline_ms;            /* 0 = none, else 1..3600000 */
+    uint32_t retries;                /* 0..100, default 2 */
     struct conf_params params;
     int line, column;               /* where the route's mapping starts */
     int job_line, job_column;       /* where its `job:` value is */

@@ -26,6 +26,8 @@ static size_t level_len(const char *p)
 
 static bool capture(struct topic_levels *lv, const char *at, size_t len)
 {
+    if (!lv)
+        return true;
     if (lv->count >= TOPIC_MAX_WILDCARDS)
         return false;
     lv->level[lv->count].at = at;
@@ -37,7 +39,8 @@ static bool capture(struct topic_levels *lv, const char *at, size_t len)
 bool topic_match(const char *filter, const char *topic, struct topic_levels *lv)
 {
     const char *f = topic_filter_base(filter), *t = topic;
-    lv->count = 0;
+    if (lv)
+        lv->count = 0;
     if (topic[0] == '$' && (f[0] == '+' || f[0] == '#'))
         return false;
     for (;;) {

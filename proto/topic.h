@@ -34,7 +34,8 @@ const char *topic_filter_base(const char *filter);
 /* Whether TOPIC matches FILTER (MQTT rules, including that a wildcard in the
  * first level does not match a topic starting with '$'); on a match, fill
  * *LV with the levels the wildcards matched ('#' captures the rest, possibly
- * empty). */
+ * empty). LV may be NULL: nothing is captured, and any number of wildcards
+ * may match. */
 bool topic_match(const char *filter, const char *topic, struct topic_levels *lv);
 
 /* Expand TMPL into OUT: "{N}" becomes wildcard N's level (1-based). Returns

@@ -214,31 +214,66 @@ static void refuse_message(struct routes *r, const struct route *route,
            msg->correlation, msg->correlation_len);
 }
 
+/* "refused: the WHAT 'TOPIC' REASON" into WHY, the topic quoted up to
+ * QUOTED_TOPIC_MAX bytes. */
+static void refusal_of_topic(char *why, size_t why_len, const char *what, const char *topic,
+                             const char *reason)
+{
+    snprintf(why, why_len, "refused: the %s '%.*s%s' %s", what, QUOTED_TOPIC_MAX, topic,
+             strlen(topic) > QUOTED_TOPIC_MAX ? "..." : "", reason);
+}
+
 /* Whether TOPIC may be published to; if not, why not in WHY, naming it as
  * WHAT ("reply topic"). A broker answers a PUBLISH to a topic it refuses by
  * closing the connection, and libmosquitto sends a QoS > 0 message again
  * after every reconnect: one bad topic would cut the daemon off for good. */
 static bool publishable(const char *what, const char *topic, char *why, size_t why_len)
 {
-    size_t len = strlen(topic);
-    const char *problem = topic_publish_problem(topic, len);
+    const char *problem = topic_publish_problem(topic, strlen(topic));
     if (problem)
-        snprintf(why, why_len, "refused: the %s '%.*s%s' %s", what, QUOTED_TOPIC_MAX, topic,
-                 len > QUOTED_TOPIC_MAX ? "..." : "", problem);
+        refusal_of_topic(why, why_len, what, topic, problem);
     return !problem;
 }
 
-/* Where the reply goes: the request's MQTT v5 response topic, or the route's
- * reply template expanded into BUF. NULL with WHY set when the message must
- * be refused; NULL with WHY empty when the route sends no reply. */
+/* Whether the response topic RT matches one of the route's reply_allow
+ * filters, their {N} filled from the request topic as a reply template's
+ * are. Without this a requester could have the daemon publish where the
+ * broker's ACL forbids the requester to (a confused deputy). */
+static bool response_allowed(const struct conf_route *cr, const struct mqtt_message *msg,
+                             const struct topic_levels *lv, const char *rt)
+{
+    /* The levels fill a filter, where a '+' or '#' would widen it; a broker
+     * never delivers such a topic, and checking costs little. */
+    if (strpbrk(msg->topic, "+#"))
+        return false;
+    char filter[TOPIC_MAX];
+    for (size_t i = 0; i < cr->reply_allow.count; i++)
+        if (topic_expand(cr->reply_allow.items[i], lv, filter, sizeof(filter)) >= 0 &&
+            topic_match(filter, rt, NULL))
+            return true;
+    return false;
+}
+
+/* Where the reply goes: the request's MQTT v5 response topic when the route
+ * allows it (reply_allow), else the route's reply template expanded into
+ * BUF. A route without reply_allow ignores response topics. NULL with WHY
+ * set when the message must be refused; NULL with WHY empty when the route
+ * sends no reply. */
 static const char *reply_topic(const struct conf_route *cr, const struct mqtt_message *msg,
                                const struct topic_levels *lv, char *buf, size_t cap, char *why,
                                size_t why_len)
 {
-    if (msg->response_topic)
-        return publishable("response topic", msg->response_topic, why, why_len)
-                   ? msg->response_topic
-                   : NULL;
+    const char *rt = msg->response_topic;
+    if (rt && cr->reply_allow.count) {
+        if (!publishable("response topic", rt, why, why_len))
+            return NULL;
+        if (response_allowed(cr, msg, lv, rt))
+            return rt;
+        refusal_of_topic(why, why_len, "response topic", rt, "is not allowed by reply_allow");
+        return NULL;
+    }
+    if (rt)
+        log_debug("route %s: response topic ignored: no reply_allow", cr->name);
     if (!cr->reply)
         return NULL;
     if (topic_expand(cr->reply, lv, buf, cap) < 0) {

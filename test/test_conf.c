@@ -235,6 +235,10 @@ static void check_full_routes(const struct conf *c)
     T_CHECK(str_eq(r->name, "echo") && str_eq(r->job, "test.echo"), "route 0");
     T_CHECK(str_eq(r->subscribe, "$share/grp/full/+/echo/#"), "subscribe %s", r->subscribe);
     T_CHECK(str_eq(r->reply, "full/{2}/{1}/out") && str_eq(r->stream, "{1}"), "templates");
+    T_CHECK(r->reply_allow.count == 3 && str_eq(r->reply_allow.items[0], "resp/{1}/#") &&
+                str_eq(r->reply_allow.items[1], "+/{2}/answers") &&
+                str_eq(r->reply_allow.items[2], "$SYS/x"),
+            "reply_allow as a sequence");
     T_CHECK(r->qos == 2 && r->priority == PRIO_HIGH, "qos, priority");
     T_CHECK(r->timeout_ms == 3600000 && r->deadline_ms == 1 && r->retries == 0, "times");
     T_CHECK(r->params.count == 0, "no params");
@@ -242,6 +246,8 @@ static void check_full_routes(const struct conf *c)
     r = &c->routes[1];
     T_CHECK(str_eq(r->name, "spin.low") && str_eq(r->job, "test.spin"), "route 1");
     T_CHECK(!r->reply && !r->stream, "route 1 templates");
+    T_CHECK(r->reply_allow.count == 1 && str_eq(r->reply_allow.items[0], "spin/answers"),
+            "reply_allow as one string");
     T_CHECK(r->qos == 0 && r->priority == PRIO_LOW, "route 1 qos, priority");
     T_CHECK(r->timeout_ms == 10000 && r->deadline_ms == 0 && r->retries == 2, "route defaults");
 }

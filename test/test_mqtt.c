@@ -297,6 +297,7 @@ static const char echo_routes[] = "  - name: echo\n"
                                   "    subscribe: e/+/in\n"
                                   "    job: test.echo\n"
                                   "    reply: e/{1}/out\n"
+                                  "    reply_allow: my/#\n"
                                   "  - name: ordered\n"
                                   "    subscribe: o/+/in\n"
                                   "    job: test.echo\n"
@@ -392,8 +393,21 @@ static void test_echo_order_errors(struct broker *b)
     client_close(&c);
 }
 
-/* MQTT v5: the response topic overrides the route's reply; correlation data
- * comes back with the reply. */
+/* Whether a message on TOPIC came with correlation data CORR. */
+static bool corr_on(struct client *c, const char *topic, const char *corr)
+{
+    size_t len = strlen(corr);
+    bool found = false;
+    pthread_mutex_lock(&c->lock);
+    for (size_t i = 0; i < c->count && !found; i++)
+        found = strcmp(c->msgs[i].topic, topic) == 0 && c->msgs[i].corr_len == len &&
+                memcmp(c->msgs[i].corr, corr, len) == 0;
+    pthread_mutex_unlock(&c->lock);
+    return found;
+}
+
+/* MQTT v5: a response topic the route allows (reply_allow) overrides its
+ * reply; correlation data comes back with the reply. */
 static void test_response_topic(struct broker *b)
 {
     struct client c;
@@ -408,13 +422,7 @@ static void test_response_topic(struct broker *b)
     mosquitto_publish_v5(c.mosq, NULL, "e/x/in", 5, "hello", 0, false, props);
     mosquitto_property_free_all(&props);
     T_CHECK(wait_for(&c, "my/answers", "hello", 1, 5), "reply on the response topic");
-    pthread_mutex_lock(&c.lock);
-    bool corr_ok = false;
-    for (size_t i = 0; i < c.count; i++)
-        if (strcmp(c.msgs[i].topic, "my/answers") == 0)
-            corr_ok = c.msgs[i].corr_len == 7 && memcmp(c.msgs[i].corr, "corr-42", 7) == 0;
-    pthread_mutex_unlock(&c.lock);
-    T_CHECK(corr_ok, "correlation data copied to the reply");
+    T_CHECK(corr_on(&c, "my/answers", "corr-42"), "correlation data copied to the reply");
     T_CHECK(count_on(&c, "e/x/out", NULL) == 0, "nothing on the route's own reply topic");
     daemon_stop(&d);
     client_close(&c);
@@ -460,6 +468,7 @@ static const char topic_routes[] = "  - name: echo\n"
                                    "    qos: 1\n"
                                    "    job: test.echo\n"
                                    "    reply: e/{1}/out\n"
+                                   "    reply_allow: '#'\n"
                                    "  - name: deep\n"
                                    "    subscribe: deep/#\n"
                                    "    qos: 1\n"
@@ -513,6 +522,58 @@ static void test_bad_reply_topics(struct broker *b)
     T_CHECK(count_on(&c, "deep-out/", NULL) == 0 && count_on(&c, "r/", NULL) == 0,
             "nothing published to the refused topics");
     T_CHECK(daemon_alive(&d), "daemon alive");
+    daemon_stop(&d);
+    client_close(&c);
+}
+
+static const char allow_routes[] = "  - name: open\n"
+                                   "    subscribe: open/+/in\n"
+                                   "    job: test.echo\n"
+                                   "    reply: open/{1}/out\n"
+                                   "  - name: bound\n"
+                                   "    subscribe: dev/+/req\n"
+                                   "    job: test.echo\n"
+                                   "    reply: dev/{1}/res\n"
+                                   "    reply_allow: ['resp/{1}/#', shared/answers]\n";
+
+/* The response topic as a confused deputy (issue #9, finding 2): the broker
+ * may forbid a client to publish on victim/#, but not the daemon. A route
+ * without reply_allow ignores response topics and answers on its reply
+ * topic; a route with it uses a response topic only when one of its
+ * filters, {1} filled from the request topic, matches; any other is refused
+ * as bad_input and nothing is published there. */
+static void test_reply_allow(struct broker *b)
+{
+    struct client c;
+    struct daemon d = {0};
+    client_open(&c, b, "t-allow");
+    sub(&c, "#");
+    daemon_start(&d, b, "allow", NULL, allow_routes);
+    T_REQUIRE(daemon_online(&c, &d), "daemon online");
+    char err_topic[96];
+    snprintf(err_topic, sizeof(err_topic), "err/%s", d.instance);
+
+    pub_v5(&c, "open/a/in", "ignored", 1, "victim/cmd", "c-open");
+    T_CHECK(wait_for(&c, "open/a/out", "ignored", 1, 5), "no reply_allow: the route's reply");
+    T_CHECK(corr_on(&c, "open/a/out", "c-open"), "with the correlation data");
+    pub_v5(&c, "dev/alice/req", "mine", 1, "resp/alice/x", "c-mine");
+    T_CHECK(wait_for(&c, "resp/alice/x", "mine", 1, 5), "a response topic under resp/{1}/#");
+    T_CHECK(corr_on(&c, "resp/alice/x", "c-mine"), "with the correlation data");
+    pub_v5(&c, "dev/alice/req", "listed", 1, "shared/answers", NULL);
+    T_CHECK(wait_for(&c, "shared/answers", "listed", 1, 5), "a response topic listed as is");
+
+    pub_v5(&c, "dev/alice/req", "theirs", 1, "resp/bob/x", "c-theirs");
+    pub_v5(&c, "dev/alice/req", "victim", 1, "victim/cmd", NULL);
+    T_CHECK(wait_for(&c, err_topic, "is not allowed by reply_allow", 2, 5),
+            "both refused with a report (%zu)", count_on(&c, err_topic, NULL));
+    T_CHECK(wait_for(&c, err_topic, "\"correlation_data\":\"Yy10aGVpcnM=\"", 1, 5),
+            "the report carries the correlation data");
+    pub_v5(&c, "dev/alice/req", "plain", 1, NULL, NULL);
+    T_CHECK(wait_for(&c, "dev/alice/res", "plain", 1, 5), "no response topic: the route's reply");
+    T_CHECK(count_on(&c, "victim/cmd", NULL) == 0, "nothing published on victim/cmd");
+    T_CHECK(count_on(&c, "resp/bob/x", NULL) == 0, "nothing on another device's topic");
+    T_CHECK(wait_count(&d, daemon_refused_bad_input, 2, 2) && daemon_refused_bad_input(&d) == 2,
+            "2 refusals counted (%lu)", (unsigned long)daemon_refused_bad_input(&d));
     daemon_stop(&d);
     client_close(&c);
 }
@@ -961,6 +1022,8 @@ int main(int argc, char **argv)
     test_response_topic(&b);
     fprintf(stderr, "-- test_bad_reply_topics\n");
     test_bad_reply_topics(&b);
+    fprintf(stderr, "-- test_reply_allow\n");
+    test_reply_allow(&b);
     fprintf(stderr, "-- test_shared\n");
     test_shared(&b);
     fprintf(stderr, "-- test_reload_routes\n");
