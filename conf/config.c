@@ -25,6 +25,8 @@
 #include <yaml.h>
 
 #include "proto/topic.h"
+#include "shm/segment.h"
+#include "shm/slab.h"
 
 /* ---- memory: a configuration is small; running out of memory while loading
  * it is not something the daemon can usefully recover from. */
@@ -667,14 +669,31 @@ static const char *filter_body(const char *s)
     return slash ? slash + 1 : s + strlen(s);
 }
 
+/* Wildcards of a filter already checked valid. */
+static int filter_wildcards(const char *s)
+{
+    int wild = 0;
+    for (const char *lvl = filter_body(s);;) {
+        size_t len = strcspn(lvl, "/");
+        if (len == 1 && (*lvl == '+' || *lvl == '#'))
+            wild++;
+        if (!lvl[len])
+            return wild;
+        lvl += len + 1;
+    }
+}
+
 static bool check_filter(struct loader *ld, const yaml_node_t *n, const char *path, const char *s)
 {
     if (!*s) {
         report(ld, n, "%s: a topic filter must not be empty", path);
         return false;
     }
-    if (strlen(s) > TOPIC_MAX_BYTES) {
-        report(ld, n, "%s: a topic filter is at most %d bytes long", path, TOPIC_MAX_BYTES);
+    /* A SUBSCRIBE the broker refuses costs the connection, after every
+     * reconnect again. */
+    const char *problem = topic_filter_problem(s, strlen(s));
+    if (problem) {
+        report(ld, n, "%s: cannot be subscribed to: the filter %s", path, problem);
         return false;
     }
     const char *body = filter_body(s);
@@ -692,7 +711,18 @@ static bool check_filter(struct loader *ld, const yaml_node_t *n, const char *pa
             return false;
         }
     }
-    return filter_levels(ld, n, path, body, s);
+    if (!filter_levels(ld, n, path, body, s))
+        return false;
+    /* The levels a message matched are captured for the templates: the
+     * daemon keeps TOPIC_MAX_WILDCARDS of them, and a filter with more would
+     * match nothing at all. */
+    int wild = filter_wildcards(s);
+    if (wild > TOPIC_MAX_WILDCARDS) {
+        report(ld, n, "%s: at most %d wildcards in a filter, '%s' has %d", path,
+               TOPIC_MAX_WILDCARDS, s, wild);
+        return false;
+    }
+    return true;
 }
 
 /* An item of reply_allow: a filter a response topic is matched against,
@@ -700,8 +730,9 @@ static bool check_filter(struct loader *ld, const yaml_node_t *n, const char *pa
 static bool check_allow_filter(struct loader *ld, const yaml_node_t *n, const char *path,
                                const char *s)
 {
-    if (strlen(s) > TOPIC_MAX_BYTES) {
-        report(ld, n, "%s: a topic filter is at most %d bytes long", path, TOPIC_MAX_BYTES);
+    const char *problem = topic_filter_problem(s, strlen(s));
+    if (problem) {
+        report(ld, n, "%s: the filter %s", path, problem);
         return false;
     }
     if (!strncmp(s, "$share/", 7)) {
@@ -709,20 +740,6 @@ static bool check_allow_filter(struct loader *ld, const yaml_node_t *n, const ch
         return false;
     }
     return filter_levels(ld, n, path, s, s);
-}
-
-/* Wildcards of a filter already checked valid. */
-static int filter_wildcards(const char *s)
-{
-    int wild = 0;
-    for (const char *lvl = filter_body(s);;) {
-        size_t len = strcspn(lvl, "/");
-        if (len == 1 && (*lvl == '+' || *lvl == '#'))
-            wild++;
-        if (!lvl[len])
-            return wild;
-        lvl += len + 1;
-    }
 }
 
 /* ---- scalar parsing */
@@ -1276,6 +1293,11 @@ static void load_routes(struct loader *ld, const yaml_node_t *seq)
         load_route(ld, &c->routes[i], get_node(ld, seq->data.sequence.items.start[i]), i);
     }
     route_names_unique(ld, seq);
+    /* Each route is a job kind, and the segment has a stats block for
+     * SEG_MAX_KINDS of them. */
+    if (n > SEG_MAX_KINDS)
+        report(ld, get_node(ld, seq->data.sequence.items.start[SEG_MAX_KINDS]),
+               "routes[%d]: at most %d routes; this file has %zu", SEG_MAX_KINDS, SEG_MAX_KINDS, n);
 }
 
 /* Paths of shared objects; loading and checking them is worker/registry.c's. */
@@ -1356,17 +1378,27 @@ static void check_tls(struct loader *ld)
     }
 }
 
+/* engine_start needs a slab that holds one block for the largest job. The
+ * slab hands out powers of two, so a payload of 2.5 MiB takes 4 MiB. (A
+ * handler's output may be larger still: worker/registry.c checks that.) */
 static void check_limits(struct loader *ld)
 {
     const struct conf_limits *l = &ld->conf->limits;
-    if ((uint64_t)l->max_payload <= (uint64_t)l->slab_mb << 20)
+    size_t block = slab_block_bytes(l->max_payload);
+    if (block <= (uint64_t)l->slab_mb << 20)
         return;
     yaml_node_t *pn = lookup(ld, "limits.max_payload"), *sn = lookup(ld, "limits.slab_mb");
     if ((pn && was_reported(ld, pn)) || (sn && was_reported(ld, sn)))
         return;
-    report(ld, pn ? pn : sn,
-           "limits.max_payload (%u bytes) does not fit in limits.slab_mb (%u MiB)", l->max_payload,
-           l->slab_mb);
+    if (block == l->max_payload)
+        report(ld, pn ? pn : sn,
+               "limits.max_payload (%u bytes) does not fit in limits.slab_mb (%u MiB)",
+               l->max_payload, l->slab_mb);
+    else
+        report(ld, pn ? pn : sn,
+               "limits.max_payload (%u bytes) does not fit in limits.slab_mb (%u MiB): it takes a "
+               "block of %zu bytes",
+               l->max_payload, l->slab_mb, block);
 }
 
 static void check_across(struct loader *ld)

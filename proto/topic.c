@@ -122,13 +122,15 @@ static bool unwelcome(uint32_t c)
            (c & 0xfffe) == 0xfffe;
 }
 
-const char *topic_publish_problem(const char *topic, size_t len)
+/* What topic_publish_problem and topic_filter_problem share; WILDCARDS_OK
+ * lets '+' and '#' through (their placement is the caller's to check). */
+static const char *text_problem(const char *text, size_t len, bool wildcards_ok)
 {
     if (len == 0)
         return "is empty";
     if (len > TOPIC_MAX_BYTES)
         return "is longer than " STRINGIFY(TOPIC_MAX_BYTES) " bytes";
-    const unsigned char *s = (const unsigned char *)topic;
+    const unsigned char *s = (const unsigned char *)text;
     size_t levels = 1;
     for (size_t i = 0, n; i < len; i += n) {
         uint32_t c;
@@ -138,11 +140,21 @@ const char *topic_publish_problem(const char *topic, size_t len)
             return "contains U+0000";
         if (unwelcome(c))
             return "contains a control character or a Unicode noncharacter";
-        if (c == '+' || c == '#')
+        if (!wildcards_ok && (c == '+' || c == '#'))
             return "contains the wildcard '+' or '#'";
         levels += c == '/';
     }
     if (levels > TOPIC_MAX_LEVELS)
         return "has more than " STRINGIFY(TOPIC_MAX_LEVELS) " levels";
     return NULL;
+}
+
+const char *topic_publish_problem(const char *topic, size_t len)
+{
+    return text_problem(topic, len, false);
+}
+
+const char *topic_filter_problem(const char *filter, size_t len)
+{
+    return text_problem(filter, len, true);
 }

@@ -50,4 +50,9 @@ long topic_expand(const char *tmpl, const struct topic_levels *lv, char *out, si
  * follow "the topic ...", e.g. "has more than 128 levels". */
 const char *topic_publish_problem(const char *topic, size_t len);
 
+/* The same for a filter to subscribe to, '+' and '#' allowed anywhere (where
+ * they may stand is the caller's to check). Levels are counted over the
+ * whole text, a "$share/<group>/" prefix included, as a broker may. */
+const char *topic_filter_problem(const char *filter, size_t len);
+
 #endif

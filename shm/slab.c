@@ -112,6 +112,11 @@ static unsigned order_for(size_t len)
     return shift - SLAB_MIN_SHIFT;
 }
 
+size_t slab_block_bytes(size_t len)
+{
+    return len > order_bytes(SLAB_ORDERS - 1) ? 0 : order_bytes(order_for(len));
+}
+
 /* Order of the allocated block starting at OFF, or -1 when no allocated
  * block starts there. Blocks never overlap, so at most one order matches; a
  * block of order k must start on a multiple of its size, which ends the

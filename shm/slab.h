@@ -53,6 +53,11 @@ struct slab {
  * MAX_ALLOC is 0 or above 1 GiB, or SIZE holds no largest block, or more than
  * 2^32 small ones) or ENOMEM. */
 int slab_init(struct slab *s, void *base, size_t size, size_t max_alloc);
+
+/* Bytes of the block a request of LEN bytes takes: a power of two of at
+ * least 256; 0 when LEN is above the largest block there can be (1 GiB).
+ * slab_init(..., SIZE, MAX_ALLOC) needs SIZE >= slab_block_bytes(MAX_ALLOC). */
+size_t slab_block_bytes(size_t len);
 void slab_destroy(struct slab *s);
 
 /* Offset of a free block of at least LEN bytes (a smallest block when LEN is

@@ -61,6 +61,25 @@ static void test_init_errors(void)
     free(mem);
 }
 
+/* slab_block_bytes says what slab_init needs: a region one block short of
+ * it is refused, one of exactly it is taken. */
+static void test_block_bytes(void)
+{
+    T_CHECK(slab_block_bytes(0) == 256 && slab_block_bytes(1) == 256, "smallest block");
+    T_CHECK(slab_block_bytes(256) == 256 && slab_block_bytes(257) == 512, "powers of two");
+    T_CHECK(slab_block_bytes(40 * KIB) == 64 * KIB, "40 KiB takes 64 KiB");
+    T_CHECK(slab_block_bytes((size_t)1 << 30) == (size_t)1 << 30, "1 GiB, the largest");
+    T_CHECK(slab_block_bytes(((size_t)1 << 30) + 1) == 0, "past the largest");
+    struct slab s;
+    char *mem = region(64 * KIB);
+    errno = 0;
+    T_CHECK(slab_init(&s, mem, slab_block_bytes(40 * KIB) - 1, 40 * KIB) == -1 && errno == EINVAL,
+            "a region short of the block is refused");
+    init_ok(&s, mem, slab_block_bytes(40 * KIB), 40 * KIB);
+    slab_destroy(&s);
+    free(mem);
+}
+
 static void test_round_trip(void)
 {
     struct slab s;
@@ -409,6 +428,7 @@ static void test_big(void)
 int main(void)
 {
     test_init_errors();
+    test_block_bytes();
     test_round_trip();
     test_limits();
     test_exhaustion();

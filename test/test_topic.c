@@ -1,6 +1,6 @@
 /* test_topic.c - the pure topic functions of proto/topic.c: which topics may
- * be published to (length, levels, UTF-8, wildcards), matching with
- * capture, and template expansion. */
+ * be published to (length, levels, UTF-8, wildcards) and which filters
+ * subscribed to, matching with capture, and template expansion. */
 #include "proto/topic.h"
 #include "test/t.h"
 
@@ -92,6 +92,18 @@ static void check_limits(void)
     free(s);
 }
 
+static void check_filters(void)
+{
+    T_CHECK(topic_filter_problem("a/+/#", 5) == NULL, "wildcards are fine in a filter");
+    T_CHECK(topic_filter_problem("$share/g/+/x", 12) == NULL, "a shared subscription");
+    char *s = levels(TOPIC_MAX_LEVELS + 1);
+    const char *p = topic_filter_problem(s, strlen(s));
+    T_CHECK(p && !strcmp(p, "has more than 128 levels"), "129 levels: %s", p ? p : "(none)");
+    free(s);
+    p = topic_filter_problem("a/\x01", 3);
+    T_CHECK(p && strstr(p, "control character"), "a control character: %s", p ? p : "(none)");
+}
+
 static void check_match_and_expand(void)
 {
     struct topic_levels lv;
@@ -110,6 +122,7 @@ int main(void)
 {
     check_publishable();
     check_limits();
+    check_filters();
     check_match_and_expand();
     T_DONE();
 }

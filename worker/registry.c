@@ -4,11 +4,13 @@
 #include "worker/registry.h"
 
 #include <dlfcn.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "shm/slab.h"
 #include "worker/handler.h"
 
 /* ---- registration -------------------------------------------------------- */
@@ -294,6 +296,34 @@ static void unknown_handler(const struct registry *r, const struct conf *c, size
                   "routes[%zu].job: unknown handler '%s' (known: %s)", i, rt->job, list);
 }
 
+/* engine_start needs a slab that holds one block for the largest job: the
+ * output handler H bounds for a max_payload input may be larger than the
+ * input (opus.encode's), and blocks are powers of two. */
+static unsigned check_output_fits(const struct mqfork_handler *h, const struct conf *c, size_t i,
+                                  struct conf_diags *d)
+{
+    const struct conf_route *rt = &c->routes[i];
+    struct mqfork_params view;
+    struct mqfork_out_bound bound = {0};
+    if (!h->out_bound || params_copy(&view, &rt->params) < 0)
+        return 0; /* no bound: MQFORK_ERROR_TEXT bytes; out of memory: start will say */
+    h->out_bound(&view, &bound);
+    params_free(&view);
+    uint64_t out = handler_out_capacity(&bound, c->limits.max_payload);
+    size_t block = slab_block_bytes(out);
+    /* Not larger than the input: the loader has checked max_payload. */
+    if (out <= c->limits.max_payload || (block && block <= (uint64_t)c->limits.slab_mb << 20))
+        return 0;
+    char taken[64] = "";
+    if (block > out)
+        snprintf(taken, sizeof(taken), ": it takes a block of %zu bytes", block);
+    conf_diag(d, file_of(c), rt->job_line, rt->job_column,
+              "routes[%zu].job: the output of a %u-byte %s job (%" PRIu64
+              " bytes) does not fit in limits.slab_mb (%u MiB)%s",
+              i, c->limits.max_payload, h->name, out, c->limits.slab_mb, taken);
+    return 1;
+}
+
 int registry_check_routes(const struct registry *r, const struct conf *c, struct conf_diags *d)
 {
     unsigned problems = 0;
@@ -308,7 +338,8 @@ int registry_check_routes(const struct registry *r, const struct conf *c, struct
             continue;
         }
         struct check_host host = {.conf = c, .route = rt, .index = i, .diags = d};
-        problems += run_check(h, &rt->params, &host);
+        unsigned bad = run_check(h, &rt->params, &host);
+        problems += bad ? bad : check_output_fits(h, c, i, d);
     }
     return problems ? -1 : 0;
 }
