@@ -87,7 +87,8 @@ static void set_string(char **field, const char *value)
 
 /* ---- diagnostics */
 
-static void diag_add(struct conf_diags *d, const char *file, int line, int column, char *msg)
+static void diag_add(struct conf_diags *d, const char *file, int line, int column, char *msg,
+                     bool warning)
 {
     d->items = xrealloc(d->items, (d->count + 1) * sizeof(*d->items));
     d->items[d->count++] = (struct conf_diag){
@@ -95,6 +96,7 @@ static void diag_add(struct conf_diags *d, const char *file, int line, int colum
         .line = line,
         .column = column,
         .message = msg,
+        .warning = warning,
     };
 }
 
@@ -102,8 +104,16 @@ void conf_diag(struct conf_diags *d, const char *file, int line, int column, con
 {
     va_list ap;
     va_start(ap, fmt);
-    diag_add(d, file, line, column, xvasprintf(fmt, ap));
+    diag_add(d, file, line, column, xvasprintf(fmt, ap), false);
     va_end(ap);
+}
+
+size_t conf_diags_warnings(const struct conf_diags *d)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < d->count; i++)
+        n += d->items[i].warning;
+    return n;
 }
 
 void conf_diags_free(struct conf_diags *d)
@@ -121,10 +131,11 @@ void conf_diags_print(const struct conf_diags *d, FILE *out)
 {
     for (size_t i = 0; i < d->count; i++) {
         const struct conf_diag *g = &d->items[i];
+        const char *kind = g->warning ? "warning" : "error";
         if (g->line > 0)
-            fprintf(out, "%s:%d:%d: error: %s\n", g->file, g->line, g->column, g->message);
+            fprintf(out, "%s:%d:%d: %s: %s\n", g->file, g->line, g->column, kind, g->message);
         else
-            fprintf(out, "%s: error: %s\n", g->file, g->message);
+            fprintf(out, "%s: %s: %s\n", g->file, kind, g->message);
     }
 }
 
@@ -134,7 +145,7 @@ struct loader {
     const char *path;
     struct conf *conf;
     struct conf_diags *diags;
-    size_t diags_before; /* diags->count on entry: this load failed if it grew */
+    size_t diags_before; /* diags->count on entry: this load failed if an error came after */
     yaml_document_t doc;
     /* Nodes already reported, so cross-checks stay quiet about them. */
     const yaml_node_t **bad;
@@ -143,7 +154,7 @@ struct loader {
 
 static void vreport_at(struct loader *ld, int line, int column, const char *fmt, va_list ap)
 {
-    diag_add(ld->diags, ld->path, line, column, xvasprintf(fmt, ap));
+    diag_add(ld->diags, ld->path, line, column, xvasprintf(fmt, ap), false);
 }
 
 static void report_at(struct loader *ld, int line, int column, const char *fmt, ...)
@@ -172,6 +183,18 @@ static void report(struct loader *ld, const yaml_node_t *node, const char *fmt, 
     va_list ap;
     va_start(ap, fmt);
     vreport_at(ld, line, column, fmt, ap);
+    va_end(ap);
+}
+
+/* A warning at NODE: the file still loads. */
+static void warn(struct loader *ld, const yaml_node_t *node, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void warn(struct loader *ld, const yaml_node_t *node, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    diag_add(ld->diags, ld->path, (int)node->start_mark.line + 1, (int)node->start_mark.column + 1,
+             xvasprintf(fmt, ap), true);
     va_end(ap);
 }
 
@@ -1246,6 +1269,12 @@ static void load_route(struct loader *ld, struct conf_route *r, const yaml_node_
     if (r->reply && (v = map_get(ld, item, "reply"))) {
         snprintf(key_path, sizeof(key_path), "%s.reply", path);
         check_template(ld, v, key_path, r->reply, r->subscribe, true);
+        if (r->subscribe && !was_reported(ld, v) &&
+            topic_template_can_match(r->reply, r->subscribe))
+            warn(ld, v,
+                 "%s: '%s' can match the route's own filter '%s': its replies would come "
+                 "back to it as requests",
+                 key_path, r->reply, r->subscribe);
     }
     if (r->stream && (v = map_get(ld, item, "stream"))) {
         snprintf(key_path, sizeof(key_path), "%s.stream", path);
@@ -1567,7 +1596,10 @@ int conf_load_checked(const char *path, struct conf *c, struct conf_diags *d, co
     if (parsed && check)
         check(ctx, c, d);
     sort_diags(d, ld.diags_before);
-    if (d->count == ld.diags_before)
+    bool errors = false;
+    for (size_t i = ld.diags_before; i < d->count; i++)
+        errors |= !d->items[i].warning;
+    if (!errors)
         return 0;
     conf_free(c);
     return -1;

@@ -141,6 +141,7 @@ struct conf_diag {
     char *file;
     int line, column; /* 1-based; 0 when the problem has no position */
     char *message;
+    bool warning; /* the file still loads: likely a mistake, but runnable */
 };
 
 struct conf_diags {
@@ -151,8 +152,9 @@ struct conf_diags {
 /* Fill *c with every default, as if loaded from an empty file. */
 void conf_defaults(struct conf *c);
 
-/* Load and validate PATH into *c. Returns 0 when the file is valid; otherwise
- * -1 with every problem appended to *d (and *c freed). */
+/* Load and validate PATH into *c. Returns 0 when the file is valid (warnings
+ * may still be appended to *d); otherwise -1 with every problem appended to
+ * *d (and *c freed). */
 int conf_load(const char *path, struct conf *c, struct conf_diags *d);
 
 /* conf_load, and CHECK (when not NULL) adds its own problems to *d while
@@ -174,8 +176,12 @@ void conf_diag(struct conf_diags *d, const char *file, int line, int column, con
 const char *conf_suggest(const char *word, const char *const *cands, size_t n);
 void conf_diags_free(struct conf_diags *d);
 
-/* Print each diagnostic as "file:line:column: error: message". */
+/* Print each diagnostic as "file:line:column: error: message" (or
+ * "warning:"). */
 void conf_diags_print(const struct conf_diags *d, FILE *out);
+
+/* How many of D's diagnostics are warnings. */
+size_t conf_diags_warnings(const struct conf_diags *d);
 
 /* Parse a priority name ("high", "normal", "low"); -1 if unknown. */
 int conf_priority_parse(const char *s);

@@ -158,3 +158,130 @@ const char *topic_filter_problem(const char *filter, size_t len)
 {
     return text_problem(filter, len, true);
 }
+
+/* ---- can a template make a topic its own filter matches? Both sides are
+ * read as patterns over characters: a literal, a '+' (any run without '/'),
+ * a '#' (any run). Two patterns share a string when a walk through both can
+ * reach both ends, each step taking one token or one character. */
+
+enum glob_kind { GLOB_CHAR, GLOB_LEVEL, GLOB_ANY };
+
+struct glob {
+    unsigned char kind; /* enum glob_kind */
+    char c;             /* GLOB_CHAR */
+};
+
+/* Pairs of positions the walk may visit at most: past it, no answer. */
+#define GLOB_MAX_STATES (1u << 22)
+
+static bool glob_takes(const struct glob *g, char c)
+{
+    return g->kind == GLOB_ANY || (g->kind == GLOB_LEVEL && c != '/');
+}
+
+/* One step of the walk from (I, J), in row CUR (same I) or NEXT (I + 1). */
+static void glob_step(const struct glob *a, size_t na, const struct glob *b, size_t nb, size_t i,
+                      size_t j, bool *cur, bool *next)
+{
+    bool a_char = i < na && a[i].kind == GLOB_CHAR, b_char = j < nb && b[j].kind == GLOB_CHAR;
+    if (j < nb && !b_char)
+        cur[j + 1] = true; /* B's star as empty */
+    if (i == na)
+        return;
+    if (!a_char)
+        next[j] = true; /* A's star as empty */
+    if (j == nb)
+        return;
+    if (a_char && b_char && a[i].c == b[j].c)
+        next[j + 1] = true;
+    else if (a_char && !b_char && glob_takes(&b[j], a[i].c))
+        next[j] = true; /* B's star takes A's character */
+    else if (!a_char && b_char && glob_takes(&a[i], b[j].c))
+        cur[j + 1] = true; /* A's star takes B's character */
+}
+
+/* Whether A (NA tokens) and B (NB) match a common string. Row I of the walk
+ * says which prefixes of B can match A's first I tokens. Both stars taking
+ * one character at once is never needed: without it both still match. */
+static bool globs_meet(const struct glob *a, size_t na, const struct glob *b, size_t nb)
+{
+    bool *rows = calloc(2 * (nb + 1), sizeof(*rows)), *cur = rows, *next = rows + nb + 1;
+    if (!rows)
+        return false;
+    cur[0] = true;
+    for (size_t i = 0;; i++) {
+        for (size_t j = 0; j <= nb; j++)
+            if (cur[j])
+                glob_step(a, na, b, nb, i, j, cur, next);
+        if (i == na)
+            break;
+        bool *t = cur;
+        cur = next;
+        next = t;
+        memset(next, 0, (nb + 1) * sizeof(*next));
+    }
+    bool met = cur[nb];
+    free(rows);
+    return met;
+}
+
+/* FILTER's body (no $share/ prefix) as tokens into OUT (room for its
+ * length); its wildcards' kinds, in order, into WILD (TOPIC_MAX_WILDCARDS
+ * kept). Returns the number of tokens. */
+static size_t filter_globs(const char *f, struct glob *out, unsigned char *wild, unsigned *nwild)
+{
+    size_t n = 0;
+    *nwild = 0;
+    for (; *f; f++) {
+        unsigned char kind = *f == '+' ? GLOB_LEVEL : *f == '#' ? GLOB_ANY : GLOB_CHAR;
+        if (kind != GLOB_CHAR && *nwild < TOPIC_MAX_WILDCARDS)
+            wild[(*nwild)++] = kind;
+        out[n++] = (struct glob){.kind = kind, .c = *f};
+    }
+    return n;
+}
+
+/* TMPL as tokens into OUT (room for its length): {N} is what wildcard N
+ * matched, a level for '+', anything for '#' (or for a reference to no
+ * wildcard: the loader reports those). Returns the number of tokens. */
+static size_t template_globs(const char *t, const unsigned char *wild, unsigned nwild,
+                             struct glob *out)
+{
+    size_t n = 0;
+    for (; *t; t++) {
+        char *end;
+        unsigned long w = *t == '{' ? strtoul(t + 1, &end, 10) : 0;
+        if (*t == '{' && *end == '}') {
+            out[n++] = (struct glob){.kind = w >= 1 && w <= nwild ? wild[w - 1] : GLOB_ANY};
+            t = end;
+        } else {
+            out[n++] = (struct glob){.kind = GLOB_CHAR, .c = *t};
+        }
+    }
+    return n;
+}
+
+bool topic_template_can_match(const char *tmpl, const char *filter)
+{
+    const char *f = topic_filter_base(filter);
+    size_t tl = strlen(tmpl), fl = strlen(f);
+    if ((uint64_t)(tl + 1) * (fl + 1) > GLOB_MAX_STATES)
+        return false;
+    /* A topic starting with '$' is not matched by a leading wildcard. */
+    if (tmpl[0] == '$' && (f[0] == '+' || f[0] == '#'))
+        return false;
+    struct glob *t = calloc(tl + 1, sizeof(*t)), *fg = calloc(fl + 1, sizeof(*fg));
+    unsigned char wild[TOPIC_MAX_WILDCARDS];
+    unsigned nwild;
+    bool met = false;
+    if (t && fg) {
+        size_t nf = filter_globs(f, fg, wild, &nwild), nt = template_globs(tmpl, wild, nwild, t);
+        met = globs_meet(t, nt, fg, nf);
+        /* "a/#" also matches "a" */
+        if (!met && nf >= 2 && fg[nf - 1].kind == GLOB_ANY && fg[nf - 2].c == '/')
+            met = globs_meet(t, nt, fg, nf - 2);
+    }
+    free(t);
+    free(fg);
+    return met;
+}

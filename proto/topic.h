@@ -55,4 +55,12 @@ const char *topic_publish_problem(const char *topic, size_t len);
  * whole text, a "$share/<group>/" prefix included, as a broker may. */
 const char *topic_filter_problem(const char *filter, size_t len);
 
+/* Whether a topic that template TMPL makes, its {N} filled with anything
+ * wildcard N of FILTER may match, can match FILTER itself: a route whose
+ * reply can match its own filter answers its own replies. The templates'
+ * levels are taken as free, so "can": a route may still never do it.
+ * False, too, when the two are too long to tell (past about 4 million
+ * pairs of positions). */
+bool topic_template_can_match(const char *tmpl, const char *filter);
+
 #endif

@@ -74,8 +74,12 @@ static int check_config(const char *path)
         rc = registry_load_config(&reg, path, &c, true, &d);
     conf_diags_print(&d, stderr);
     if (rc == 0) {
-        printf("%s: configuration OK (%zu routes, workers %u..%u)\n", path, c.nroutes,
-               c.workers.min, c.workers.max);
+        size_t warnings = conf_diags_warnings(&d);
+        printf("%s: configuration OK (%zu routes, workers %u..%u)", path, c.nroutes, c.workers.min,
+               c.workers.max);
+        if (warnings)
+            printf(", %zu warning%s", warnings, warnings == 1 ? "" : "s");
+        putchar('\n');
         conf_free(&c);
     } else {
         fprintf(stderr, "%s: %zu problem%s\n", path, d.count, d.count == 1 ? "" : "s");
@@ -95,6 +99,16 @@ static bool same_plugins(const struct conf *a, const struct conf *b)
     return true;
 }
 
+/* Each diagnostic as a log line with file:line:column, at its level. */
+static void log_diags(const struct conf_diags *d)
+{
+    for (size_t i = 0; i < d->count; i++) {
+        const struct conf_diag *g = &d->items[i];
+        log_msg(g->warning ? LOG_LVL_WARN : LOG_LVL_ERROR, "%s:%d:%d: %s", g->file, g->line,
+                g->column, g->message);
+    }
+}
+
 /* SIGHUP: a configuration that does not load changes nothing; every
  * problem is logged as file:line:column. */
 static void reload(struct daemon *d)
@@ -102,11 +116,9 @@ static void reload(struct daemon *d)
     notify_reloading(&d->notify);
     struct conf c;
     struct conf_diags diags = {0};
-    if (registry_load_config(&d->registry, d->conf.path, &c, false, &diags) < 0) {
-        for (size_t i = 0; i < diags.count; i++) {
-            const struct conf_diag *g = &diags.items[i];
-            log_error("%s:%d:%d: %s", g->file, g->line, g->column, g->message);
-        }
+    int rc = registry_load_config(&d->registry, d->conf.path, &c, false, &diags);
+    log_diags(&diags);
+    if (rc < 0) {
         log_error("SIGHUP: %s has %zu problem%s; keeping the current configuration", d->conf.path,
                   diags.count, diags.count == 1 ? "" : "s");
     } else if (engine_reload(d->engine, &c) < 0) {
@@ -248,8 +260,9 @@ static int serve(const char *path)
         registry_free(&d.registry);
         return 1;
     }
-    conf_diags_free(&diags);
     log_set_level_name(d.conf.log_level);
+    log_diags(&diags); /* warnings only */
+    conf_diags_free(&diags);
     int rc = 1;
     d.loop = loop_new(256);
     if (!d.loop) {

@@ -1,7 +1,9 @@
 /* test_conf.c - the configuration loader against the files in test/conf: a
  * file that starts with "# expect: LINE:COL: MESSAGE" lines must fail with
- * exactly those diagnostics, and an ok-*.yaml file must load cleanly. Also the
- * defaults, the shipped examples in conf/, and the diagnostic output format.
+ * exactly those diagnostics, a warn-*.yaml file must load with exactly the
+ * warnings of its "# warn: LINE:COL: MESSAGE" lines, and an ok-*.yaml file
+ * must load cleanly. Also the defaults, the shipped examples in conf/, and
+ * the diagnostic output format.
  *
  * Usage: test_conf TEST_CONF_DIR REPO_CONF_DIR */
 #include "conf/config.h"
@@ -38,21 +40,22 @@ static char *join(const char *dir, const char *name)
     return s;
 }
 
-/* Read the "# expect:" lines at the top of PATH; returns how many. */
-static size_t read_expects(const char *path, struct expect *e, size_t max)
+/* Read the "# expect:" (or "# warn:", as TAG says) lines at the top of
+ * PATH; returns how many. */
+static size_t read_expects(const char *path, const char *tag, struct expect *e, size_t max)
 {
     FILE *f = fopen(path, "r");
     T_REQUIRE(f != NULL, "open %s", path);
     char line[1024];
-    size_t n = 0;
-    while (fgets(line, sizeof(line), f) && !strncmp(line, "# expect: ", 10)) {
+    size_t n = 0, tl = strlen(tag);
+    while (fgets(line, sizeof(line), f) && !strncmp(line, tag, tl)) {
         int used = 0;
         T_REQUIRE(n < max, "%s: too many expect lines", path);
-        if (sscanf(line + 10, "%d:%d: %n", &e[n].line, &e[n].column, &used) != 2 || !used) {
+        if (sscanf(line + tl, "%d:%d: %n", &e[n].line, &e[n].column, &used) != 2 || !used) {
             T_CHECK(false, "%s: malformed expect line: %s", path, line);
             continue;
         }
-        snprintf(e[n].message, sizeof(e[n].message), "%s", line + 10 + used);
+        snprintf(e[n].message, sizeof(e[n].message), "%s", line + tl + used);
         e[n].message[strcspn(e[n].message, "\n")] = '\0';
         n++;
     }
@@ -68,6 +71,32 @@ static void print_diags(const char *what, const struct conf_diags *d)
                 d->items[i].message);
 }
 
+/* D holds exactly the diagnostics E (N of them), each an error or, when
+ * WARNINGS, a warning. */
+static void match_diags(const char *path, const struct conf_diags *d, const struct expect *e,
+                        size_t n, bool warnings)
+{
+    bool all = d->count == n;
+    for (size_t i = 0; i < n; i++) {
+        bool found = false;
+        for (size_t j = 0; j < d->count && !found; j++)
+            found = d->items[j].line == e[i].line && d->items[j].column == e[i].column &&
+                    !strcmp(d->items[j].message, e[i].message);
+        T_CHECK(found, "%s: missing diagnostic %d:%d: %s", path, e[i].line, e[i].column,
+                e[i].message);
+        all &= found;
+    }
+    T_CHECK(d->count == n, "%s: %zu diagnostics, expected %zu", path, d->count, n);
+    for (size_t j = 0; j < d->count; j++) {
+        T_CHECK(!strcmp(d->items[j].file, path), "%s: diagnostic names file %s", path,
+                d->items[j].file);
+        T_CHECK(d->items[j].warning == warnings, "%s: %d:%d is %s", path, d->items[j].line,
+                d->items[j].column, d->items[j].warning ? "a warning" : "an error");
+    }
+    if (!all)
+        print_diags(path, d);
+}
+
 /* A bad file: loading fails with exactly the expected diagnostics. */
 static void check_bad(const char *path, const struct expect *e, size_t n)
 {
@@ -79,22 +108,20 @@ static void check_bad(const char *path, const struct expect *e, size_t n)
     registry_free(&reg);
     T_CHECK(rc == -1, "%s: loading returned %d, expected -1", path, rc);
     T_CHECK(c.path == NULL && c.routes == NULL, "%s: conf not freed after a failure", path);
-    bool all = d.count == n;
-    for (size_t i = 0; i < n; i++) {
-        bool found = false;
-        for (size_t j = 0; j < d.count && !found; j++)
-            found = d.items[j].line == e[i].line && d.items[j].column == e[i].column &&
-                    !strcmp(d.items[j].message, e[i].message);
-        T_CHECK(found, "%s: missing diagnostic %d:%d: %s", path, e[i].line, e[i].column,
-                e[i].message);
-        all &= found;
-    }
-    T_CHECK(d.count == n, "%s: %zu diagnostics, expected %zu", path, d.count, n);
-    for (size_t j = 0; j < d.count; j++)
-        T_CHECK(!strcmp(d.items[j].file, path), "%s: diagnostic names file %s", path,
-                d.items[j].file);
-    if (!all)
-        print_diags(path, &d);
+    match_diags(path, &d, e, n, false);
+    conf_diags_free(&d);
+}
+
+/* A file that loads, with exactly the expected warnings. */
+static void check_warn(const char *path, const struct expect *e, size_t n)
+{
+    struct conf c;
+    struct conf_diags d = {0};
+    int rc = conf_load(path, &c, &d);
+    T_CHECK(rc == 0, "%s: conf_load returned %d, expected 0", path, rc);
+    match_diags(path, &d, e, n, true);
+    if (rc == 0)
+        conf_free(&c);
     conf_diags_free(&d);
 }
 
@@ -121,20 +148,25 @@ static void check_dir(const char *dir)
     struct dirent **names;
     int n = scandir(dir, &names, NULL, alphasort);
     T_REQUIRE(n >= 0, "scandir %s", dir);
-    int bad = 0, ok = 0;
+    int bad = 0, ok = 0, warned = 0;
     for (int i = 0; i < n; i++) {
         const char *name = names[i]->d_name;
         size_t len = strlen(name);
         if (len > 5 && !strcmp(name + len - 5, ".yaml")) {
             char *path = join(dir, name);
             struct expect e[MAX_EXPECT];
-            size_t ne = read_expects(path, e, MAX_EXPECT);
+            size_t ne = read_expects(path, "# expect: ", e, MAX_EXPECT);
             if (!strncmp(name, "ok-", 3)) {
                 T_CHECK(ne == 0, "%s: an ok- file with expectations", path);
                 struct conf c;
                 load_ok(path, &c);
                 conf_free(&c);
                 ok++;
+            } else if (!strncmp(name, "warn-", 5)) {
+                ne = read_expects(path, "# warn: ", e, MAX_EXPECT);
+                T_CHECK(ne > 0, "%s: a warn- file without '# warn:' lines", path);
+                check_warn(path, e, ne);
+                warned++;
             } else {
                 T_CHECK(ne > 0, "%s: neither ok-*.yaml nor '# expect:' lines", path);
                 check_bad(path, e, ne);
@@ -145,7 +177,8 @@ static void check_dir(const char *dir)
         free(names[i]);
     }
     free(names);
-    T_CHECK(bad >= 20 && ok >= 3, "only %d bad and %d ok files in %s", bad, ok, dir);
+    T_CHECK(bad >= 20 && ok >= 3 && warned >= 1, "only %d bad, %d ok and %d warn files in %s", bad,
+            ok, warned, dir);
 }
 
 /* The defaults config.h documents. */
@@ -234,7 +267,7 @@ static void check_full_routes(const struct conf *c)
     const struct conf_route *r = &c->routes[0];
     T_CHECK(str_eq(r->name, "echo") && str_eq(r->job, "test.echo"), "route 0");
     T_CHECK(str_eq(r->subscribe, "$share/grp/full/+/echo/#"), "subscribe %s", r->subscribe);
-    T_CHECK(str_eq(r->reply, "full/{2}/{1}/out") && str_eq(r->stream, "{1}"), "templates");
+    T_CHECK(str_eq(r->reply, "full-out/{2}/{1}") && str_eq(r->stream, "{1}"), "templates");
     T_CHECK(r->reply_allow.count == 3 && str_eq(r->reply_allow.items[0], "resp/{1}/#") &&
                 str_eq(r->reply_allow.items[1], "+/{2}/answers") &&
                 str_eq(r->reply_allow.items[2], "$SYS/x"),

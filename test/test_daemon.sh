@@ -69,6 +69,12 @@ echo "$out" | grep -q "configuration OK" || fail "-t on a good file says: $out"
 
 "$MQFORKD" -t -c "$SRC/../conf/mqfork.yaml" >/dev/null 2>&1 || fail "conf/mqfork.yaml does not pass -t"
 
+warn=$SRC/conf/warn-own-replies.yaml
+out=$("$MQFORKD" -t -c "$warn" 2>&1) || fail "-t on a file with only warnings exited $?: $out"
+echo "$out" | grep -qF "$warn:11:12: warning: routes[0].reply: " || fail "-t shows no warning: $out"
+echo "$out" | grep -q "configuration OK (5 routes, workers 2..8), 3 warnings" ||
+    fail "-t does not count the warnings: $out"
+
 bad=$SRC/conf/bad-several.yaml
 out=$("$MQFORKD" -t -c "$bad" 2>&1)
 rc=$?

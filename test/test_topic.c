@@ -1,6 +1,7 @@
 /* test_topic.c - the pure topic functions of proto/topic.c: which topics may
  * be published to (length, levels, UTF-8, wildcards) and which filters
- * subscribed to, matching with capture, and template expansion. */
+ * subscribed to, matching with capture, template expansion, and whether a
+ * reply template can match its own filter. */
 #include "proto/topic.h"
 #include "test/t.h"
 
@@ -118,11 +119,42 @@ static void check_match_and_expand(void)
     T_CHECK(topic_expand("{3}", &lv, out, sizeof(out)) < 0, "no such wildcard");
 }
 
+/* A reply template that can make a topic its route's own filter matches. */
+static void check_self_match(void)
+{
+    static const struct {
+        const char *tmpl, *filter;
+        bool can;
+    } cases[] = {
+        {"mqfork/spin/{1}/done", "$share/mqfork/mqfork/spin/#", true}, /* issue #9, 15 */
+        {"mqfork/spin/{1}/done", "$share/mqfork/mqfork/spin/+/in", false},
+        {"e/{1}/out", "e/+/in", false},
+        {"e/{1}/in", "e/+/in", true},
+        {"a/{1}/b", "a/+/b", true},
+        {"dev/{1}x/out", "dev/+/out", true},
+        {"x/{1}/y", "x/+", false}, /* a '+' level holds no '/' */
+        {"x/{1}/y", "x/#", true},
+        {"in/{1}/z", "in/#", true},
+        {"out/{1}", "+/#", true},
+        {"a", "a/#", true}, /* "a/#" matches "a" too */
+        {"ab", "a/#", false},
+        {"$SYS/{1}", "#", false}, /* a leading wildcard skips '$' topics */
+        {"{1}", "+", true},
+        {"full-out/{2}/{1}", "$share/g/full/+/echo/#", false},
+        {"full/{2}/{1}/out", "$share/g/full/+/echo/#", true}, /* {2} = "a/echo" */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        T_CHECK(topic_template_can_match(cases[i].tmpl, cases[i].filter) == cases[i].can,
+                "'%s' against '%s': want %s", cases[i].tmpl, cases[i].filter,
+                cases[i].can ? "can match" : "cannot match");
+}
+
 int main(void)
 {
     check_publishable();
     check_limits();
     check_filters();
     check_match_and_expand();
+    check_self_match();
     T_DONE();
 }
