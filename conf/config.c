@@ -644,11 +644,11 @@ static bool check_route_name(struct loader *ld, const yaml_node_t *n, const char
                              const char *s)
 {
     size_t len = strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-");
-    if (s[len] == '\0' && len >= 1 && len <= 64)
+    if (s[len] == '\0' && len >= 1 && len <= CONF_ROUTE_NAME_MAX)
         return true;
     char buf[64];
-    report(ld, n, "%s: %s is not a valid route name (1 to 64 of A-Z a-z 0-9 _ . -)", path,
-           describe(n, buf, sizeof(buf)));
+    report(ld, n, "%s: %s is not a valid route name (1 to %d of A-Z a-z 0-9 _ . -)", path,
+           describe(n, buf, sizeof(buf)), CONF_ROUTE_NAME_MAX);
     return false;
 }
 

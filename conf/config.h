@@ -33,8 +33,10 @@ struct conf_strings {
     size_t count;
 };
 
+#define CONF_ROUTE_NAME_MAX 64 /* bytes of a route's name */
+
 struct conf_route {
-    char *name;
+    char *name; /* 1 to CONF_ROUTE_NAME_MAX of A-Z a-z 0-9 _ . - */
     char *subscribe;
     int qos;                         /* 0..2, default 0 */
     char *job;                       /* handler name, must exist in the registry */

@@ -74,7 +74,9 @@ struct stream {
 TAILQ_HEAD(stream_list, stream);
 
 struct kind {
-    char name[STATS_NAME_LEN];
+    /* The whole route name: routes find their kind by it after a reload.
+     * The stats block keeps only STATS_NAME_LEN - 1 bytes of it. */
+    char name[CONF_ROUTE_NAME_MAX + 1];
     const struct mqfork_handler *handler;
     struct mqfork_params params; /* owned copy */
     void *preloaded;             /* handler->preload's result, shared by every worker */

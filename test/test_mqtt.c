@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "conf/config.h"
 #include "proto/job.h"
 #include "shm/segment.h"
 #include "test/broker.h"
@@ -646,7 +647,9 @@ static void test_broker_restart(struct broker *b)
 }
 
 /* SIGHUP with a new route and one removed: the new one is subscribed and
- * answered, the kept one keeps working, the removed one is gone. */
+ * answered, the kept one keeps working, the removed one is gone. The new
+ * route's name is as long as names go (64): the routes find their kind by
+ * it after the reload, and the stats block keeps only 47 bytes of it. */
 static void test_reload_routes(struct broker *b)
 {
     struct client c;
@@ -656,8 +659,10 @@ static void test_reload_routes(struct broker *b)
     daemon_start(&d, b, "reload", NULL, echo_routes);
     T_REQUIRE(daemon_online(&c, &d), "daemon online");
     FILE *f = fopen(d.conf, "a");
-    fprintf(f,
-            "  - name: added\n    subscribe: n/+/in\n    job: test.echo\n    reply: n/{1}/out\n");
+    static const char name[] = "added-route-whose-name-is-as-long-as-the-configuration-allows-it";
+    _Static_assert(sizeof(name) - 1 == CONF_ROUTE_NAME_MAX, "the longest route name");
+    fprintf(f, "  - name: %s\n    subscribe: n/+/in\n    job: test.echo\n    reply: n/{1}/out\n",
+            name);
     fclose(f);
     kill(d.p.pid, SIGHUP);
     T_CHECK(daemon_says(&d, "subscribed to n/+/in", 5000), "the new route's filter subscribed");
