@@ -201,26 +201,38 @@ static void refusal_text(enum job_status st, size_t len, char *buf, size_t size)
     }
 }
 
+/* TOPIC as a report or log line quotes it: its first QUOTED_TOPIC_MAX
+ * bytes, "..." when there are more, and '?' for each byte that is not
+ * printable ASCII (a topic may hold a newline; the log has one event a
+ * line). OUT has QUOTED_TOPIC_MAX + 4 bytes. */
+static const char *quote_topic(const char *topic, char *out)
+{
+    size_t i = 0;
+    for (; topic[i] && i < QUOTED_TOPIC_MAX; i++)
+        out[i] = topic[i] >= 0x20 && topic[i] < 0x7f ? topic[i] : '?';
+    strcpy(out + i, topic[i] ? "..." : "");
+    return out;
+}
+
 /* Refuse a message before it becomes a job: counted against the route's
  * kind, logged (at most a line a second) and reported on errors.topic. */
 static void refuse_message(struct routes *r, const struct route *route,
                            const struct mqtt_message *msg, enum job_status st, const char *why)
 {
+    char quoted[QUOTED_TOPIC_MAX + 4];
     engine_count_refusal(r->engine, route->kind, st);
-    log_rated(&r->refusals, LOG_LVL_WARN, "route %s: a message on %.*s%s: %s", route->conf->name,
-              QUOTED_TOPIC_MAX, msg->topic, strlen(msg->topic) > QUOTED_TOPIC_MAX ? "..." : "",
-              why);
+    log_rated(&r->refusals, LOG_LVL_WARN, "route %s: a message on %s: %s", route->conf->name,
+              quote_topic(msg->topic, quoted), why);
     report(r, route->conf->name, msg->topic, job_status_name(st), why, strlen(why), 0,
            msg->correlation, msg->correlation_len);
 }
 
-/* "refused: the WHAT 'TOPIC' REASON" into WHY, the topic quoted up to
- * QUOTED_TOPIC_MAX bytes. */
+/* "refused: the WHAT 'TOPIC' REASON" into WHY, the topic quoted. */
 static void refusal_of_topic(char *why, size_t why_len, const char *what, const char *topic,
                              const char *reason)
 {
-    snprintf(why, why_len, "refused: the %s '%.*s%s' %s", what, QUOTED_TOPIC_MAX, topic,
-             strlen(topic) > QUOTED_TOPIC_MAX ? "..." : "", reason);
+    char quoted[QUOTED_TOPIC_MAX + 4];
+    snprintf(why, why_len, "refused: the %s '%s' %s", what, quote_topic(topic, quoted), reason);
 }
 
 /* Whether TOPIC may be published to; if not, why not in WHY, naming it as
