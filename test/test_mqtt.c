@@ -615,6 +615,21 @@ static void test_shared(struct broker *b)
     client_close(&c);
 }
 
+/* Start the killed broker again and connect C to it, subscribed to
+ * everything, while the daemon is stopped: the results it has queued go
+ * out as soon as it reconnects, and would be lost to a subscription the
+ * broker has not made yet. C's own message coming back proves it made. */
+static void restart_broker_for(struct client *c, struct broker *b, struct daemon *d, const char *id)
+{
+    kill(d->p.pid, SIGSTOP);
+    T_REQUIRE(broker_restart_same_port(b) == 0, "broker restarted");
+    client_open(c, b, id);
+    sub(c, "#");
+    pub(c, "t/probe", id, strlen(id));
+    T_REQUIRE(wait_for(c, "t/probe", id, 1, 10), "the test client is subscribed");
+    kill(d->p.pid, SIGCONT);
+}
+
 /* Kill the broker with jobs in flight: the daemon reconnects, resubscribes,
  * never exits, and answers the jobs once the broker is back. The jobs run
  * long enough to outlast the kill on a busy machine, and the broker comes
@@ -634,9 +649,7 @@ static void test_broker_restart(struct broker *b)
     broker_kill(b);
     T_REQUIRE(daemon_completed(&d) < 4, "jobs still running when the broker died");
     T_REQUIRE(wait_count(&d, daemon_completed, 4, 20), "the jobs done while the broker is away");
-    T_REQUIRE(broker_restart_same_port(b) == 0, "broker restarted");
-    client_open(&c, b, "t-restart2");
-    sub(&c, "#");
+    restart_broker_for(&c, b, &d, "t-restart2");
     T_CHECK(daemon_online(&c, &d), "daemon reconnected (online status again)");
     T_CHECK(wait_for(&c, "s/slow/out", NULL, 4, 10), "jobs in flight answered after the restart");
     pub(&c, "e/again/in", "again", 5);
@@ -784,9 +797,7 @@ static void test_outbound_bound(struct broker *b)
     broker_kill(b);
     T_REQUIRE(daemon_completed(&d) < 4, "jobs still running when the broker died");
     T_REQUIRE(wait_count(&d, daemon_completed, 4, 20), "the jobs done while the broker is away");
-    T_REQUIRE(broker_restart_same_port(b) == 0, "broker restarted");
-    client_open(&c, b, "t-bound2");
-    sub(&c, "#");
+    restart_broker_for(&c, b, &d, "t-bound2");
     T_CHECK(daemon_online(&c, &d), "daemon reconnected");
     T_CHECK(wait_for(&c, "s/bound/out", NULL, 2, 10), "the 2 queued results delivered");
     struct stats_global g = daemon_stats(&d);
