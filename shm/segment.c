@@ -1,6 +1,7 @@
 /* segment.c - lay out, create, attach and remove an instance's shared-memory
  * segment. The layout is computed in one place (layout()) for the creator;
- * a reader takes the offsets from the header after checking them. */
+ * a reader takes the offsets from a copy of the header after checking that
+ * every region lies inside the file it mapped. */
 #include "shm/segment.h"
 
 #include <errno.h>
@@ -17,6 +18,8 @@
 #include "proto/job.h"
 #include "shm/procstat.h"
 #include "shm/ring.h"
+#include "shm/statblock.h"
+#include "shm/statread.h"
 
 #define PAGE 4096u
 
@@ -34,8 +37,9 @@ static uint64_t line_align(uint64_t n)
 static uint64_t layout(struct segment *s, struct seg_header *h, const struct seg_geometry *g)
 {
     uint64_t off = page_align(sizeof(struct seg_header));
-    h->off_global = off;
-    off = page_align(off + sizeof(struct stats_global));
+    h->off_stats = off;
+    h->stats_size = page_align(stats_area_size(g->max_workers));
+    off = page_align(off + h->stats_size);
     h->off_events = off;
     off = page_align(off + sizeof(struct stats_events));
     h->off_kinds = off;
@@ -59,18 +63,23 @@ static uint64_t layout(struct segment *s, struct seg_header *h, const struct seg
     return page_align(off + g->slab_size);
 }
 
-static void point_into(struct segment *s)
+/* Point S into its mapping by the geometry in H: the header the creator
+ * wrote, or a reader's checked copy of it. */
+static void point_into(struct segment *s, const struct seg_header *h)
 {
     uint8_t *b = s->base;
     s->hdr = s->base;
-    s->global = (struct stats_global *)(b + s->hdr->off_global);
-    s->events = (struct stats_events *)(b + s->hdr->off_events);
-    s->kinds = (struct stats_kind *)(b + s->hdr->off_kinds);
-    s->workers_stats = (struct stats_worker *)(b + s->hdr->off_workers_stats);
-    s->workers = b + s->hdr->off_workers;
-    s->worker_stride = s->hdr->worker_stride;
-    s->streams = b + s->hdr->off_streams;
-    s->slab = b + s->hdr->off_slab;
+    s->max_workers = h->max_workers;
+    s->max_kinds = h->max_kinds;
+    s->stats = b + h->off_stats;
+    s->stats_size = h->stats_size;
+    s->events = (struct stats_events *)(b + h->off_events);
+    s->kinds = (struct stats_kind *)(b + h->off_kinds);
+    s->workers_stats = (struct stats_worker *)(b + h->off_workers_stats);
+    s->workers = b + h->off_workers;
+    s->worker_stride = h->worker_stride;
+    s->streams = b + h->off_streams;
+    s->slab = b + h->off_slab;
 }
 
 uint64_t seg_pid_starttime(pid_t pid)
@@ -177,7 +186,8 @@ int seg_create(struct segment *s, const char *instance, const struct seg_geometr
     h.max_streams = g->max_streams;
     h.stream_slot_size = g->stream_slot_size;
     memcpy(base, &h, sizeof(h));
-    point_into(s);
+    point_into(s, &h);
+    stats_area_init(s);
     return 0;
 fail:;
     int saved = errno;
@@ -187,22 +197,45 @@ fail:;
     return -1;
 }
 
-/* The header's offsets must lie inside the mapping before a reader uses them. */
-static bool header_sane(const struct seg_header *h, size_t size)
+/* [OFF, OFF + COUNT * EACH) lies inside SIZE bytes, after the header, and
+ * OFF is aligned for the structures there; no sum or product may wrap. */
+static bool region_fits(uint64_t off, uint64_t count, uint64_t each, uint64_t size)
 {
-    uint64_t ends[] = {
-        h->off_global + sizeof(struct stats_global),
-        h->off_events + sizeof(struct stats_events),
-        h->off_kinds + sizeof(struct stats_kind) * (uint64_t)h->max_kinds,
-        h->off_workers_stats + sizeof(struct stats_worker) * (uint64_t)h->max_workers,
-        h->off_slab + h->slab_size,
-    };
-    if (h->size != size || h->max_kinds > SEG_MAX_KINDS || h->max_workers > 65536)
+    uint64_t len, end;
+    return off >= sizeof(struct seg_header) && off % 64 == 0 &&
+           !__builtin_mul_overflow(count, each, &len) && !__builtin_add_overflow(off, len, &end) &&
+           end <= size;
+}
+
+/* Every region a reader may touch lies inside the SIZE bytes it mapped. */
+static bool header_sane(const struct seg_header *h, uint64_t size)
+{
+    if (h->header_size != sizeof(struct seg_header) || h->size != size ||
+        h->max_kinds > SEG_MAX_KINDS || h->max_workers > STATS_MAX_INSTANCES ||
+        h->stats_size < sizeof(struct stats_dir))
         return false;
-    for (size_t i = 0; i < sizeof(ends) / sizeof(ends[0]); i++)
-        if (ends[i] > size)
-            return false;
-    return true;
+    return region_fits(h->off_stats, 1, h->stats_size, size) &&
+           region_fits(h->off_events, 1, sizeof(struct stats_events), size) &&
+           region_fits(h->off_kinds, h->max_kinds, sizeof(struct stats_kind), size) &&
+           region_fits(h->off_workers_stats, h->max_workers, sizeof(struct stats_worker), size) &&
+           region_fits(h->off_workers, h->max_workers, h->worker_stride, size) &&
+           region_fits(h->off_streams, h->max_streams, h->stream_slot_size, size) &&
+           region_fits(h->off_slab, 1, h->slab_size, size);
+}
+
+/* Why the header at BASE (SIZE bytes mapped) cannot be read: 0 when it
+ * can, else EPROTO or EBADMSG (see seg_attach); *FOUND as seg_attach says.
+ * H receives the copy that was checked. */
+static int header_check(const void *base, uint64_t size, struct seg_header *h, uint32_t *found)
+{
+    /* A copy: a writer changing the mapping cannot alter what was checked. */
+    memcpy(h, base, sizeof(*h));
+    if (h->magic != SEG_MAGIC || h->layout_version != SEG_LAYOUT_VERSION) {
+        if (found && h->magic == SEG_MAGIC)
+            *found = h->layout_version;
+        return EPROTO;
+    }
+    return header_sane(h, size) ? 0 : EBADMSG;
 }
 
 int seg_attach(struct segment *s, const char *instance, uint32_t *found_version)
@@ -225,19 +258,22 @@ int seg_attach(struct segment *s, const char *instance, uint32_t *found_version)
     void *base = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED)
         goto fail;
-    const struct seg_header *h = base;
-    if (h->magic != SEG_MAGIC || h->layout_version != SEG_LAYOUT_VERSION ||
-        !header_sane(h, (size_t)st.st_size)) {
-        if (found_version && h->magic == SEG_MAGIC)
-            *found_version = h->layout_version;
+    struct seg_header h;
+    int why = header_check(base, (uint64_t)st.st_size, &h, found_version);
+    s->base = base;
+    s->size = (size_t)st.st_size;
+    if (why == 0) {
+        point_into(s, &h);
+        why = stats_check(s) < 0 ? EBADMSG : 0;
+    }
+    if (why) {
         munmap(base, (size_t)st.st_size);
-        errno = EPROTO;
+        memset(s, 0, sizeof(*s));
+        s->fd = -1;
+        errno = why;
         goto fail;
     }
     s->fd = fd;
-    s->base = base;
-    s->size = (size_t)st.st_size;
-    point_into(s);
     return 0;
 fail:;
     int saved = errno;

@@ -2,11 +2,17 @@
  * creating, attaching and removing it.
  *
  * /dev/shm/mqfork.<instance>, mode 0640. Layout, each part page aligned:
- *   header | stats (global, events, kinds, workers) | per-worker areas
- *   (control word, job ring, result ring) | stream states | payload slab
+ *   header | named counter blocks (shm/statblock.h) | events | kinds |
+ *   worker stats | per-worker areas (control word, job ring, result ring) |
+ *   stream states | payload slab
  * The header records every offset and size, so a reader (mqforkstat) needs
- * nothing but the header to find its way, and checks magic and layout
- * version before it trusts any of it. */
+ * nothing but the header to find its way. A reader checks magic and layout
+ * version, then that every region the header names lies inside the file it
+ * mapped (overflow-safe), before it trusts any of it; it keeps the checked
+ * values and never reads the geometry from the mapping again.
+ *
+ * Layout version 3: counters live in named blocks, so adding one changes
+ * neither this layout nor mqforkstat. */
 #ifndef MQFORK_SHM_SEGMENT_H
 #define MQFORK_SHM_SEGMENT_H
 
@@ -19,7 +25,7 @@
 #include "shm/stats.h"
 
 #define SEG_MAGIC          0x47534b524f46514dull /* "MQFORKSG" little-endian */
-#define SEG_LAYOUT_VERSION 2
+#define SEG_LAYOUT_VERSION 3
 #define SEG_INSTANCE_LEN   64
 #define SEG_MAX_KINDS      64
 
@@ -42,7 +48,8 @@ struct seg_header {
     uint32_t ring_cap; /* entries of each job ring and result ring */
     uint32_t max_streams;
     uint64_t stream_slot_size;
-    uint64_t off_global, off_events, off_kinds, off_workers_stats;
+    uint64_t off_stats, stats_size; /* named counter blocks */
+    uint64_t off_events, off_kinds, off_workers_stats;
     uint64_t off_workers, worker_stride;
     uint64_t off_streams;
     uint64_t off_slab, slab_size;
@@ -77,7 +84,10 @@ struct segment {
     size_t size;
     void *base;
     struct seg_header *hdr;
-    struct stats_global *global;
+    /* geometry: the creator's, or a reader's checked copy of the header's */
+    uint32_t max_workers, max_kinds;
+    uint64_t stats_size;
+    uint8_t *stats; /* the named blocks' area (shm/statblock.h) */
     struct stats_events *events;
     struct stats_kind *kinds;
     struct stats_worker *workers_stats;
@@ -96,7 +106,9 @@ int seg_create(struct segment *s, const char *instance, const struct seg_geometr
 
 /* Map INSTANCE's segment read-only. Returns 0, or -1 with errno: ENOENT (no
  * such instance), EACCES (not allowed), EPROTO (bad magic or other layout
- * version; *found_version set when magic was right, else 0). */
+ * version; *found_version set when magic was right, else 0), EBADMSG (right
+ * magic and version, but a region the header names does not fit the file,
+ * or the block directory is damaged: a broken or crafted segment). */
 int seg_attach(struct segment *s, const char *instance, uint32_t *found_version);
 
 /* Unmap; remove the name too when UNLINK (the supervisor's clean exit). */

@@ -1,11 +1,13 @@
-/* stats.h - the statistics area of the segment: what the supervisor and the
- * workers publish and what mqforkstat reads.
+/* stats.h - the structured statistics of the segment: the engine's own
+ * figures (published as the named block "engine", shm/statblock.h), the
+ * per-kind and per-worker tables and the event rings, and the latency
+ * histogram every block may hold.
  *
  * Every block has exactly one writing process and its own seqlock, so a
- * reader takes no lock and can never slow a writer down: the global block and
- * each job kind's block are written by the supervisor, each worker slot has a
- * part the supervisor writes and a part the worker itself writes. Counters
- * only grow; gauges are the value at the last update. Times are nanoseconds. */
+ * reader takes no lock and can never slow a writer down: each job kind's
+ * block is written by the supervisor, each worker slot has a part the
+ * supervisor writes and a part the worker itself writes. Counters only
+ * grow; gauges are the value at the last update. Times are nanoseconds. */
 #ifndef MQFORK_SHM_STATS_H
 #define MQFORK_SHM_STATS_H
 
@@ -39,8 +41,10 @@ enum stats_verdict { VERDICT_HEALTHY = 0, VERDICT_FALLING_BEHIND = 1 };
  * integers. Windows: 1 s, 10 s, 60 s. */
 #define STATS_RATE_WINDOWS 3
 
+/* The engine's figures: the data of its block "engine" (its field table is
+ * in supervisor/engine_stats.c). The engine keeps a private copy and
+ * publishes it at the end of each round. */
 struct stats_global {
-    struct seqlock lock;
     uint32_t verdict; /* enum stats_verdict */
     /* counters */
     uint64_t accepted;
@@ -68,14 +72,6 @@ struct stats_global {
     uint32_t workers_live, workers_busy, workers_idle;
     uint32_t streams_live;
     uint64_t slab_used, slab_size;
-    /* MQTT client (supervisor/mqtt.c) */
-    uint32_t mqtt_connected;  /* gauge: 1 while connected to the broker */
-    uint32_t mqtt_queue;      /* gauge: results waiting to be published */
-    uint64_t mqtt_reconnects; /* connections made after the first */
-    uint64_t mqtt_msgs_in, mqtt_bytes_in;
-    uint64_t mqtt_msgs_out, mqtt_bytes_out;
-    uint64_t mqtt_dropped;  /* results dropped: outbound queue full while the broker was away */
-    uint64_t mqtt_unrouted; /* messages that matched no route */
     uint64_t arrival_mrate[STATS_RATE_WINDOWS];    /* jobs/s x 1000 */
     uint64_t completion_mrate[STATS_RATE_WINDOWS]; /* answered jobs/s x 1000 */
     uint64_t updated_ns;                           /* CLOCK_MONOTONIC of the last update */

@@ -131,7 +131,7 @@ int engine_start(struct engine *e)
         if (e->kinds[k].state_size > slot_size)
             slot_size = e->kinds[k].state_size;
     e->stream_slot_size = (slot_size + 63) & ~63u;
-    if (make_segment(e) < 0 || drop_privileges(e) < 0)
+    if (make_segment(e) < 0 || engine_stats_start(e) < 0 || drop_privileges(e) < 0)
         return -1;
     for (unsigned k = 0; k < e->nkinds; k++) {
         struct kind *kd = &e->kinds[k];
@@ -371,14 +371,7 @@ static void publish(struct engine *e)
     e->g.slab_used = slab_used(&e->slab);
     e->g.workers_target = e->target;
     e->g.updated_ns = e->now_ns;
-    if (e->stats_hook)
-        e->stats_hook(e->stats_ctx, &e->g);
-    struct stats_global *dst = e->seg.global;
-    seqlock_write_begin(&dst->lock);
-    /* everything after the lock word */
-    memcpy((char *)dst + sizeof(dst->lock), (char *)&e->g + sizeof(e->g.lock),
-           sizeof(e->g) - sizeof(e->g.lock));
-    seqlock_write_end(&dst->lock);
+    engine_stats_publish(e);
     e->g_dirty = false;
 }
 
@@ -562,18 +555,12 @@ void engine_free(struct engine *e)
     free(e);
 }
 
-void engine_set_stats_hook(struct engine *e, engine_stats_fn fn, void *ctx)
+const struct stats_global *engine_stats(const struct engine *e)
 {
-    e->stats_hook = fn;
-    e->stats_ctx = ctx;
+    return &e->g;
 }
 
-void engine_stats_changed(struct engine *e)
-{
-    e->g_dirty = true;
-}
-
-const struct segment *engine_segment(const struct engine *e)
+struct segment *engine_segment(struct engine *e)
 {
     return &e->seg;
 }

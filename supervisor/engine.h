@@ -28,6 +28,8 @@ struct engine;
 struct loop;
 struct registry;
 struct segment;
+struct stats_block;
+struct stats_block_spec;
 struct stats_global;
 
 /* How one accepted job ended. Pointers are valid only during the callback. */
@@ -144,15 +146,20 @@ size_t engine_abandon(struct engine *e);
 /* Stop the pool if still running, unlink the segment and free everything. */
 void engine_free(struct engine *e);
 
-/* A function the engine calls before it publishes its statistics, so the
- * layers around it (MQTT) can fill in their fields of the global block. */
-typedef void (*engine_stats_fn)(void *ctx, struct stats_global *g);
-void engine_set_stats_hook(struct engine *e, engine_stats_fn fn, void *ctx);
-/* Ask for the statistics to be published at the end of this round. */
-void engine_stats_changed(struct engine *e);
+/* Add a named counter block (shm/statblock.h) to the instance's segment,
+ * after engine_start: a source's or a plugin's own figures, which
+ * mqforkstat shows without knowing them in advance. The caller publishes
+ * it. NULL when it cannot be added (logged). A per-worker block must exist
+ * before the workers that write it fork: the handler registry declares it
+ * and engine_start adds it before the first fork. */
+struct stats_block *engine_add_block(struct engine *e, const struct stats_block_spec *spec);
 
-/* The segment, for tests and tools that look at the stats it holds. */
-const struct segment *engine_segment(const struct engine *e);
+/* The engine's own figures as last published (its block "engine"). */
+const struct stats_global *engine_stats(const struct engine *e);
+
+/* The segment, for the sources' blocks and for tests and tools that look at
+ * the stats it holds. */
+struct segment *engine_segment(struct engine *e);
 
 /* Pids of the workers, by slot (0 where none), for tests and drills. */
 int engine_worker_pid(const struct engine *e, unsigned slot);

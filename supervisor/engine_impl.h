@@ -186,9 +186,8 @@ struct engine {
     struct stream_list free_streams;
     uint32_t stream_slot_size;
 
-    struct stats_global g; /* private copy, published each turn */
-    engine_stats_fn stats_hook;
-    void *stats_ctx;
+    struct stats_global g;     /* private copy, published each turn */
+    struct stats_block *stats; /* its block "engine" in the segment */
     bool g_dirty;
     uint64_t now_ns;
     uint64_t next_tick_ns;
@@ -236,6 +235,10 @@ void engine_finish(struct engine *e, struct job *j, enum job_status st, const vo
                    size_t len, uint64_t run_ns);
 void engine_finishf(struct engine *e, struct job *j, enum job_status st, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* engine_stats.c */
+int engine_stats_start(struct engine *e);
+void engine_stats_publish(struct engine *e);
 
 /* dispatch.c */
 int dispatch_init(struct engine *e);

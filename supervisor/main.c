@@ -202,21 +202,11 @@ static int setup_signals(struct daemon *d)
     return 0;
 }
 
-/* The MQTT and routes layers' figures, added to the engine's statistics. */
-static void daemon_stats(void *ctx, struct stats_global *g)
-{
-    struct daemon *d = ctx;
-    if (d->mqtt)
-        mqtt_stats(d->mqtt, g);
-    routes_stats(d->routes, g);
-}
-
 static int connect_broker(struct daemon *d)
 {
-    d->mqtt = mqtt_new(&d->conf, d->loop, routes_on_message, d->routes);
+    d->mqtt = mqtt_new(&d->conf, d->loop, routes_on_message, d->routes, engine_segment(d->engine));
     if (!d->mqtt || routes_attach(d->routes, d->mqtt) < 0)
         return -1;
-    engine_set_stats_hook(d->engine, daemon_stats, d);
     mqtt_start(d->mqtt);
     return 0;
 }
@@ -241,8 +231,6 @@ static void run(struct daemon *d)
             wait = 50000000; /* look at the drain deadline */
         engine_turn(d->engine, wait);
         mqtt_service(d->mqtt);
-        if (mqtt_stats_changed(d->mqtt))
-            engine_stats_changed(d->engine);
         if (d->state == DRAINING && drain_over(d))
             break;
     }

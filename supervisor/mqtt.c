@@ -19,6 +19,8 @@
 #include <unistd.h>
 
 #include "proto/topic.h"
+#include "shm/segment.h"
+#include "shm/statblock.h"
 #include "supervisor/log.h"
 #include "supervisor/loop.h"
 
@@ -37,6 +39,29 @@ struct outbound {
     size_t corr_len;
     int qos;
     bool retain;
+};
+
+/* The connection's figures: the data of the block "mqtt", kept here and
+ * published once per loop round when they changed. */
+struct mqtt_figures {
+    uint32_t connected; /* gauge */
+    uint32_t queue;     /* gauge: waiting in our queue or in the library */
+    uint64_t reconnects, msgs_in, bytes_in, msgs_out, bytes_out, dropped;
+};
+
+#define FIG(kind, member, name, help) STATS_FIELD(kind, struct mqtt_figures, member, name, help)
+
+/* The names, types and help texts mqforkstat has always shown for them. */
+static const struct stats_field_desc mqtt_fields[] = {
+    FIG(STATS_GAUGE, connected, "mqtt_connected", "1 while connected to the MQTT broker."),
+    FIG(STATS_GAUGE, queue, "mqtt_queue", "Results waiting to be published."),
+    FIG(STATS_COUNTER, reconnects, "mqtt_reconnects", "Broker connections made after the first."),
+    FIG(STATS_COUNTER, msgs_in, "mqtt_messages_in", "MQTT messages received."),
+    FIG(STATS_COUNTER, bytes_in, "mqtt_bytes_in", "MQTT payload bytes received."),
+    FIG(STATS_COUNTER, msgs_out, "mqtt_messages_out", "MQTT messages published."),
+    FIG(STATS_COUNTER, bytes_out, "mqtt_bytes_out", "MQTT payload bytes published."),
+    FIG(STATS_COUNTER, dropped, "mqtt_dropped",
+        "Results dropped: outbound queue full, or a topic no broker would take."),
 };
 
 struct subscription {
@@ -70,9 +95,8 @@ struct mqtt {
     size_t qlen;
     char *status_topic; /* malloc'd: a configured one may be long */
     char client_id[128];
-    struct {
-        uint64_t reconnects, msgs_in, bytes_in, msgs_out, bytes_out, dropped;
-    } n;
+    struct mqtt_figures n;
+    struct stats_block *stats; /* "mqtt" in the segment; NULL: none */
     bool changed;
     struct log_rate bad_topic_log;
 };
@@ -251,6 +275,7 @@ static void on_publish(struct mosquitto *mosq, void *ctx, int mid, int reason,
     struct mqtt *m = ctx;
     if (m->in_library)
         m->in_library--;
+    m->changed = true; /* the queue gauge */
     /* Called for QoS 0 messages too, when written: only count our own. */
     uint8_t *byte = &m->awaiting_ack[(mid & 0xffff) / 8], bit = (uint8_t)(1u << (mid % 8));
     if (*byte & bit) {
@@ -399,8 +424,25 @@ static int configure(struct mqtt *m)
     return 0;
 }
 
+static int add_block(struct mqtt *m, struct segment *seg)
+{
+    struct stats_block_spec spec = {
+        .name = "mqtt",
+        .flags = STATS_BLOCK_GLOBAL, /* its names predate blocks */
+        .fields = mqtt_fields,
+        .nfields = sizeof(mqtt_fields) / sizeof(mqtt_fields[0]),
+        .size = sizeof(struct mqtt_figures),
+    };
+    if (!seg)
+        return 0;
+    m->stats = stats_block_add(seg, &spec);
+    if (!m->stats)
+        log_error("mqtt: cannot add the statistics block: %s", strerror(errno));
+    return m->stats ? 0 : -1;
+}
+
 struct mqtt *mqtt_new(const struct conf *c, struct loop *loop, mqtt_message_fn on_message,
-                      void *ctx)
+                      void *ctx, struct segment *seg)
 {
     mosquitto_lib_init();
     struct mqtt *m = calloc(1, sizeof(*m));
@@ -421,6 +463,10 @@ struct mqtt *mqtt_new(const struct conf *c, struct loop *loop, mqtt_message_fn o
         m->status_topic = strdup(c->broker.status_topic);
     else if (asprintf(&m->status_topic, "mqfork/%s/status", c->instance) < 0)
         m->status_topic = NULL;
+    if (add_block(m, seg) < 0) {
+        mqtt_free(m);
+        return NULL;
+    }
     if (m->status_topic)
         m->mosq = mosquitto_new(m->client_id, c->broker.clean_session, m);
     if (!m->mosq || configure(m) < 0) {
@@ -582,7 +628,16 @@ void mqtt_publish(struct mqtt *m, const char *topic, const void *payload, size_t
         enqueue(m, topic, payload, len, qos, retain, correlation, correlation_len);
 }
 
-void mqtt_service(struct mqtt *m)
+static void publish_figures(struct mqtt *m)
+{
+    m->n.connected = m->state == MQTT_CONNECTED;
+    m->n.queue = (uint32_t)(m->qlen + m->in_library);
+    if (m->stats)
+        stats_block_publish(m->stats, &m->n, sizeof(m->n));
+    m->changed = false;
+}
+
+static void service(struct mqtt *m)
 {
     if (m->state == MQTT_IDLE) {
         if (now_ns() >= m->next_attempt_ns)
@@ -599,6 +654,13 @@ void mqtt_service(struct mqtt *m)
         }
         flush_writes(m);
     }
+}
+
+void mqtt_service(struct mqtt *m)
+{
+    service(m);
+    if (m->changed)
+        publish_figures(m);
 }
 
 /* Before we disconnect, everything waiting must be written and every QoS 1
@@ -662,22 +724,4 @@ void mqtt_free(struct mqtt *m)
     free(m->status_topic);
     free(m);
     mosquitto_lib_cleanup();
-}
-
-void mqtt_stats(struct mqtt *m, struct stats_global *g)
-{
-    g->mqtt_connected = m->state == MQTT_CONNECTED;
-    g->mqtt_queue = (uint32_t)(m->qlen + m->in_library);
-    g->mqtt_reconnects = m->n.reconnects;
-    g->mqtt_msgs_in = m->n.msgs_in;
-    g->mqtt_bytes_in = m->n.bytes_in;
-    g->mqtt_msgs_out = m->n.msgs_out;
-    g->mqtt_bytes_out = m->n.bytes_out;
-    g->mqtt_dropped = m->n.dropped;
-    m->changed = false;
-}
-
-bool mqtt_stats_changed(const struct mqtt *m)
-{
-    return m->changed;
 }

@@ -11,10 +11,10 @@
 #include <stdint.h>
 
 #include "conf/config.h"
-#include "shm/stats.h"
 
 struct loop;
 struct mqtt;
+struct segment;
 
 /* One incoming message; pointers are valid during the callback only. */
 struct mqtt_message {
@@ -29,9 +29,11 @@ struct mqtt_message {
 typedef void (*mqtt_message_fn)(void *ctx, const struct mqtt_message *m);
 
 /* Create the client for C's broker section (C must outlive it). Nothing
- * connects before mqtt_start. NULL on failure (logged). */
+ * connects before mqtt_start. Its figures (mqtt_connected, mqtt_queue,
+ * mqtt_messages_in, ...) go to its named block "mqtt" in SEG (NULL: none),
+ * published by mqtt_service when they changed. NULL on failure (logged). */
 struct mqtt *mqtt_new(const struct conf *c, struct loop *loop, mqtt_message_fn on_message,
-                      void *ctx);
+                      void *ctx, struct segment *seg);
 
 /* Subscribe now and after every reconnect (a filter already held is kept
  * as it is: no gap in delivery). */
@@ -52,7 +54,7 @@ void mqtt_publish(struct mqtt *m, const char *topic, const void *payload, size_t
                   bool retain, const void *correlation, size_t correlation_len);
 
 /* Housekeeping, called once per loop round: keepalive, reconnect timer,
- * flushing what libmosquitto has to write. */
+ * flushing what libmosquitto has to write, publishing the figures. */
 void mqtt_service(struct mqtt *m);
 
 /* Before exit: hand the broker everything still waiting and read its
@@ -62,11 +64,5 @@ size_t mqtt_flush(struct mqtt *m, uint64_t deadline_ns);
 
 /* Publish the offline status, disconnect and free. */
 void mqtt_free(struct mqtt *m);
-
-/* Copy the connection's counters into G's MQTT fields. */
-void mqtt_stats(struct mqtt *m, struct stats_global *g);
-
-/* Whether the counters changed since the last mqtt_stats. */
-bool mqtt_stats_changed(const struct mqtt *m);
 
 #endif

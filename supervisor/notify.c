@@ -8,7 +8,7 @@
 #include <systemd/sd-daemon.h>
 #include <time.h>
 
-#include "shm/segment.h"
+#include "shm/stats.h"
 #include "supervisor/engine.h"
 
 #define STATUS_EVERY_NS 5000000000ull
@@ -31,7 +31,7 @@ void notify_init(struct notify *n)
 
 static void send_status(const struct engine *e, const char *state)
 {
-    const struct stats_global *g = engine_segment(e)->global;
+    const struct stats_global *g = engine_stats(e);
     sd_notifyf(0,
                "STATUS=%s: workers %u live, %u busy (target %u); %.1f jobs/s; %zu outstanding; %s",
                state, g->workers_live, g->workers_busy, g->workers_target,

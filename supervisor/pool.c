@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "shm/procstat.h"
+#include "shm/statblock.h"
 #include "supervisor/engine_impl.h"
 #include "supervisor/log.h"
 #include "supervisor/loop.h"
@@ -103,6 +104,7 @@ static void reset_slot(struct engine *e, struct worker *w)
     atomic_store(&ctl->ready, 0);
     atomic_store(&ctl->initializing, 0);
     ctl->generation = ++w->generation;
+    stats_blocks_unwedge_slot(&e->seg, w->slot); /* the dead one may have died mid-update */
     struct stats_worker *s = &e->seg.workers_stats[w->slot];
     seqlock_write_begin(&s->self_lock);
     s->cur_start_ns = 0;

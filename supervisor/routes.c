@@ -15,6 +15,7 @@
 
 #include "proto/report.h"
 #include "proto/topic.h"
+#include "shm/statblock.h"
 #include "supervisor/engine.h"
 #include "supervisor/log.h"
 
@@ -28,14 +29,25 @@ struct route {
     uint32_t kind;
 };
 
+/* The routes' figures: the data of their block "routes", counted in
+ * place (each write is one seqlock round, on messages that are no job). */
+struct routes_figures {
+    uint64_t unrouted;
+};
+
+static const struct stats_field_desc routes_fields[] = {
+    STATS_FIELD(STATS_COUNTER, struct routes_figures, unrouted, "mqtt_unrouted",
+                "MQTT messages that matched no route."),
+};
+
 struct routes {
     const struct conf *conf;
     struct engine *engine;
     struct mqtt *mqtt;
     struct route *route;
     size_t count;
-    uint64_t unrouted;
-    struct log_rate refusals; /* a flood of bad requests is not a flood of lines */
+    struct log_rate refusals;  /* a flood of bad requests is not a flood of lines */
+    struct stats_block *stats; /* "routes" in the segment */
 };
 
 /* What an accepted job needs to be answered: one allocation. It holds
@@ -81,7 +93,16 @@ static int subscribe_all(struct routes *r)
 
 int routes_attach(struct routes *r, struct mqtt *m)
 {
+    struct stats_block_spec spec = {
+        .name = "routes",
+        .flags = STATS_BLOCK_GLOBAL, /* mqtt_unrouted predates blocks */
+        .fields = routes_fields,
+        .nfields = sizeof(routes_fields) / sizeof(routes_fields[0]),
+        .size = sizeof(struct routes_figures),
+    };
     r->mqtt = m;
+    if (!r->stats && !(r->stats = engine_add_block(r->engine, &spec)))
+        return -1;
     return subscribe_all(r);
 }
 
@@ -334,7 +355,9 @@ void routes_on_message(void *ctx, const struct mqtt_message *msg)
     struct topic_levels lv;
     const struct route *route = match(r, msg->topic, &lv);
     if (!route) {
-        r->unrouted++;
+        struct routes_figures *fig = stats_block_begin(r->stats);
+        fig->unrouted++;
+        stats_block_end(r->stats);
         log_debug("no route for topic %s", msg->topic);
         return;
     }
@@ -347,11 +370,6 @@ void routes_on_message(void *ctx, const struct mqtt_message *msg)
         refuse_message(r, route, msg, JOB_E_BAD_INPUT, why);
     else
         submit(r, route, msg, reply, cr->stream ? stream : NULL);
-}
-
-void routes_stats(const struct routes *r, struct stats_global *g)
-{
-    g->mqtt_unrouted = r->unrouted;
 }
 
 void routes_free(struct routes *r)

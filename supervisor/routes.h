@@ -9,7 +9,6 @@
 #define MQFORK_SUPERVISOR_ROUTES_H
 
 #include "conf/config.h"
-#include "shm/stats.h"
 #include "supervisor/mqtt.h"
 
 struct engine;
@@ -19,7 +18,9 @@ struct routes;
  * engine_start. NULL on failure (logged). */
 struct routes *routes_new(const struct conf *c, struct engine *e);
 
-/* Start publishing through M and subscribe every route's filter. */
+/* Start publishing through M and subscribe every route's filter; the
+ * routes' figures (mqtt_unrouted) get their block "routes" in the
+ * engine's segment (the engine has started). */
 int routes_attach(struct routes *r, struct mqtt *m);
 
 /* Follow a reloaded configuration C (the engine has taken it already):
@@ -29,9 +30,6 @@ int routes_reload(struct routes *r, const struct conf *c);
 
 /* The MQTT message callback (ctx = the routes). */
 void routes_on_message(void *ctx, const struct mqtt_message *msg);
-
-/* Counters of the routes layer into G. */
-void routes_stats(const struct routes *r, struct stats_global *g);
 
 void routes_free(struct routes *r);
 

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "shm/segment.h"
+#include "shm/statread.h"
 #include "supervisor/log.h"
 #include "supervisor/loop.h"
 
@@ -201,6 +202,6 @@ bool fixture_each_once(const struct fixture *f, size_t n)
 void fixture_stats(const struct fixture *f, struct stats_global *out)
 {
     const struct segment *s = engine_segment(f->e);
-    while (!seqlock_read(&s->global->lock, out, s->global, sizeof(*out), 1000))
+    while (stats_copy(s, "engine", out, sizeof(*out)) < 0)
         ;
 }

@@ -1,9 +1,12 @@
 /* test_stat.c - mqforkstat from outside, against an engine running in this
- * process with a known load behind it: -j agrees with what was sent and
- * received, -1 prints every documented name, -p passes promtool, and the
- * refusals (stale segment, other layout version, no permission, unknown
- * instance, bad usage) give their messages and exit codes. The live view
- * runs in a pseudo-terminal under script(1) and quits on `q`.
+ * process with a known load behind it and the daemon's MQTT source attached
+ * (not connected): -j agrees with what was sent and received, -1 prints
+ * every documented name, -p passes promtool, and the refusals (stale
+ * segment, other layout version, no permission, unknown instance, bad
+ * usage) give their messages and exit codes. Named blocks that only this
+ * test knows, added at run time, show in -1, -j, -p and the live view with
+ * the same layout version. The live view runs in a pseudo-terminal under
+ * script(1), 80 columns wide, and quits on `q`.
  *
  *   test_stat MQFORKSTAT [tools/mqforkstat.md]
  *
@@ -26,7 +29,10 @@
 #include <unistd.h>
 
 #include "shm/segment.h"
+#include "supervisor/routes.h"
 #include "test/fixture.h"
+#include "test/run.h"
+#include "test/stat_blocks.h"
 #include "test/t.h"
 
 #define ECHOES  500
@@ -35,128 +41,6 @@
 
 static const char *stat_bin;
 static const char *doc_path;
-
-/* ---- running a program and collecting what it printed */
-
-struct run {
-    int status; /* exit code, or 128 + signal, or -1 if it did not finish */
-    char *out, *err;
-    size_t out_len, err_len;
-};
-
-static void run_free(struct run *r)
-{
-    free(r->out);
-    free(r->err);
-}
-
-static void append(char **buf, size_t *len, const char *data, size_t n)
-{
-    char *more = realloc(*buf, *len + n + 1);
-    if (!more)
-        abort();
-    memcpy(more + *len, data, n);
-    *len += n;
-    more[*len] = '\0';
-    *buf = more;
-}
-
-/* Read FD into BUF until EOF; false when nothing came for LIMIT_S. */
-static bool drain(int fds[2], struct run *r, double limit_s)
-{
-    double end = fixture_now() + limit_s;
-    while (fds[0] >= 0 || fds[1] >= 0) {
-        struct pollfd p[2] = {{fds[0], POLLIN, 0}, {fds[1], POLLIN, 0}};
-        int left = (int)((end - fixture_now()) * 1000);
-        if (left <= 0 || poll(p, 2, left) <= 0)
-            return false;
-        for (int i = 0; i < 2; i++) {
-            if (fds[i] < 0 || !p[i].revents)
-                continue;
-            char buf[4096];
-            ssize_t n = read(fds[i], buf, sizeof(buf));
-            if (n <= 0) {
-                close(fds[i]);
-                fds[i] = -1;
-            } else if (i == 0) {
-                append(&r->out, &r->out_len, buf, (size_t)n);
-            } else {
-                append(&r->err, &r->err_len, buf, (size_t)n);
-            }
-        }
-    }
-    return true;
-}
-
-static int wait_status(pid_t pid)
-{
-    int st;
-    if (waitpid(pid, &st, 0) < 0)
-        return -1;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
-/* Become USER (unless NULL) in a child, for the permission test. */
-static void become(const char *user)
-{
-    const struct passwd *pw = user ? getpwnam(user) : NULL;
-    if (!user)
-        return;
-    if (!pw || setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0)
-        _exit(126);
-    if (chdir("/") < 0)
-        _exit(126);
-}
-
-/* Run ARGV with stdin from IN_FD (or /dev/null), as USER when set. */
-static struct run run_as(const char *user, int in_fd, const char *const argv[])
-{
-    struct run r = {.status = -1, .out = calloc(1, 1), .err = calloc(1, 1)};
-    int po[2], pe[2];
-    if (pipe2(po, O_CLOEXEC) < 0 || pipe2(pe, O_CLOEXEC) < 0)
-        abort();
-    pid_t pid = fork();
-    if (pid == 0) {
-        int in = in_fd >= 0 ? in_fd : open("/dev/null", O_RDONLY);
-        dup2(in, 0);
-        dup2(po[1], 1);
-        dup2(pe[1], 2);
-        become(user);
-        execvp(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(po[1]);
-    close(pe[1]);
-    int fds[2] = {po[0], pe[0]};
-    if (!drain(fds, &r, LIMIT_S)) {
-        kill(pid, SIGKILL);
-        for (int i = 0; i < 2; i++)
-            if (fds[i] >= 0)
-                close(fds[i]);
-    }
-    r.status = wait_status(pid);
-    return r;
-}
-
-static struct run run(const char *const argv[])
-{
-    return run_as(NULL, -1, argv);
-}
-
-static bool has_program(const char *name)
-{
-    const char *path = getenv("PATH");
-    char *copy = strdup(path ? path : "/usr/bin:/bin");
-    bool found = false;
-    char *save = NULL;
-    for (char *d = strtok_r(copy, ":", &save); d && !found; d = strtok_r(NULL, ":", &save)) {
-        char full[4096];
-        snprintf(full, sizeof(full), "%s/%s", d, name);
-        found = access(full, X_OK) == 0;
-    }
-    free(copy);
-    return found;
-}
 
 /* ---- the load */
 
@@ -185,6 +69,54 @@ static void push_load(struct fixture *f)
         fixture_stats(f, &g);
     } while ((g.workers_live < f->conf.workers.min || g.completed + g.failed < ECHOES + CRASHES) &&
              fixture_now() < end);
+}
+
+/* Whether OUT holds LINE as a whole line. */
+static bool has_line(const char *out, const char *line)
+{
+    size_t n = strlen(line);
+    for (const char *p = strstr(out, line); p; p = strstr(p + 1, line))
+        if ((p == out || p[-1] == '\n') && (p[n] == '\n' || p[n] == '\0'))
+            return true;
+    return false;
+}
+
+/* ---- named blocks added at run time */
+
+/* The value of the -1 line NAME in OUT, or "" (copied into BUF). */
+static const char *text_value(char *buf, size_t len, const char *out, const char *name)
+{
+    size_t n = strlen(name);
+    buf[0] = '\0';
+    for (const char *p = strstr(out, name); p; p = strstr(p + 1, name))
+        if ((p == out || p[-1] == '\n') && p[n] == ' ') {
+            snprintf(buf, len, "%.*s", (int)strcspn(p + n + 1, "\n"), p + n + 1);
+            break;
+        }
+    return buf;
+}
+
+/* The same mqforkstat, reading the same segment, shows blocks added after
+ * it first read it, with fields it never heard of, and the layout version
+ * stays what it was: adding counters is not a layout change. */
+static void test_blocks_added(struct fixture *f)
+{
+    const char *argv[] = {stat_bin, "-1", "-n", f->conf.instance, NULL};
+    struct run before = run(argv);
+    char v1[32], v2[32];
+    T_CHECK(before.status == 0 && !strstr(before.out, "stattest"),
+            "-1 before the blocks exist: exit %d", before.status);
+    T_REQUIRE(stat_blocks_add(f), "the engine took the test's blocks");
+    struct run after = run(argv);
+    T_CHECK(after.status == 0, "-1 after: exit %d: %s", after.status, after.err);
+    text_value(v1, sizeof(v1), before.out, "layout_version");
+    text_value(v2, sizeof(v2), after.out, "layout_version");
+    T_CHECK(v1[0] && strcmp(v1, v2) == 0 && atoi(v2) == SEG_LAYOUT_VERSION,
+            "layout_version %s before, %s after", v1, v2);
+    for (size_t i = 0; stat_blocks_text[i]; i++)
+        T_CHECK(has_line(after.out, stat_blocks_text[i]), "-1 lacks '%s'", stat_blocks_text[i]);
+    run_free(&before);
+    run_free(&after);
 }
 
 /* ---- -j */
@@ -260,6 +192,24 @@ static void check_json_crashes(const cJSON *doc)
             "newest crash: SIGSEGV in test.crash");
 }
 
+/* The test's own blocks, found under "blocks" by name. */
+static void check_json_blocks(const cJSON *doc, const struct fixture *f)
+{
+    const cJSON *blocks = cJSON_GetObjectItemCaseSensitive(doc, "blocks");
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(blocks, "stattest");
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(blocks, "plugin.stattest");
+    const cJSON *errors = cJSON_GetObjectItemCaseSensitive(t, "errors");
+    const cJSON *latency = cJSON_GetObjectItemCaseSensitive(t, "latency");
+    T_REQUIRE(t && p, "-j has blocks stattest and plugin.stattest");
+    T_CHECK(num(t, "hits") == 42 && num(t, "level") == 7 && num(t, "ratio") == 1.5,
+            "stattest hits %g level %g ratio %g", num(t, "hits"), num(t, "level"), num(t, "ratio"));
+    T_CHECK(num(errors, "timeout") == 3 && num(errors, "refused") == 1, "stattest errors");
+    T_CHECK(num(latency, "count") == 3 && num(latency, "max_us") == 9, "stattest latency");
+    T_CHECK(num(p, "instances") == f->conf.workers.max && num(p, "frames") == 12,
+            "plugin.stattest: %g instances summed to %g frames", num(p, "instances"),
+            num(p, "frames"));
+}
+
 static void test_json(const struct fixture *f)
 {
     const char *argv[] = {stat_bin, "-j", "-n", f->conf.instance, NULL};
@@ -286,6 +236,7 @@ static void test_json(const struct fixture *f)
     check_json_kinds(doc);
     check_json_workers(doc, f);
     check_json_crashes(doc);
+    check_json_blocks(doc, f);
     cJSON_Delete(doc);
     run_free(&r);
 }
@@ -310,6 +261,8 @@ static size_t doc_names(char names[][96], size_t max)
         if (!end)
             continue;
         *end = '\0';
+        if (strncmp(line + 3, "<block>", 7) == 0)
+            continue; /* any block's fields: this test checks its own */
         size_t k = 0;
         for (const char *p = line + 3; *p && k + 1 < sizeof(names[0]); p++) {
             if (*p == '<') {
@@ -371,11 +324,14 @@ static void test_text(const struct fixture *f)
         T_CHECK(sp && sp[1], "line '%s' is `name value`", l);
         if (sp)
             *sp = '\0';
-        T_CHECK(documented(names, n, l), "-1 prints %s, which is not documented", l);
+        T_CHECK(documented(names, n, l) || stat_blocks_own(l),
+                "-1 prints %s, which is not documented", l);
     }
     free(copy);
     T_CHECK(strstr(r.out, "\njobs_accepted 503\n"), "-1 has jobs_accepted 503");
     T_CHECK(strstr(r.out, "\nworkers_live 2\n"), "-1 has workers_live 2");
+    for (size_t i = 0; stat_blocks_text[i]; i++)
+        T_CHECK(has_line(r.out, stat_blocks_text[i]), "-1 lacks '%s'", stat_blocks_text[i]);
     run_free(&r);
 }
 
@@ -390,7 +346,12 @@ static void test_prom(const struct fixture *f)
     T_CHECK(strstr(r.out, "# TYPE mqfork_kind_run_seconds histogram") != NULL, "-p has histograms");
     T_CHECK(strstr(r.out, "# TYPE mqfork_kind_total_seconds histogram") != NULL,
             "-p has the total histogram");
-    if (!has_program("promtool")) {
+    for (size_t i = 0; stat_blocks_prom[i]; i++) {
+        char line[256];
+        snprintf(line, sizeof(line), stat_blocks_prom[i], f->conf.instance);
+        T_CHECK(has_line(r.out, line), "-p lacks '%s'", line);
+    }
+    if (!run_has_program("promtool")) {
         fprintf(stderr, "test_stat: promtool not found, -p not checked by it (tools/check "
                         "installs the prometheus package)\n");
         run_free(&r);
@@ -432,7 +393,7 @@ static void test_stale(void)
         pid_t stale;
         _exit(seg_create(&s, name, &g, &stale) == 0 ? 0 : 1); /* exits without unlinking */
     }
-    T_REQUIRE(wait_status(pid) == 0, "child made a segment");
+    T_REQUIRE(run_wait(pid) == 0, "child made a segment");
     const char *argv[] = {stat_bin, "-1", "-n", name, NULL};
     char msg[128];
     snprintf(msg, sizeof(msg), "the daemon (pid %d) is gone; the segment is stale", (int)pid);
@@ -519,7 +480,7 @@ static int read_more(int fd, struct run *r, double end)
     ssize_t n = read(fd, buf, sizeof(buf));
     if (n <= 0)
         return 0;
-    append(&r->out, &r->out_len, buf, (size_t)n);
+    run_append(&r->out, &r->out_len, buf, (size_t)n);
     return 1;
 }
 
@@ -550,7 +511,7 @@ static bool read_to_eof(int fd, struct run *r, double limit_s)
 
 static void test_live(const struct fixture *f)
 {
-    if (!has_program("script")) {
+    if (!run_has_program("script")) {
         fprintf(stderr, "test_stat: script(1) not found: live view test skipped\n");
         return;
     }
@@ -564,22 +525,23 @@ static void test_live(const struct fixture *f)
         dup2(out[1], 1);
         dup2(out[1], 2);
         setenv("TERM", "xterm", 1);
-        setenv("LINES", "50", 1);
-        setenv("COLUMNS", "160", 1);
+        setenv("LINES", "120", 1);
+        setenv("COLUMNS", "80", 1);
         execlp("script", "script", "-qfec", cmd, "/dev/null", (char *)NULL);
         _exit(127);
     }
     close(in[0]);
     close(out[1]);
     struct run r = {.out = calloc(1, 1)};
-    const char *const want[] = {f->conf.instance, "test.echo", "workers", NULL};
+    const char *const want[] = {f->conf.instance,  "test.echo",     "workers", "stattest",
+                                "plugin.stattest", "mqtt_unrouted", NULL};
     T_CHECK(read_until(out[0], &r, want, LIMIT_S), "live view shows the instance:\n%s", r.out);
     T_CHECK(write(in[1], "q", 1) == 1, "sent q");
     /* script exits with the view, closing the pipe: EOF is the event */
     bool quit = read_to_eof(out[0], &r, 5.0);
     if (!quit)
         kill(pid, SIGKILL);
-    int status = wait_status(pid);
+    int status = run_wait(pid);
     T_CHECK(quit && status == 0, "live view quit on q within 5 s (status %d)", status);
     close(in[1]);
     close(out[0]);
@@ -602,8 +564,15 @@ int main(int argc, char **argv)
     f.conf.workers.stable_s = 0.02;
     f.conf.workers.backoff_max_s = 0.05;
     fixture_start(&f);
+    /* the daemon's MQTT source, not connected: its blocks ("mqtt", "routes")
+     * hold names -1 must print, all 0 here */
+    struct routes *routes = routes_new(&f.conf, f.e);
+    struct mqtt *mqtt =
+        routes ? mqtt_new(&f.conf, f.loop, routes_on_message, routes, engine_segment(f.e)) : NULL;
+    T_REQUIRE(mqtt && routes_attach(routes, mqtt) == 0, "MQTT source attached");
     push_load(&f);
 
+    test_blocks_added(&f);
     test_json(&f);
     test_text(&f);
     test_prom(&f);
@@ -614,5 +583,7 @@ int main(int argc, char **argv)
     test_usage();
 
     fixture_free(&f);
+    mqtt_free(mqtt);
+    routes_free(routes);
     T_DONE();
 }

@@ -1,6 +1,7 @@
 /* mqforkstat.h - what the parts of mqforkstat share: a consistent snapshot
- * of an instance's statistics, the table of global counters and gauges that
- * every output format names the same way, and the output entry points. */
+ * of an instance's statistics (every named block with its own field table,
+ * the kind and worker tables, the event rings), the rules every output
+ * format names a block's fields by, and the output entry points. */
 #ifndef MQFORK_TOOLS_MQFORKSTAT_H
 #define MQFORK_TOOLS_MQFORKSTAT_H
 
@@ -10,6 +11,7 @@
 #include <stdio.h>
 
 #include "shm/segment.h"
+#include "shm/statblock.h"
 #include "shm/stats.h"
 
 /* Copies tried per block before it is reported busy: a writer holds a block
@@ -30,6 +32,15 @@ struct snap_worker {
     struct stats_worker w;
 };
 
+/* A named block: checked copies of its directory entry and field table,
+ * and its data (every instance of a per-worker block summed). */
+struct snap_block {
+    struct stats_block_entry e;
+    bool busy; /* no consistent copy: only e is valid */
+    struct stats_field *fields;
+    void *data;
+};
+
 /* Everything one report shows, copied out of the segment block by block. */
 struct snap {
     struct seg_header hdr; /* written once by the daemon at start */
@@ -37,8 +48,8 @@ struct snap {
     bool alive;       /* the daemon named in the header still runs */
     uint64_t mono_ns; /* CLOCK_MONOTONIC and CLOCK_REALTIME when taken */
     uint64_t real_ns;
-    bool global_busy;
-    struct stats_global g;
+    unsigned nblocks;
+    struct snap_block *blocks; /* in the directory's order: the engine's first */
     bool events_busy;
     struct stats_events ev;
     unsigned nkinds;
@@ -47,7 +58,8 @@ struct snap {
     struct snap_worker *workers; /* non-empty (or busy) slots, by slot */
 };
 
-/* Take a snapshot of SEG (attached). 0, or -1 when out of memory. */
+/* Take a snapshot of SEG (attached). 0, or -1 with errno ENOMEM, or
+ * EBADMSG when a directory entry or field table is damaged. */
 int snap_take(struct snap *s, const struct segment *seg);
 void snap_free(struct snap *s);
 
@@ -61,36 +73,43 @@ int stat_attach(struct segment *seg, const char *instance, bool stale_is_error, 
 /* The -l listing of every instance in /dev/shm. Returns the exit code. */
 int stat_list(FILE *out);
 
-/* ---- the global block's fields, shared by the text, JSON and Prometheus
- * outputs. NAME is the -1 name; a dot splits it into a family and a label
- * value (jobs_refused.overloaded: family jobs_refused, label reason). */
-enum field_type { FIELD_COUNTER, FIELD_GAUGE };
+/* ---- a block's fields, named alike by every output. A global block's
+ * field is shown by its own name, any other block's as <block>.<field>. A
+ * dot in a field name splits it into a family and a label value
+ * (jobs_refused.overloaded: family jobs_refused, label reason). */
 
-struct field {
-    const char *name;
-    const char *label; /* Prometheus label key of the part after the dot */
-    enum field_type type;
-    size_t off;      /* in struct stats_global */
-    unsigned width;  /* 4 or 8 bytes */
-    unsigned divide; /* 1: an integer; else shown as value / divide */
-    const char *help;
-};
+static inline bool block_global(const struct snap_block *b)
+{
+    return b->e.flags & STATS_BLOCK_GLOBAL;
+}
 
-extern const struct field stat_global_fields[];
-extern const size_t stat_global_nfields;
+/* The field's name as -1 prints it: "jobs_accepted", "voice.sessions". */
+void field_text_name(char *buf, size_t len, const struct snap_block *b,
+                     const struct stats_field *f);
 
-/* The value of F in G, as an integer and as the number shown. */
-uint64_t field_raw(const struct field *f, const struct stats_global *g);
-double field_value(const struct field *f, const struct stats_global *g);
+/* The value of F in DATA, as the number shown (divided as F says). */
+double field_value(const struct stats_field *f, const void *data);
 
-const char *verdict_name(uint32_t v);
+/* The name of the state F holds in DATA ("HEALTHY"), in BUF. */
+const char *field_state(char *buf, size_t len, const struct stats_field *f, const void *data);
+
+/* Seconds since the CLOCK_MONOTONIC time F holds in DATA (0 when unset). */
+double field_age_s(const struct snap *s, const struct stats_field *f, const void *data);
+
+/* The histogram F in DATA (aligned: the snapshot's copy). */
+static inline const struct stats_hist *field_hist(const struct stats_field *f, const void *data)
+{
+    return (const struct stats_hist *)((const char *)data + f->offset);
+}
+
+/* The block named NAME in S, when it could be copied; else NULL. */
+const struct snap_block *snap_block(const struct snap *s, const char *name);
 
 /* Kind and worker figures derived the same way by every output. */
 double hist_us(uint64_t ns);
 double hist_mean_us(const struct stats_hist *h);
 uint64_t worker_job_age_ns(const struct snap *s, const struct snap_worker *w);
 double snap_uptime_s(const struct snap *s);
-double snap_age_s(const struct snap *s); /* since the global block's last update */
 
 /* ISO 8601 UTC with milliseconds of a CLOCK_REALTIME time in ns. */
 void fmt_time_iso(char *buf, size_t len, uint64_t ns);

@@ -1,6 +1,8 @@
 /* mqforkstat_json.c - the -j output: one snapshot as a JSON document
- * (schema 1, documented in tools/mqforkstat.md) built with cJSON. Blocks
- * that could not be copied consistently carry "busy": true. */
+ * (schema 1, documented in tools/mqforkstat.md) built with cJSON. The
+ * global blocks' fields make up "global", every other named block is an
+ * object in "blocks"; both are built from the blocks' own field tables.
+ * Blocks that could not be copied consistently carry "busy": true. */
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,35 +25,6 @@ static cJSON *json_instance(const struct snap *s)
     return o;
 }
 
-/* Put VALUE under NAME in O; "a.b" goes to the object "a", key "b". */
-static void add_dotted(cJSON *o, const char *name, double value)
-{
-    const char *dot = strchr(name, '.');
-    if (!dot) {
-        cJSON_AddNumberToObject(o, name, value);
-        return;
-    }
-    char family[64];
-    snprintf(family, sizeof(family), "%.*s", (int)(dot - name), name);
-    cJSON *sub = cJSON_GetObjectItemCaseSensitive(o, family);
-    if (!sub)
-        sub = cJSON_AddObjectToObject(o, family);
-    cJSON_AddNumberToObject(sub, dot + 1, value);
-}
-
-static cJSON *json_global(const struct snap *s)
-{
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddBoolToObject(o, "busy", s->global_busy);
-    if (s->global_busy)
-        return o;
-    cJSON_AddNumberToObject(o, "stats_age_s", snap_age_s(s));
-    cJSON_AddStringToObject(o, "verdict", verdict_name(s->g.verdict));
-    for (size_t i = 0; i < stat_global_nfields; i++)
-        add_dotted(o, stat_global_fields[i].name, field_value(&stat_global_fields[i], &s->g));
-    return o;
-}
-
 static cJSON *json_hist(const struct stats_hist *h)
 {
     cJSON *o = cJSON_CreateObject();
@@ -63,6 +36,76 @@ static cJSON *json_hist(const struct stats_hist *h)
     cJSON_AddNumberToObject(o, "p99_us", hist_us(stats_hist_percentile(h, 0.99)));
     cJSON_AddNumberToObject(o, "max_us", hist_us(h->max_ns));
     return o;
+}
+
+/* Put ITEM under NAME in O; "a.b" goes to the object "a", key "b". */
+static void add_dotted(cJSON *o, const char *name, cJSON *item)
+{
+    const char *dot = strchr(name, '.');
+    if (!dot) {
+        cJSON_AddItemToObject(o, name, item);
+        return;
+    }
+    char family[STATS_FIELD_NAME_LEN];
+    snprintf(family, sizeof(family), "%.*s", (int)(dot - name), name);
+    cJSON *sub = cJSON_GetObjectItemCaseSensitive(o, family);
+    if (!cJSON_IsObject(sub))
+        sub = cJSON_AddObjectToObject(o, family);
+    cJSON_AddItemToObject(sub, dot + 1, item);
+}
+
+static cJSON *json_field(const struct snap *s, const struct snap_block *b,
+                         const struct stats_field *f)
+{
+    char state[STATS_STATES_LEN];
+    switch (f->type) {
+    case STATS_HISTOGRAM:
+        return json_hist(field_hist(f, b->data));
+    case STATS_STATE:
+        return cJSON_CreateString(field_state(state, sizeof(state), f, b->data));
+    case STATS_TIMESTAMP:
+        return cJSON_CreateNumber(field_age_s(s, f, b->data));
+    default:
+        return cJSON_CreateNumber(field_value(f, b->data));
+    }
+}
+
+static void json_fields(cJSON *o, const struct snap *s, const struct snap_block *b)
+{
+    for (uint32_t i = 0; i < b->e.nfields; i++)
+        add_dotted(o, b->fields[i].name, json_field(s, b, &b->fields[i]));
+}
+
+/* The global blocks' fields, together: the instance-wide names. */
+static cJSON *json_global(const struct snap *s)
+{
+    cJSON *o = cJSON_CreateObject();
+    bool busy = false;
+    for (unsigned i = 0; i < s->nblocks; i++)
+        busy |= block_global(&s->blocks[i]) && s->blocks[i].busy;
+    cJSON_AddBoolToObject(o, "busy", busy);
+    for (unsigned i = 0; i < s->nblocks; i++)
+        if (block_global(&s->blocks[i]) && !s->blocks[i].busy)
+            json_fields(o, s, &s->blocks[i]);
+    return o;
+}
+
+/* Every other block, by name. */
+static cJSON *json_blocks(const struct snap *s)
+{
+    cJSON *all = cJSON_CreateObject();
+    for (unsigned i = 0; i < s->nblocks; i++) {
+        const struct snap_block *b = &s->blocks[i];
+        if (block_global(b))
+            continue;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddBoolToObject(o, "busy", b->busy);
+        cJSON_AddNumberToObject(o, "instances", b->e.instances);
+        if (!b->busy)
+            json_fields(o, s, b);
+        cJSON_AddItemToObject(all, b->e.name, o);
+    }
+    return all;
 }
 
 static cJSON *json_kind(const struct snap_kind *sk)
@@ -179,6 +222,7 @@ int out_json(FILE *out, const struct snap *s)
     cJSON_AddNumberToObject(doc, "schema", JSON_SCHEMA);
     cJSON_AddItemToObject(doc, "instance", json_instance(s));
     cJSON_AddItemToObject(doc, "global", json_global(s));
+    cJSON_AddItemToObject(doc, "blocks", json_blocks(s));
     cJSON *kinds = cJSON_AddArrayToObject(doc, "kinds");
     for (unsigned i = 0; i < s->nkinds; i++)
         cJSON_AddItemToArray(kinds, json_kind(&s->kinds[i]));

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "shm/statread.h"
 #include "tools/mqforkstat.h"
 
 struct live {
@@ -21,31 +22,46 @@ struct live {
     dev_t dev; /* of the attached segment, to notice a replacement */
     ino_t ino;
     char why[256]; /* why the view is waiting */
+    int top;       /* scrolled: first row of the view below the header on screen */
+    int rows;      /* of the view at the last redraw */
 };
 
-/* The rows written so far on this redraw. */
+/* The view is 80 columns wide whatever the terminal, and taller than most
+ * screens: the rows are laid out from 0 and the screen shows them from
+ * `top` on (the arrow and page keys move it). */
+#define VIEW_COLS 80
+#define HEAD_ROWS 2 /* the header and state lines stay on screen */
+
 struct screen {
-    int row;
+    int row; /* the next row of the view */
+    int top; /* first row of the scrolled part on screen */
 };
+
+/* The screen line of view row ROW, or -1 when it is not on screen. */
+static int screen_line(const struct screen *sc, int row)
+{
+    int line = row < HEAD_ROWS ? row : row - sc->top;
+    return line >= (row < HEAD_ROWS ? 0 : HEAD_ROWS) && line < LINES ? line : -1;
+}
 
 static void put(struct screen *sc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void put(struct screen *sc, const char *fmt, ...)
 {
-    if (sc->row >= LINES)
+    int line = screen_line(sc, sc->row++);
+    if (line < 0)
         return;
     char buf[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
-    mvaddnstr(sc->row++, 0, buf, COLS > 0 ? COLS : 0);
+    int width = COLS < VIEW_COLS ? COLS : VIEW_COLS;
+    mvaddnstr(line, 0, buf, width > 0 ? width : 0);
 }
 
 static void title(struct screen *sc, const char *text)
 {
-    if (sc->row >= LINES)
-        return;
     attron(A_BOLD);
     put(sc, "%s", text);
     attroff(A_BOLD);
@@ -86,95 +102,98 @@ static const char *clock_of(char *buf, size_t len, uint64_t realtime_ns)
 static void draw_header(struct screen *sc, const struct live *l, const struct snap *s)
 {
     char up[32], now[16];
-    const struct stats_global *g = &s->g;
     attron(A_REVERSE);
-    put(sc,
-        "mqforkstat  instance '%s'  pid %d  v%s  up %s  generation %llu  %s  refresh %gs  q quits",
-        s->hdr.instance, (int)s->hdr.pid, s->hdr.version, uptime(up, sizeof(up), snap_uptime_s(s)),
-        (unsigned long long)s->generation, clock_of(now, sizeof(now), s->real_ns), l->interval_s);
+    put(sc, "mqforkstat  '%s'  pid %d  v%s  up %s  gen %llu  %s%*s", s->hdr.instance,
+        (int)s->hdr.pid, s->hdr.version, uptime(up, sizeof(up), snap_uptime_s(s)),
+        (unsigned long long)s->generation, clock_of(now, sizeof(now), s->real_ns), VIEW_COLS, "");
     attroff(A_REVERSE);
-    if (s->global_busy) {
-        put(sc, "state     (busy: the global block is being written)");
-        return;
-    }
-    put(sc,
-        "state     %s  %s  mqtt %s, %llu reconnects, %u queued, %llu in / %llu out, %llu dropped",
-        s->alive ? "running" : "GONE", verdict_name(g->verdict),
-        g->mqtt_connected ? "connected" : "disconnected", (unsigned long long)g->mqtt_reconnects,
-        (unsigned)g->mqtt_queue, (unsigned long long)g->mqtt_msgs_in,
-        (unsigned long long)g->mqtt_msgs_out, (unsigned long long)g->mqtt_dropped);
+    put(sc, "state %s   refresh %gs   q quits, arrows and PgUp/PgDn scroll",
+        s->alive ? "running" : "GONE", l->interval_s);
 }
 
-static void draw_pool(struct screen *sc, const struct snap *s)
-{
-    const struct stats_global *g = &s->g;
-    if (s->global_busy)
-        return;
-    put(sc,
-        "pool      live %u  busy %u  idle %u   min %u  target %u  max %u   spawned %llu  crashed "
-        "%llu  timeouts %llu  recycled %llu",
-        g->workers_live, g->workers_busy, g->workers_idle, g->workers_min, g->workers_target,
-        g->workers_max, (unsigned long long)g->spawned, (unsigned long long)g->crashed,
-        (unsigned long long)g->killed_timeout, (unsigned long long)g->recycled);
-}
-
-static void draw_flow(struct screen *sc, const struct snap *s)
-{
-    const struct stats_global *g = &s->g;
-    if (s->global_busy)
-        return;
-    uint64_t refused = 0;
-    for (unsigned i = 0; i < JOB_STATUS_COUNT; i++)
-        refused += g->refused[i];
-    put(sc, "flow      arrivals/s  %10.1f %10.1f %10.1f    (1 s, 10 s, 60 s)   %s",
-        (double)g->arrival_mrate[0] / 1e3, (double)g->arrival_mrate[1] / 1e3,
-        (double)g->arrival_mrate[2] / 1e3, verdict_name(g->verdict));
-    put(sc, "          answers/s   %10.1f %10.1f %10.1f", (double)g->completion_mrate[0] / 1e3,
-        (double)g->completion_mrate[1] / 1e3, (double)g->completion_mrate[2] / 1e3);
-    put(sc,
-        "          pending high %u normal %u low %u   in flight %u   refused %llu   expired %llu   "
-        "accepted %llu  completed %llu  failed %llu",
-        g->pending[0], g->pending[1], g->pending[2], g->inflight, (unsigned long long)refused,
-        (unsigned long long)g->expired, (unsigned long long)g->accepted,
-        (unsigned long long)g->completed, (unsigned long long)g->failed);
-}
-
-/* Count, p50, p90, p99 and max of H, each %9s wide; dashes when empty. */
+/* Count, p50, p90, p99 and max of H, each %8s wide; dashes when empty. */
 static const char *hist_cols(char *buf, size_t len, const struct stats_hist *h)
 {
     char b[4][16];
     if (h->count == 0) {
-        snprintf(buf, len, "%9d %9s %9s %9s %9s", 0, "-", "-", "-", "-");
+        snprintf(buf, len, "%9d %8s %8s %8s %8s", 0, "-", "-", "-", "-");
         return buf;
     }
-    snprintf(buf, len, "%9llu %9s %9s %9s %9s", (unsigned long long)h->count,
+    snprintf(buf, len, "%9llu %8s %8s %8s %8s", (unsigned long long)h->count,
              dur(b[0], 16, stats_hist_percentile(h, 0.5)),
              dur(b[1], 16, stats_hist_percentile(h, 0.9)),
              dur(b[2], 16, stats_hist_percentile(h, 0.99)), dur(b[3], 16, h->max_ns));
     return buf;
 }
 
+/* A field's value as the view shows it, at most 12 columns. */
+static const char *field_cell(char *buf, size_t len, const struct snap *s,
+                              const struct snap_block *b, const struct stats_field *f)
+{
+    if (f->type == STATS_STATE)
+        return field_state(buf, len, f, b->data);
+    if (f->type == STATS_TIMESTAMP)
+        snprintf(buf, len, "%.1fs ago", field_age_s(s, f, b->data));
+    else if (f->divide == 1)
+        snprintf(buf, len, "%llu", (unsigned long long)stats_field_raw(f, b->data));
+    else
+        snprintf(buf, len, "%.1f", field_value(f, b->data));
+    return buf;
+}
+
+/* A block: its counters and gauges two to a row, a histogram to a row. */
+static void draw_block(struct screen *sc, const struct snap *s, const struct snap_block *b)
+{
+    char head[96], cell[2][STATS_STATES_LEN], cols[64];
+    snprintf(head, sizeof(head), "%s%s", b->e.name, b->busy ? "  (busy)" : "");
+    if (!b->busy && (b->e.flags & STATS_BLOCK_PER_WORKER))
+        snprintf(head, sizeof(head), "%s  (sum of %u worker slots)", b->e.name, b->e.instances);
+    title(sc, head);
+    const struct stats_field *pending = NULL; /* the left half of a row */
+    for (uint32_t i = 0; !b->busy && i < b->e.nfields; i++) {
+        const struct stats_field *f = &b->fields[i];
+        if (f->type == STATS_HISTOGRAM) {
+            put(sc, "  %-20.20s %s", f->name,
+                hist_cols(cols, sizeof(cols), field_hist(f, b->data)));
+        } else if (!pending) {
+            pending = f;
+        } else {
+            put(sc, "  %-24.24s %12.12s  %-24.24s %12.12s", pending->name,
+                field_cell(cell[0], sizeof(cell[0]), s, b, pending), f->name,
+                field_cell(cell[1], sizeof(cell[1]), s, b, f));
+            pending = NULL;
+        }
+    }
+    if (pending)
+        put(sc, "  %-24.24s %12.12s", pending->name,
+            field_cell(cell[0], sizeof(cell[0]), s, b, pending));
+}
+
 static void draw_kind(struct screen *sc, const struct snap_kind *sk)
 {
     if (sk->busy) {
-        put(sc, "  #%-20u (busy)", (unsigned)sk->index);
+        put(sc, "  #%-13u (busy)", (unsigned)sk->index);
         return;
     }
-    const struct stats_hist *t = &sk->k.total;
-    char w[96], r[96], p99[16];
-    /* Of total only the tail: the full five columns would not fit the width. */
-    put(sc, "  %-20.20s %s  %s  %9s", sk->k.name, hist_cols(w, sizeof(w), &sk->k.wait),
-        hist_cols(r, sizeof(r), &sk->k.run),
-        t->count ? dur(p99, sizeof(p99), stats_hist_percentile(t, 0.99)) : "-");
+    const struct stats_kind *k = &sk->k;
+    char d[6][16];
+    if (k->total.count == 0 && k->wait.count == 0) {
+        put(sc, "  %-14.14s %9d %8s %8s %8s %8s %8s %8s", k->name, 0, "-", "-", "-", "-", "-", "-");
+        return;
+    }
+    put(sc, "  %-14.14s %9llu %8s %8s %8s %8s %8s %8s", k->name, (unsigned long long)k->total.count,
+        dur(d[0], 16, stats_hist_percentile(&k->wait, 0.5)),
+        dur(d[1], 16, stats_hist_percentile(&k->wait, 0.99)),
+        dur(d[2], 16, stats_hist_percentile(&k->run, 0.5)),
+        dur(d[3], 16, stats_hist_percentile(&k->run, 0.99)), dur(d[4], 16, k->run.max_ns),
+        dur(d[5], 16, stats_hist_percentile(&k->total, 0.99)));
 }
 
-/* The title's group labels line up with draw_kind's columns. */
 static void draw_latency(struct screen *sc, const struct snap *s)
 {
-    title(sc, "latency                ------------------ queue wait -------------------  "
-              "------------------- run time --------------------  - total -");
-    put(sc, "  %-20s %9s %9s %9s %9s %9s  %9s %9s %9s %9s %9s  %9s", "kind", "count", "p50", "p90",
-        "p99", "max", "count", "p50", "p90", "p99", "max", "p99");
+    title(sc, "latency per kind (-1 has every percentile)");
+    put(sc, "  %-14s %9s %8s %8s %8s %8s %8s %8s", "kind", "answered", "wait p50", "wait p99",
+        "run p50", "run p99", "run max", "tot p99");
     for (unsigned i = 0; i < s->nkinds; i++)
         draw_kind(sc, &s->kinds[i]);
 }
@@ -189,7 +208,7 @@ static void draw_worker(struct screen *sc, const struct snap *s, const struct sn
     uint64_t age = worker_job_age_ns(s, sw);
     const char *kind = age ? snap_kind_name(s, w->cur_kind) : NULL;
     char a[16];
-    put(sc, "  %4u %8d %-9s %10llu %6llu %5u  %-20.20s %9s %6.1f %9.1f", (unsigned)sw->slot,
+    put(sc, "  %4u %7d %-8s %9llu %5llu %4u %-11.11s %8s %5.1f %7.1f", (unsigned)sw->slot,
         (int)w->pid, worker_state_name(w->state), (unsigned long long)w->jobs_done,
         (unsigned long long)w->failures, (unsigned)w->inflight, kind ? kind : "-",
         age ? dur(a, sizeof(a), age) : "-", (double)w->cpu_permille / 10.0,
@@ -199,8 +218,8 @@ static void draw_worker(struct screen *sc, const struct snap *s, const struct sn
 static void draw_workers(struct screen *sc, const struct snap *s)
 {
     title(sc, "workers");
-    put(sc, "  %4s %8s %-9s %10s %6s %5s  %-20s %9s %6s %9s", "slot", "pid", "state", "jobs",
-        "fail", "infl", "job", "age", "cpu%", "rss MiB");
+    put(sc, "  %4s %7s %-8s %9s %5s %4s %-11s %8s %5s %7s", "slot", "pid", "state", "jobs", "fail",
+        "infl", "job", "age", "cpu%", "rss MiB");
     for (unsigned i = 0; i < s->nworkers; i++)
         draw_worker(sc, s, &s->workers[i]);
 }
@@ -227,13 +246,16 @@ static void draw_events(struct screen *sc, const struct snap *s)
     }
 }
 
-static void draw(const struct live *l, const struct snap *s)
+/* Every named block, then the tables; returns the rows of the view. */
+static int draw(const struct live *l, const struct snap *s)
 {
-    struct screen sc = {0};
+    struct screen sc = {.top = l->top};
     erase();
     draw_header(&sc, l, s);
-    draw_pool(&sc, s);
-    draw_flow(&sc, s);
+    for (unsigned i = 0; i < s->nblocks; i++) {
+        sc.row++;
+        draw_block(&sc, s, &s->blocks[i]);
+    }
     sc.row++;
     draw_latency(&sc, s);
     sc.row++;
@@ -241,6 +263,7 @@ static void draw(const struct live *l, const struct snap *s)
     sc.row++;
     draw_events(&sc, s);
     refresh();
+    return sc.row;
 }
 
 static void draw_waiting(const struct live *l)
@@ -299,11 +322,17 @@ static void show(struct live *l)
         try_attach(l);
     struct snap s;
     if (l->attached && snap_take(&s, &l->seg) == 0) {
-        draw(l, &s);
+        l->rows = draw(l, &s);
         snap_free(&s);
-    } else {
-        draw_waiting(l);
+        return;
     }
+    if (l->attached) {
+        snprintf(l->why, sizeof(l->why), "instance '%s': %s", l->instance,
+                 errno == EBADMSG ? "its segment is damaged; not reading it" : strerror(errno));
+        seg_close(&l->seg, false);
+        l->attached = false;
+    }
+    draw_waiting(l);
 }
 
 static double now_s(void)
@@ -313,8 +342,43 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* Move the view by key C; false when C is no scrolling key. */
+static bool scroll_view(struct live *l, int c)
+{
+    int page = LINES - HEAD_ROWS > 1 ? LINES - HEAD_ROWS - 1 : 1;
+    int last = l->rows - LINES > 0 ? l->rows - LINES : 0;
+    int top;
+    switch (c) {
+    case KEY_UP:
+    case 'k':
+        top = l->top - 1;
+        break;
+    case KEY_DOWN:
+    case 'j':
+        top = l->top + 1;
+        break;
+    case KEY_PPAGE:
+        top = l->top - page;
+        break;
+    case KEY_NPAGE:
+    case ' ':
+        top = l->top + page;
+        break;
+    case KEY_HOME:
+        top = 0;
+        break;
+    case KEY_END:
+        top = last;
+        break;
+    default:
+        return false;
+    }
+    l->top = top < 0 ? 0 : top > last ? last : top;
+    return true;
+}
+
 /* Wait for the next refresh; false when the user quit. */
-static bool wait_key(double until)
+static bool wait_key(struct live *l, double until)
 {
     for (;;) {
         double left = until - now_s();
@@ -324,7 +388,7 @@ static bool wait_key(double until)
         int c = getch();
         if (c == 'q' || c == 'Q')
             return false;
-        if (c == KEY_RESIZE || c == ERR)
+        if (c == KEY_RESIZE || c == ERR || scroll_view(l, c))
             return true;
     }
 }
@@ -344,7 +408,7 @@ int live_run(const char *instance, double interval_s)
     struct live l = {.instance = instance, .interval_s = interval_s};
     do
         show(&l);
-    while (wait_key(now_s() + interval_s));
+    while (wait_key(&l, now_s() + interval_s));
     if (l.attached)
         seg_close(&l.seg, false);
     endwin();

@@ -1,6 +1,8 @@
 /* mqforkstat_snap.c - read an instance's segment: attach with a message an
  * operator can act on when that fails, list the instances in /dev/shm, and
- * copy the statistics block by block through their seqlocks. */
+ * copy the statistics block by block through their seqlocks. Sizes come
+ * from the checked geometry of the attach and the checked copies of the
+ * block directory (shm/statread.h), never from the mapping itself. */
 #include <dirent.h>
 #include <errno.h>
 #include <grp.h>
@@ -11,6 +13,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "shm/statread.h"
 #include "tools/mqforkstat.h"
 
 #define SHM_DIR    "/dev/shm"
@@ -27,7 +30,7 @@ static uint64_t clock_ns(clockid_t c)
 
 static void take_kinds(struct snap *s, const struct segment *seg)
 {
-    unsigned max = seg->hdr->max_kinds;
+    unsigned max = seg->max_kinds;
     for (unsigned i = 0; i < max; i++) {
         const struct stats_kind *src = &seg->kinds[i];
         /* A peek, so unused slots cost no copy; the seqlock copy decides. */
@@ -55,7 +58,7 @@ static bool copy_worker(struct stats_worker *dst, const struct stats_worker *src
 
 static void take_workers(struct snap *s, const struct segment *seg)
 {
-    unsigned max = seg->hdr->max_workers;
+    unsigned max = seg->max_workers;
     for (unsigned i = 0; i < max; i++) {
         const struct stats_worker *src = &seg->workers_stats[i];
         if (__atomic_load_n(&src->state, __ATOMIC_RELAXED) == WORKER_EMPTY)
@@ -68,13 +71,56 @@ static void take_workers(struct snap *s, const struct segment *seg)
     }
 }
 
+/* Block I of the directory: its checked entry and table, and its data. */
+static int take_block(struct snap_block *b, const struct segment *seg, unsigned i)
+{
+    if (stats_entry(seg, i, &b->e) < 0) {
+        errno = EBADMSG;
+        return -1;
+    }
+    b->fields = calloc(b->e.nfields ? b->e.nfields : 1, sizeof(*b->fields));
+    /* 8-byte aligned, as the checked field offsets are: histograms are read in place */
+    b->data = calloc(1, b->e.size ? b->e.size : 1);
+    if (!b->fields || !b->data) {
+        errno = ENOMEM;
+        return -1;
+    }
+    if (stats_fields(seg, &b->e, b->fields) < 0) {
+        errno = EBADMSG;
+        return -1;
+    }
+    b->busy = !stats_read(seg, &b->e, b->fields, b->data, SNAP_TRIES);
+    return 0;
+}
+
+static int take_blocks(struct snap *s, const struct segment *seg)
+{
+    int n = stats_dir_count(seg);
+    if (n < 0) {
+        errno = EBADMSG;
+        return -1;
+    }
+    s->blocks = calloc(n ? (size_t)n : 1, sizeof(*s->blocks));
+    if (!s->blocks) {
+        errno = ENOMEM;
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        s->nblocks++;
+        if (take_block(&s->blocks[i], seg, (unsigned)i) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 int snap_take(struct snap *s, const struct segment *seg)
 {
     memset(s, 0, sizeof(*s));
-    s->kinds = calloc(seg->hdr->max_kinds ? seg->hdr->max_kinds : 1, sizeof(*s->kinds));
-    s->workers = calloc(seg->hdr->max_workers ? seg->hdr->max_workers : 1, sizeof(*s->workers));
+    s->kinds = calloc(seg->max_kinds ? seg->max_kinds : 1, sizeof(*s->kinds));
+    s->workers = calloc(seg->max_workers ? seg->max_workers : 1, sizeof(*s->workers));
     if (!s->kinds || !s->workers) {
         snap_free(s);
+        errno = ENOMEM;
         return -1;
     }
     /* The header is written once, before the daemon publishes anything. */
@@ -85,8 +131,12 @@ int snap_take(struct snap *s, const struct segment *seg)
     s->alive = seg_owner_alive(seg->hdr);
     s->mono_ns = clock_ns(CLOCK_MONOTONIC);
     s->real_ns = clock_ns(CLOCK_REALTIME);
-    s->global_busy =
-        !seqlock_read(&seg->global->lock, &s->g, seg->global, sizeof(s->g), SNAP_TRIES);
+    if (take_blocks(s, seg) < 0) {
+        int saved = errno;
+        snap_free(s);
+        errno = saved;
+        return -1;
+    }
     s->events_busy =
         !seqlock_read(&seg->events->lock, &s->ev, seg->events, sizeof(s->ev), SNAP_TRIES);
     take_kinds(s, seg);
@@ -96,10 +146,25 @@ int snap_take(struct snap *s, const struct segment *seg)
 
 void snap_free(struct snap *s)
 {
+    for (unsigned i = 0; i < s->nblocks; i++) {
+        free(s->blocks[i].fields);
+        free(s->blocks[i].data);
+    }
+    free(s->blocks);
     free(s->kinds);
     free(s->workers);
+    s->blocks = NULL;
+    s->nblocks = 0;
     s->kinds = NULL;
     s->workers = NULL;
+}
+
+const struct snap_block *snap_block(const struct snap *s, const char *name)
+{
+    for (unsigned i = 0; i < s->nblocks; i++)
+        if (!s->blocks[i].busy && strcmp(s->blocks[i].e.name, name) == 0)
+            return &s->blocks[i];
+    return NULL;
 }
 
 const char *snap_kind_name(const struct snap *s, uint32_t index)
@@ -146,6 +211,12 @@ static void explain(const char *instance, int err_no, uint32_t found, FILE *err)
                 "mqforkstat: instance '%s': its segment has layout version %u, this mqforkstat "
                 "reads version %u (the daemon is another version of mqfork)\n",
                 instance, found, SEG_LAYOUT_VERSION);
+    else if (err_no == EBADMSG)
+        fprintf(err,
+                "mqforkstat: instance '%s': " SHM_DIR "/" SHM_PREFIX
+                "%s is damaged (a region or a statistics block it names does not fit the "
+                "file); not reading it\n",
+                instance, instance);
     else if (err_no == EPROTO)
         fprintf(err,
                 "mqforkstat: instance '%s': " SHM_DIR "/" SHM_PREFIX
@@ -193,9 +264,10 @@ static void list_one(FILE *out, const char *instance)
     struct segment seg;
     uint32_t found = 0;
     if (seg_attach(&seg, instance, &found) < 0) {
-        const char *why = errno == EACCES   ? "no-permission"
-                          : errno == EPROTO ? "other-version"
-                                            : "unreadable";
+        const char *why = errno == EACCES    ? "no-permission"
+                          : errno == EPROTO  ? "other-version"
+                          : errno == EBADMSG ? "damaged"
+                                             : "unreadable";
         fprintf(out, "%-24s %8s %-13s %s\n", instance, "-", why, "-");
         return;
     }

@@ -1,9 +1,11 @@
 /* mqforkstat_text.c - the -1 output: one snapshot, one `name value` per
  * line, names as documented in tools/mqforkstat.md, so that scripts can grep
- * and awk it. A block that could not be copied consistently is a line
- * `busy <block>` instead of its figures. */
+ * and awk it. Every named block is printed from its own field table. A
+ * block that could not be copied consistently is a line `busy <block>`
+ * instead of its figures. */
 #include <string.h>
 
+#include "shm/statread.h"
 #include "tools/mqforkstat.h"
 
 #define NAME_MAX_TEXT (STATS_NAME_LEN + 1)
@@ -19,31 +21,51 @@ static void text_header(FILE *out, const struct snap *s)
     fprintf(out, "uptime_s %.3f\n", snap_uptime_s(s));
 }
 
-static void text_global(FILE *out, const struct snap *s)
+/* A histogram as STEM_count, STEM_mean_us, STEM_p50_us, ... */
+static void text_hist(FILE *out, const char *stem, const struct stats_hist *h)
 {
-    if (s->global_busy) {
-        fprintf(out, "busy global\n");
-        return;
-    }
-    fprintf(out, "stats_age_s %.3f\n", snap_age_s(s));
-    fprintf(out, "verdict %s\n", verdict_name(s->g.verdict));
-    for (size_t i = 0; i < stat_global_nfields; i++) {
-        const struct field *f = &stat_global_fields[i];
+    fprintf(out, "%s_count %llu\n", stem, (unsigned long long)h->count);
+    fprintf(out, "%s_mean_us %.1f\n", stem, hist_mean_us(h));
+    fprintf(out, "%s_p50_us %.1f\n", stem, hist_us(stats_hist_percentile(h, 0.50)));
+    fprintf(out, "%s_p90_us %.1f\n", stem, hist_us(stats_hist_percentile(h, 0.90)));
+    fprintf(out, "%s_p99_us %.1f\n", stem, hist_us(stats_hist_percentile(h, 0.99)));
+    fprintf(out, "%s_max_us %.1f\n", stem, hist_us(h->max_ns));
+}
+
+static void text_field(FILE *out, const struct snap *s, const struct snap_block *b,
+                       const struct stats_field *f)
+{
+    char name[STATS_BLOCK_NAME_LEN + STATS_FIELD_NAME_LEN + 2], state[STATS_STATES_LEN];
+    field_text_name(name, sizeof(name), b, f);
+    switch (f->type) {
+    case STATS_HISTOGRAM:
+        text_hist(out, name, field_hist(f, b->data));
+        break;
+    case STATS_STATE:
+        fprintf(out, "%s %s\n", name, field_state(state, sizeof(state), f, b->data));
+        break;
+    case STATS_TIMESTAMP:
+        fprintf(out, "%s %.3f\n", name, field_age_s(s, f, b->data));
+        break;
+    default:
         if (f->divide == 1)
-            fprintf(out, "%s %llu\n", f->name, (unsigned long long)field_raw(f, &s->g));
+            fprintf(out, "%s %llu\n", name, (unsigned long long)stats_field_raw(f, b->data));
         else
-            fprintf(out, "%s %.3f\n", f->name, field_value(f, &s->g));
+            fprintf(out, "%s %.3f\n", name, field_value(f, b->data));
     }
 }
 
-static void text_hist(FILE *out, const char *prefix, const char *what, const struct stats_hist *h)
+/* A global block's names are the instance's own: it is busy as "global". */
+static void text_block(FILE *out, const struct snap *s, const struct snap_block *b)
 {
-    fprintf(out, "%s.%s_count %llu\n", prefix, what, (unsigned long long)h->count);
-    fprintf(out, "%s.%s_mean_us %.1f\n", prefix, what, hist_mean_us(h));
-    fprintf(out, "%s.%s_p50_us %.1f\n", prefix, what, hist_us(stats_hist_percentile(h, 0.50)));
-    fprintf(out, "%s.%s_p90_us %.1f\n", prefix, what, hist_us(stats_hist_percentile(h, 0.90)));
-    fprintf(out, "%s.%s_p99_us %.1f\n", prefix, what, hist_us(stats_hist_percentile(h, 0.99)));
-    fprintf(out, "%s.%s_max_us %.1f\n", prefix, what, hist_us(h->max_ns));
+    if (b->busy) {
+        char name[STATS_BLOCK_NAME_LEN];
+        safe_name(name, sizeof(name), b->e.name, sizeof(b->e.name));
+        fprintf(out, "busy %s\n", block_global(b) ? "global" : name);
+        return;
+    }
+    for (uint32_t i = 0; i < b->e.nfields; i++)
+        text_field(out, s, b, &b->fields[i]);
 }
 
 static void text_kind(FILE *out, const struct snap_kind *sk)
@@ -65,9 +87,15 @@ static void text_kind(FILE *out, const struct snap_kind *sk)
         if (k->errors[st])
             fprintf(out, "%s.errors.%s %llu\n", prefix, job_status_name(st),
                     (unsigned long long)k->errors[st]);
-    text_hist(out, prefix, "wait", &k->wait);
-    text_hist(out, prefix, "run", &k->run);
-    text_hist(out, prefix, "total", &k->total);
+    const struct {
+        const char *what;
+        const struct stats_hist *h;
+    } hists[] = {{"wait", &k->wait}, {"run", &k->run}, {"total", &k->total}};
+    for (size_t i = 0; i < sizeof(hists) / sizeof(hists[0]); i++) {
+        char stem[NAME_MAX_TEXT + 16];
+        snprintf(stem, sizeof(stem), "%s.%s", prefix, hists[i].what);
+        text_hist(out, stem, hists[i].h);
+    }
 }
 
 static void text_worker(FILE *out, const struct snap *s, const struct snap_worker *sw)
@@ -145,7 +173,8 @@ static void text_events(FILE *out, const struct snap *s)
 int out_text(FILE *out, const struct snap *s)
 {
     text_header(out, s);
-    text_global(out, s);
+    for (unsigned i = 0; i < s->nblocks; i++)
+        text_block(out, s, &s->blocks[i]);
     for (unsigned i = 0; i < s->nkinds; i++)
         text_kind(out, &s->kinds[i]);
     for (unsigned i = 0; i < s->nworkers; i++)

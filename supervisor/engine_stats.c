@@ -1,0 +1,122 @@
+/* engine_stats.c - the engine's named counter block "engine": the table
+ * that names and explains each of its figures (mqforkstat prints them from
+ * this table, with the names scripts have always used), and creating and
+ * publishing the block. The figures themselves are counted in engine.c,
+ * dispatch.c and pool.c into a private struct stats_global. */
+#include <errno.h>
+#include <string.h>
+
+#include "shm/statblock.h"
+#include "supervisor/engine_impl.h"
+#include "supervisor/log.h"
+
+#define FIELD(kind, name, label, member, divide, help)                                             \
+    STATS_DESC(kind, struct stats_global, member, name, label, divide, help)
+#define COUNTER(name, member, help) FIELD(STATS_COUNTER, name, NULL, member, 1, help)
+#define GAUGE(name, member, help)   FIELD(STATS_GAUGE, name, NULL, member, 1, help)
+#define LABELED(name, label, kind, member, divide, help)                                           \
+    FIELD(kind, name, label, member, divide, help)
+
+static const struct stats_field_desc engine_fields[] = {
+    FIELD(STATS_TIMESTAMP, "stats_age_s", NULL, updated_ns, 1,
+          "Seconds since the engine last published its figures."),
+    {.name = "verdict",
+     .type = STATS_STATE,
+     .offset = offsetof(struct stats_global, verdict),
+     .size = sizeof(((struct stats_global *)0)->verdict),
+     .states = "HEALTHY|FALLING_BEHIND",
+     .help = "FALLING_BEHIND when over 10 s answers came at less than 95% of arrivals."},
+    COUNTER("jobs_accepted", accepted, "Jobs accepted into the queues."),
+    COUNTER("jobs_completed", completed, "Jobs answered with a result."),
+    COUNTER("jobs_filtered", filtered, "Jobs answered with nothing (the handler filtered them)."),
+    COUNTER("jobs_failed", failed,
+            "Jobs answered with an error: handler error, quarantine, expiry or shutdown."),
+    COUNTER("jobs_retried", retried, "Job attempts re-run after their worker died."),
+    COUNTER("jobs_timed_out", timed_out, "Job attempts killed for running past timeout_ms."),
+    COUNTER("jobs_quarantined", quarantined,
+            "Jobs quarantined for killing workers more often than their retries."),
+    COUNTER("jobs_expired", expired, "Jobs dropped for still pending past their deadline."),
+    COUNTER("jobs_abandoned", abandoned, "Jobs given up by a drain or a removed route."),
+    LABELED("jobs_refused.overloaded", "reason", STATS_COUNTER, refused[JOB_E_OVERLOADED], 1,
+            "Jobs refused, by reason."),
+    LABELED("jobs_refused.too_large", "reason", STATS_COUNTER, refused[JOB_E_TOO_LARGE], 1,
+            "Jobs refused, by reason."),
+    LABELED("jobs_refused.unknown_kind", "reason", STATS_COUNTER, refused[JOB_E_UNKNOWN_KIND], 1,
+            "Jobs refused, by reason."),
+    LABELED("jobs_refused.shutdown", "reason", STATS_COUNTER, refused[JOB_E_SHUTDOWN], 1,
+            "Jobs refused, by reason."),
+    LABELED("jobs_refused.bad_input", "reason", STATS_COUNTER, refused[JOB_E_BAD_INPUT], 1,
+            "Jobs refused, by reason."),
+    COUNTER("late_results", late_results,
+            "Results discarded: from a dead worker generation or not believable."),
+    LABELED("jobs_pending.high", "priority", STATS_GAUGE, pending[0], 1,
+            "Jobs waiting in the queues, by priority."),
+    LABELED("jobs_pending.normal", "priority", STATS_GAUGE, pending[1], 1,
+            "Jobs waiting in the queues, by priority."),
+    LABELED("jobs_pending.low", "priority", STATS_GAUGE, pending[2], 1,
+            "Jobs waiting in the queues, by priority."),
+    GAUGE("jobs_inflight", inflight, "Jobs handed to a worker and not yet answered."),
+    LABELED("arrival_rate.1s", "window", STATS_GAUGE, arrival_mrate[0], 1000,
+            "Jobs accepted per second, averaged over the window."),
+    LABELED("arrival_rate.10s", "window", STATS_GAUGE, arrival_mrate[1], 1000,
+            "Jobs accepted per second, averaged over the window."),
+    LABELED("arrival_rate.60s", "window", STATS_GAUGE, arrival_mrate[2], 1000,
+            "Jobs accepted per second, averaged over the window."),
+    LABELED("completion_rate.1s", "window", STATS_GAUGE, completion_mrate[0], 1000,
+            "Jobs answered per second, averaged over the window."),
+    LABELED("completion_rate.10s", "window", STATS_GAUGE, completion_mrate[1], 1000,
+            "Jobs answered per second, averaged over the window."),
+    LABELED("completion_rate.60s", "window", STATS_GAUGE, completion_mrate[2], 1000,
+            "Jobs answered per second, averaged over the window."),
+    GAUGE("falling_behind", verdict,
+          "1 when over 10 s jobs were answered at less than 95% of their arrival rate."),
+    GAUGE("workers_min", workers_min, "Configured minimum pool size."),
+    GAUGE("workers_max", workers_max, "Configured maximum pool size."),
+    GAUGE("workers_target", workers_target, "Pool size the supervisor aims for now."),
+    GAUGE("workers_live", workers_live, "Workers running and ready."),
+    GAUGE("workers_busy", workers_busy, "Live workers with at least one job."),
+    GAUGE("workers_idle", workers_idle, "Live workers without a job."),
+    COUNTER("workers_spawned", spawned, "Worker processes forked."),
+    COUNTER("workers_crashed", crashed, "Workers that died without being asked to."),
+    COUNTER("workers_killed_timeout", killed_timeout,
+            "Workers killed because a job ran past its timeout."),
+    COUNTER("workers_recycled", recycled, "Workers retired by job count or RSS and replaced."),
+    COUNTER("scale_events", scale_events, "Pool size changes (autoscaler and signals)."),
+    GAUGE("streams_live", streams_live, "Streams with state in shared memory."),
+    COUNTER("stream_resets", stream_resets,
+            "Stream states reset because their worker died mid-frame."),
+    COUNTER("stream_evictions", stream_evictions, "Idle stream states evicted for space."),
+    GAUGE("slab_used_bytes", slab_used, "Payload slab bytes in use."),
+    GAUGE("slab_size_bytes", slab_size, "Payload slab size in bytes."),
+};
+
+int engine_stats_start(struct engine *e)
+{
+    struct stats_block_spec spec = {
+        .name = "engine",
+        .flags = STATS_BLOCK_GLOBAL,
+        .fields = engine_fields,
+        .nfields = sizeof(engine_fields) / sizeof(engine_fields[0]),
+        .size = sizeof(struct stats_global),
+    };
+    e->stats = stats_block_add(&e->seg, &spec);
+    if (!e->stats) {
+        log_error("cannot add the engine's statistics block: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+void engine_stats_publish(struct engine *e)
+{
+    stats_block_publish(e->stats, &e->g, sizeof(e->g));
+}
+
+struct stats_block *engine_add_block(struct engine *e, const struct stats_block_spec *spec)
+{
+    struct stats_block *b = e->started ? stats_block_add(&e->seg, spec) : NULL;
+    if (!b)
+        log_error("cannot add statistics block '%s': %s", spec->name ? spec->name : "(null)",
+                  !e->started ? "the engine has not started" : strerror(errno));
+    return b;
+}
