@@ -83,8 +83,8 @@ static bool field_ok(const struct stats_field_desc *f, size_t size, unsigned fla
     const char *dot = f->name ? strchr(f->name, '.') : NULL;
     size_t align = f->size == 4 ? 4 : 8;
     if (!f->name || !name_chars(f->name, STATS_FIELD_NAME_LEN, true) ||
-        (dot && strchr(dot + 1, '.')) || !stats_size_fits(f->type, f->size) || f->offset % align != 0 ||
-        f->offset > size || f->size > size - f->offset)
+        (dot && strchr(dot + 1, '.')) || !stats_size_fits(f->type, f->size) ||
+        f->offset % align != 0 || f->offset > size || f->size > size - f->offset)
         return false;
     if (dot && (!f->label || !name_chars(f->label, STATS_LABEL_LEN, false)))
         return false;
@@ -216,6 +216,16 @@ struct stats_block *stats_block_add(struct segment *s, const struct stats_block_
     /* Readers see the entry, its table and its instances complete. */
     atomic_store_explicit(&d->nblocks, n + 1, memory_order_release);
     return (struct stats_block *)(s->stats + e.data_off);
+}
+
+struct stats_block *stats_block_find(struct segment *s, const char *name)
+{
+    struct stats_dir *d = dir_of(s);
+    uint32_t n = atomic_load_explicit(&d->nblocks, memory_order_acquire);
+    for (uint32_t i = 0; i < n; i++)
+        if (strncmp(d->entry[i].name, name, sizeof(d->entry[i].name)) == 0)
+            return (struct stats_block *)(s->stats + d->entry[i].data_off);
+    return NULL;
 }
 
 struct stats_block *stats_block_instance(struct stats_block *b, unsigned i)

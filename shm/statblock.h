@@ -152,6 +152,10 @@ void stats_area_init(struct segment *s);
  * global block, a field name is taken), ENOSPC (no room left). */
 struct stats_block *stats_block_add(struct segment *s, const struct stats_block_spec *spec);
 
+/* Instance 0 of the block named NAME in S, the writer's own segment (a
+ * worker looks up the per-worker block its handler declared), or NULL. */
+struct stats_block *stats_block_find(struct segment *s, const char *name);
+
 /* Instance I of the block whose instance 0 is B (per-worker: slot I), or
  * NULL when it has no such instance. */
 struct stats_block *stats_block_instance(struct stats_block *b, unsigned i);

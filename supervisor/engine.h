@@ -149,10 +149,15 @@ void engine_free(struct engine *e);
 /* Add a named counter block (shm/statblock.h) to the instance's segment,
  * after engine_start: a source's or a plugin's own figures, which
  * mqforkstat shows without knowing them in advance. The caller publishes
- * it. NULL when it cannot be added (logged). A per-worker block must exist
- * before the workers that write it fork: the handler registry declares it
- * and engine_start adds it before the first fork. */
+ * it. NULL when it cannot be added (logged). */
 struct stats_block *engine_add_block(struct engine *e, const struct stats_block_spec *spec);
+
+/* Declare a block before engine_start, which adds it before the first
+ * worker forks: the way for a per-worker block (STATS_BLOCK_PER_WORKER),
+ * whose instance N the worker of slot N writes, found by name with
+ * stats_block_find and stats_block_instance. SPEC, its table and strings
+ * must outlive the engine. 0, or -1 (logged: too many, or started). */
+int engine_declare_block(struct engine *e, const struct stats_block_spec *spec);
 
 /* The engine's own figures as last published (its block "engine"). */
 const struct stats_global *engine_stats(const struct engine *e);

@@ -16,6 +16,7 @@
 #include "shm/ring.h"
 #include "shm/segment.h"
 #include "shm/slab.h"
+#include "shm/statblock.h"
 #include "supervisor/engine.h"
 #include "supervisor/scale.h"
 #include "worker/handler.h"
@@ -188,6 +189,8 @@ struct engine {
 
     struct stats_global g;     /* private copy, published each turn */
     struct stats_block *stats; /* its block "engine" in the segment */
+    const struct stats_block_spec *declared[STATS_MAX_BLOCKS]; /* added at start */
+    unsigned ndeclared;
     bool g_dirty;
     uint64_t now_ns;
     uint64_t next_tick_ns;

@@ -90,6 +90,23 @@ static const struct stats_field_desc engine_fields[] = {
     GAUGE("slab_size_bytes", slab_size, "Payload slab size in bytes."),
 };
 
+static const char *spec_name(const struct stats_block_spec *spec)
+{
+    return spec->name ? spec->name : "(null)";
+}
+
+int engine_declare_block(struct engine *e, const struct stats_block_spec *spec)
+{
+    if (e->started || e->ndeclared >= STATS_MAX_BLOCKS) {
+        log_error("cannot declare statistics block '%s': %s", spec_name(spec),
+                  e->started ? "the engine has started" : "too many blocks");
+        return -1;
+    }
+    e->declared[e->ndeclared++] = spec;
+    return 0;
+}
+
+/* The engine's block, then the declared ones: all before the first fork. */
 int engine_stats_start(struct engine *e)
 {
     struct stats_block_spec spec = {
@@ -104,6 +121,12 @@ int engine_stats_start(struct engine *e)
         log_error("cannot add the engine's statistics block: %s", strerror(errno));
         return -1;
     }
+    for (unsigned i = 0; i < e->ndeclared; i++)
+        if (!stats_block_add(&e->seg, e->declared[i])) {
+            log_error("cannot add statistics block '%s': %s", spec_name(e->declared[i]),
+                      strerror(errno));
+            return -1;
+        }
     return 0;
 }
 
@@ -116,7 +139,7 @@ struct stats_block *engine_add_block(struct engine *e, const struct stats_block_
 {
     struct stats_block *b = e->started ? stats_block_add(&e->seg, spec) : NULL;
     if (!b)
-        log_error("cannot add statistics block '%s': %s", spec->name ? spec->name : "(null)",
+        log_error("cannot add statistics block '%s': %s", spec_name(spec),
                   !e->started ? "the engine has not started" : strerror(errno));
     return b;
 }

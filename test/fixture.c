@@ -63,6 +63,15 @@ void fixture_add_kind(struct fixture *f, const char *name, const char *handler,
     f->nextra++;
 }
 
+void fixture_declare_block(struct fixture *f, const struct stats_block_spec *spec)
+{
+    if (f->nblocks >= sizeof(f->blocks) / sizeof(f->blocks[0])) {
+        fprintf(stderr, "fixture: too many blocks\n");
+        exit(1);
+    }
+    f->blocks[f->nblocks++] = spec;
+}
+
 void fixture_start(struct fixture *f)
 {
     f->loop = loop_new(256);
@@ -79,6 +88,9 @@ void fixture_start(struct fixture *f)
     for (unsigned i = 0; i < f->nextra; i++)
         *f->extra[i].index =
             must_kind(f, f->extra[i].name, f->extra[i].handler, f->extra[i].params);
+    for (unsigned i = 0; i < f->nblocks; i++)
+        if (engine_declare_block(f->e, f->blocks[i]) < 0)
+            exit(1);
     if (engine_start(f->e) < 0) {
         fprintf(stderr, "fixture: engine_start failed\n");
         exit(1);

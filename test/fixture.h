@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "conf/config.h"
+#include "shm/statblock.h"
 #include "shm/stats.h"
 #include "supervisor/engine.h"
 #include "worker/registry.h"
@@ -39,6 +40,8 @@ struct fixture {
         int *index;
     } extra[8];
     unsigned nextra;
+    const struct stats_block_spec *blocks[4]; /* declared at fixture_start */
+    unsigned nblocks;
     struct record *recs;
     size_t nrecs;
     uint64_t answered;
@@ -49,6 +52,8 @@ void fixture_init(struct fixture *f, const char *name, size_t nrecs);
 /* Register one more job kind at fixture_start; its index lands in *INDEX. */
 void fixture_add_kind(struct fixture *f, const char *name, const char *handler,
                       const struct conf_params *params, int *index);
+/* Declare a named counter block at fixture_start (engine_declare_block). */
+void fixture_declare_block(struct fixture *f, const struct stats_block_spec *spec);
 void fixture_start(struct fixture *f);
 void fixture_free(struct fixture *f);
 

@@ -1,9 +1,12 @@
 /* stat_blocks.c - see stat_blocks.h. The figures are chosen so that each
  * kind of field shows: a counter, a gauge, labeled counters, a divided
- * gauge, a histogram, and a per-worker block summed over its slots. */
+ * gauge, a histogram, and a per-worker block declared before the workers
+ * fork, written by other processes and summed over its slots. */
 #include "test/stat_blocks.h"
 
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "shm/statblock.h"
 #include "test/fixture.h"
@@ -99,30 +102,45 @@ static bool add_plain(struct fixture *f)
     return true;
 }
 
-/* Each slot's instance has its own writer: this process stands in for the
- * workers of slots 0 and 1, each writing only its own. */
-static bool add_per_worker(struct fixture *f)
+static const struct stats_block_spec slot_spec = {
+    .name = "plugin.stattest",
+    .flags = STATS_BLOCK_PER_WORKER,
+    .fields = slot_fields,
+    .nfields = sizeof(slot_fields) / sizeof(slot_fields[0]),
+    .size = sizeof(struct slot_figures),
+};
+
+void stat_blocks_declare(struct fixture *f)
 {
-    struct stats_block_spec spec = {
-        .name = "plugin.stattest",
-        .flags = STATS_BLOCK_PER_WORKER,
-        .fields = slot_fields,
-        .nfields = sizeof(slot_fields) / sizeof(slot_fields[0]),
-        .size = sizeof(struct slot_figures),
-    };
-    struct stats_block *b = engine_add_block(f->e, &spec);
-    if (!b)
-        return false;
+    fixture_declare_block(f, &slot_spec);
+}
+
+/* Each slot's instance has its own writer: two processes forked from the
+ * supervisor, as workers are, stand in for the workers of slots 0 and 1
+ * and write only their own, found by name. */
+static bool write_slots(struct fixture *f)
+{
     for (unsigned slot = 0; slot < 2; slot++) {
-        struct slot_figures *s = stats_block_begin(stats_block_instance(b, slot));
-        s->frames = 5 + 2 * slot;
-        stats_hist_add(&s->decode, slot ? 50000 : 10000);
-        stats_block_end(stats_block_instance(b, slot));
+        pid_t pid = fork();
+        if (pid == 0) {
+            struct stats_block *b = stats_block_find(engine_segment(f->e), slot_spec.name);
+            struct stats_block *mine = b ? stats_block_instance(b, slot) : NULL;
+            if (!mine)
+                _exit(1);
+            struct slot_figures *s = stats_block_begin(mine);
+            s->frames = 5 + 2 * slot;
+            stats_hist_add(&s->decode, slot ? 50000 : 10000);
+            stats_block_end(mine);
+            _exit(0);
+        }
+        int st;
+        if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+            return false;
     }
     return true;
 }
 
 bool stat_blocks_add(struct fixture *f)
 {
-    return add_plain(f) && add_per_worker(f);
+    return add_plain(f) && write_slots(f);
 }

@@ -1,7 +1,8 @@
 /* stat_blocks.h - named counter blocks that only test_stat knows: a plain
- * one ("stattest") and a per-worker one ("plugin.stattest"), added to a
- * running engine with known figures, and what mqforkstat must print for
- * them although it knows nothing of their fields. */
+ * one ("stattest") added to a running engine, and a per-worker one
+ * ("plugin.stattest") declared before the workers fork, with known
+ * figures, and what mqforkstat must print for them although it knows
+ * nothing of their fields. */
 #ifndef MQFORK_TEST_STAT_BLOCKS_H
 #define MQFORK_TEST_STAT_BLOCKS_H
 
@@ -9,8 +10,12 @@
 
 struct fixture;
 
-/* Add both blocks to F's running engine and publish their figures; false
- * when the engine refused one. */
+/* Declare the per-worker block; before fixture_start. */
+void stat_blocks_declare(struct fixture *f);
+
+/* Add the plain block to F's running engine and publish its figures, and
+ * have two other processes write slots 0 and 1 of the per-worker block;
+ * false when something refused. */
 bool stat_blocks_add(struct fixture *f);
 
 /* Lines -1 must print for them (whole lines). */

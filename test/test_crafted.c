@@ -5,7 +5,9 @@
  * (live) process, so only the reader's checks stand between it and reading
  * out of bounds. mqforkstat must refuse cleanly (exit 1 with a reason) or
  * read what is valid (exit 0), never crash; under the sanitizer build any
- * out-of-bounds read aborts it. `-l` must not call them alive.
+ * out-of-bounds read aborts it. `-l` must not call them alive. And the
+ * writer's side: what stats_block_add refuses to put in a segment, and a
+ * per-worker instance left mid-update by a dead worker made readable.
  *
  *   test_crafted MQFORKSTAT */
 #include <errno.h>
@@ -190,6 +192,78 @@ static void test_random(void)
     }
 }
 
+/* A spec of one field F in a block NAME of 16 bytes. */
+static struct stats_block_spec one(const char *name, unsigned flags,
+                                   const struct stats_field_desc *f)
+{
+    return (struct stats_block_spec){
+        .name = name, .flags = flags, .fields = f, .nfields = 1, .size = 16};
+}
+
+static void test_writer_refuses(void)
+{
+    struct segment s;
+    char name[64];
+    make_real(&s, name, sizeof(name));
+    const struct stats_field_desc
+        ok = {.name = "x", .type = STATS_COUNTER, .size = 8},
+        dotted = {.name = "x.y", .type = STATS_COUNTER, .size = 8},
+        past = {.name = "x", .type = STATS_GAUGE, .offset = 12, .size = 8},
+        odd = {.name = "x", .type = STATS_GAUGE, .offset = 4, .size = 8},
+        state = {.name = "x", .type = STATS_STATE, .size = 4, .states = "A|B"},
+        taken = {.name = "hits", .type = STATS_COUNTER, .size = 8};
+    const struct {
+        const char *what;
+        struct stats_block_spec spec;
+        int err;
+    } cases[] = {
+        {"reserved name", one("kind", 0, &ok), EINVAL},
+        {"bad name", one("Big Name", 0, &ok), EINVAL},
+        {"dotted without label", one("b1", 0, &dotted), EINVAL},
+        {"field past the data", one("b2", 0, &past), EINVAL},
+        {"unaligned field", one("b3", 0, &odd), EINVAL},
+        {"per-worker state", one("b4", STATS_BLOCK_PER_WORKER, &state), EINVAL},
+        {"global and per-worker", one("b5", STATS_BLOCK_GLOBAL | STATS_BLOCK_PER_WORKER, &ok),
+         EINVAL},
+        {"name taken", one("crafted", 0, &ok), EEXIST},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        errno = 0;
+        T_CHECK(!stats_block_add(&s, &cases[i].spec) && errno == cases[i].err,
+                "%s: added, or errno %d", cases[i].what, errno);
+    }
+    struct stats_block_spec g1 = one("g1", STATS_BLOCK_GLOBAL, &taken);
+    struct stats_block_spec g2 = one("g2", STATS_BLOCK_GLOBAL, &taken);
+    T_CHECK(stats_block_add(&s, &g1) && !stats_block_add(&s, &g2) && errno == EEXIST,
+            "a global field name is taken once");
+    drop(&s);
+}
+
+/* A worker that died mid-update leaves its instance's sequence odd; the
+ * supervisor makes it even again before the slot's next worker forks. */
+static void test_unwedge(void)
+{
+    struct segment s;
+    char name[64];
+    make_real(&s, name, sizeof(name));
+    const struct stats_field_desc f = {.name = "frames", .type = STATS_COUNTER, .size = 8};
+    struct stats_block_spec spec = one("plugin.wedge", STATS_BLOCK_PER_WORKER, &f);
+    struct stats_block *b = stats_block_add(&s, &spec);
+    T_REQUIRE(b && stats_block_instance(b, 1) && !stats_block_instance(b, 2), "2 instances");
+    uint64_t *frames = stats_block_begin(stats_block_instance(b, 1));
+    *frames = 3; /* and the worker dies before stats_block_end */
+    expect_refused("mid-update", name, NULL);
+    const char *argv[] = {stat_bin, "-1", "-n", name, NULL};
+    struct run r = run(argv);
+    T_CHECK(strstr(r.out, "busy plugin.wedge"), "shown busy while wedged:\n%s", r.out);
+    run_free(&r);
+    stats_blocks_unwedge_slot(&s, 1);
+    r = run(argv);
+    T_CHECK(strstr(r.out, "\nplugin.wedge.frames 3\n"), "readable again:\n%s", r.out);
+    run_free(&r);
+    drop(&s);
+}
+
 int main(int argc, char **argv)
 {
     T_REQUIRE(argc >= 2, "usage: test_crafted MQFORKSTAT");
@@ -199,5 +273,7 @@ int main(int argc, char **argv)
     test_truncated();
     test_directory();
     test_random();
+    test_writer_refuses();
+    test_unwedge();
     T_DONE();
 }

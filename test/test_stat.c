@@ -104,8 +104,8 @@ static void test_blocks_added(struct fixture *f)
     const char *argv[] = {stat_bin, "-1", "-n", f->conf.instance, NULL};
     struct run before = run(argv);
     char v1[32], v2[32];
-    T_CHECK(before.status == 0 && !strstr(before.out, "stattest"),
-            "-1 before the blocks exist: exit %d", before.status);
+    T_CHECK(before.status == 0 && !strstr(before.out, "\nstattest."),
+            "-1 before the block exists: exit %d", before.status);
     T_REQUIRE(stat_blocks_add(f), "the engine took the test's blocks");
     struct run after = run(argv);
     T_CHECK(after.status == 0, "-1 after: exit %d: %s", after.status, after.err);
@@ -563,6 +563,7 @@ int main(int argc, char **argv)
     /* crashes follow each other: respawn at once, not after a backoff */
     f.conf.workers.stable_s = 0.02;
     f.conf.workers.backoff_max_s = 0.05;
+    stat_blocks_declare(&f);
     fixture_start(&f);
     /* the daemon's MQTT source, not connected: its blocks ("mqtt", "routes")
      * hold names -1 must print, all 0 here */

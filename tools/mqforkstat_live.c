@@ -126,7 +126,7 @@ static const char *hist_cols(char *buf, size_t len, const struct stats_hist *h)
     return buf;
 }
 
-/* A field's value as the view shows it, at most 12 columns. */
+/* A field's value as the view shows it, at most 11 columns. */
 static const char *field_cell(char *buf, size_t len, const struct snap *s,
                               const struct snap_block *b, const struct stats_field *f)
 {
@@ -158,14 +158,14 @@ static void draw_block(struct screen *sc, const struct snap *s, const struct sna
         } else if (!pending) {
             pending = f;
         } else {
-            put(sc, "  %-24.24s %12.12s  %-24.24s %12.12s", pending->name,
+            put(sc, "  %-25.25s %11.11s  %-25.25s %11.11s", pending->name,
                 field_cell(cell[0], sizeof(cell[0]), s, b, pending), f->name,
                 field_cell(cell[1], sizeof(cell[1]), s, b, f));
             pending = NULL;
         }
     }
     if (pending)
-        put(sc, "  %-24.24s %12.12s", pending->name,
+        put(sc, "  %-25.25s %11.11s", pending->name,
             field_cell(cell[0], sizeof(cell[0]), s, b, pending));
 }
 
