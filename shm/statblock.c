@@ -12,7 +12,8 @@
 #define INSTANCE_ALIGN 64 /* instances of per-worker blocks never share a cache line */
 
 /* Names the outputs use for their own tables and families (kind.<name>.x,
- * mqfork_worker_..., busy <block>, mqfork_stats_busy_blocks, ...). */
+ * mqfork_worker_..., busy <block>, mqfork_stats_busy_blocks, ...): neither
+ * one of them nor one of them and a dot may start a block's name. */
 static const char *const reserved[] = {"kind",   "worker",   "crash",  "scale", "busy", "stats",
                                        "config", "instance", "global", "info",  "start"};
 
@@ -41,7 +42,8 @@ static bool name_chars(const char *name, size_t max, bool dots)
         return false;
     for (size_t i = 0; i < n; i++) {
         char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || (dots && c == '.')))
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+              (dots && c == '.')))
             return false;
     }
     return name[0] != '.' && name[n - 1] != '.';
@@ -51,9 +53,11 @@ static bool block_name_ok(const char *name)
 {
     if (!name || !name_chars(name, STATS_BLOCK_NAME_LEN, true))
         return false;
-    for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
-        if (strcmp(name, reserved[i]) == 0)
+    for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
+        size_t n = strlen(reserved[i]);
+        if (strncmp(name, reserved[i], n) == 0 && (name[n] == '\0' || name[n] == '.'))
             return false;
+    }
     return true;
 }
 
@@ -90,8 +94,9 @@ static bool field_ok(const struct stats_field_desc *f, size_t size, unsigned fla
         return false;
     if ((flags & STATS_BLOCK_PER_WORKER) && (f->type == STATS_STATE || f->type == STATS_TIMESTAMP))
         return false; /* a sum of states or of times means nothing */
+    /* a longer help text is cut, not refused */
     return fits(f->label, STATS_LABEL_LEN) && fits(f->states, STATS_STATES_LEN) &&
-           fits(f->help, STATS_HELP_LEN) && (f->type != STATS_STATE || f->states);
+           (f->type != STATS_STATE || f->states);
 }
 
 static bool spec_ok(const struct stats_block_spec *b)

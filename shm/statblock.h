@@ -28,6 +28,12 @@
  * (jobs_refused.overloaded: family jobs_refused, Prometheus label
  * reason="overloaded"); such a field must name its label key.
  *
+ * A handler's own counters (include/mqfork/handler.h) are the per-worker
+ * block "plugin.<handler name>", added by the engine before it forks a
+ * worker that runs the handler. The handler updates each value with one
+ * atomic operation instead of a seqlock round, so its instance's seqlock
+ * stays even: a reader's copy holds whole values, each of its own moment.
+ *
  * Only the supervisor adds blocks (single-threaded); blocks live as long as
  * the segment. Readers validate every directory entry and field table they
  * use against the area's real size (stats_read.c). */
@@ -46,7 +52,7 @@
 #define STATS_MAX_FIELDS     256     /* per block */
 #define STATS_MAX_INSTANCES  65536   /* per block: worker slots */
 #define STATS_MAX_DATA       1048576 /* bytes of one instance's data */
-#define STATS_BLOCK_NAME_LEN 32
+#define STATS_BLOCK_NAME_LEN 64      /* "plugin." and a handler's name */
 #define STATS_FIELD_NAME_LEN 48
 #define STATS_LABEL_LEN      16
 #define STATS_STATES_LEN     64
@@ -75,7 +81,7 @@ enum stats_block_flags {
 
 /* What a writer declares for one field. */
 struct stats_field_desc {
-    const char *name; /* [a-z0-9_], one '.' at most; unique in its namespace */
+    const char *name; /* [a-z0-9_-], one '.' at most; unique in its namespace */
     enum stats_type type;
     size_t offset;      /* in the block's data (the writer's struct) */
     size_t size;        /* 4 or 8; sizeof(struct stats_hist) for a histogram */
@@ -128,7 +134,7 @@ struct stats_block {
 
 /* What stats_block_add needs to know about a block. */
 struct stats_block_spec {
-    const char *name; /* [a-z0-9_.], not a name the outputs use for tables */
+    const char *name; /* [a-z0-9_.-], not a name the outputs use for tables */
     unsigned flags;   /* enum stats_block_flags */
     const struct stats_field_desc *fields;
     unsigned nfields;

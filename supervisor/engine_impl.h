@@ -242,6 +242,10 @@ void engine_finishf(struct engine *e, struct job *j, enum job_status st, const c
 /* engine_stats.c */
 int engine_stats_start(struct engine *e);
 void engine_stats_publish(struct engine *e);
+/* Slot SLOT's values of handler H's counters (its block "plugin.<name>",
+ * added when missing, before the worker that writes them forks), or NULL
+ * when H declares none or the block cannot be added (logged). */
+uint64_t *engine_handler_counters(struct engine *e, const struct mqfork_handler *h, unsigned slot);
 
 /* dispatch.c */
 int dispatch_init(struct engine *e);

@@ -1,9 +1,12 @@
-/* engine_stats.c - the engine's named counter block "engine": the table
- * that names and explains each of its figures (mqforkstat prints them from
- * this table, with the names scripts have always used), and creating and
- * publishing the block. The figures themselves are counted in engine.c,
- * dispatch.c and pool.c into a private struct stats_global. */
+/* engine_stats.c - the engine's named counter blocks: "engine", with the
+ * table that names and explains each of its figures (mqforkstat prints them
+ * from this table, with the names scripts have always used), the blocks
+ * declared before start, and each handler's own counters
+ * ("plugin.<handler>", one instance per worker slot). The figures themselves are counted in
+ * engine.c, dispatch.c and pool.c into a private struct stats_global. */
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "shm/statblock.h"
@@ -127,7 +130,53 @@ int engine_stats_start(struct engine *e)
                       strerror(errno));
             return -1;
         }
+    for (unsigned k = 0; k < e->nkinds; k++)
+        engine_handler_counters(e, e->kinds[k].handler, 0);
     return 0;
+}
+
+/* The per-worker block "plugin.<name>" of handler H's counters: each a
+ * uint64_t, in the order H declares them. NULL when it cannot be added. */
+static struct stats_block *add_handler_block(struct engine *e, const struct mqfork_handler *h,
+                                             const char *name)
+{
+    struct stats_field_desc *f = calloc(h->ncounters, sizeof(*f));
+    if (!f)
+        return NULL;
+    for (unsigned i = 0; i < h->ncounters; i++)
+        f[i] = (struct stats_field_desc){
+            .name = h->counters[i].name,
+            .type = h->counters[i].gauge ? STATS_GAUGE : STATS_COUNTER,
+            .offset = i * sizeof(uint64_t),
+            .size = sizeof(uint64_t),
+            .help = h->counters[i].help,
+        };
+    struct stats_block_spec spec = {
+        .name = name,
+        .flags = STATS_BLOCK_PER_WORKER,
+        .fields = f,
+        .nfields = h->ncounters,
+        .size = h->ncounters * sizeof(uint64_t),
+    };
+    struct stats_block *b = stats_block_add(&e->seg, &spec);
+    if (!b)
+        log_error("handler %s: cannot add its counters' block %s: %s", h->name, name,
+                  strerror(errno));
+    free(f);
+    return b;
+}
+
+uint64_t *engine_handler_counters(struct engine *e, const struct mqfork_handler *h, unsigned slot)
+{
+    if (!h || !h->ncounters)
+        return NULL;
+    char name[STATS_BLOCK_NAME_LEN];
+    snprintf(name, sizeof(name), "plugin.%s", h->name);
+    struct stats_block *b = stats_block_find(&e->seg, name);
+    if (!b)
+        b = add_handler_block(e, h, name);
+    b = b ? stats_block_instance(b, slot) : NULL;
+    return b ? stats_block_data(b) : NULL;
 }
 
 void engine_stats_publish(struct engine *e)

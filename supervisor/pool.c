@@ -121,9 +121,11 @@ static void reset_slot(struct engine *e, struct worker *w)
 static void fork_worker(struct engine *e, struct worker *w)
 {
     struct worker_kind kinds[SEG_MAX_KINDS];
-    for (unsigned k = 0; k < e->nkinds; k++) /* NULL handler: removed, or set aside */
-        kinds[k] = (struct worker_kind){e->kinds[k].failing ? NULL : e->kinds[k].handler,
-                                        &e->kinds[k].params, e->kinds[k].preloaded};
+    for (unsigned k = 0; k < e->nkinds; k++) { /* NULL handler: removed, or set aside */
+        const struct mqfork_handler *h = e->kinds[k].failing ? NULL : e->kinds[k].handler;
+        kinds[k] = (struct worker_kind){h, &e->kinds[k].params, e->kinds[k].preloaded,
+                                        engine_handler_counters(e, h, w->slot)};
+    }
     struct worker_args args = {
         .seg = &e->seg,
         .slot = w->slot,

@@ -2,7 +2,8 @@
 # test_plugin.sh - a handler plugin built outside the tree, as a user builds
 # one: against the installed header, found with pkg-config. mqforkd -t
 # catches its param errors with file:line:column and refuses a plugin of
-# another ABI; the daemon runs it as a route through a real mosquitto; a
+# another ABI; the daemon runs it as a route through a real mosquitto and
+# mqforkstat shows its counter; a
 # 64 MiB preload is shared by the workers, not copied; a handler whose init
 # crashes is set aside while the other routes keep their workers.
 #
@@ -157,6 +158,10 @@ wait_for 20 grep -q 'in init 2 times in a row' "$TMP/daemon.log" ||
     fail "the crashing init was never set aside: $(tail -5 "$TMP/daemon.log")"
 pub up/a/in hello
 wait_for 20 grep -q '^up/a/out >HELLO' "$TMP/sub.out" || fail "the plugin route does not answer"
+# The plugin's counter, summed over its workers, as mqforkstat shows it.
+counted() { "$BUILD/mqforkstat" -1 -n "$INSTANCE" | grep -qx 'plugin.example.upper.bytes 6'; }
+wait_for 10 counted ||
+    fail "mqforkstat lacks the plugin's counter: $("$BUILD/mqforkstat" -1 -n "$INSTANCE" | grep plugin)"
 pub b/a/in hello
 wait_for 20 grep -q "^err/$INSTANCE .*cannot start" "$TMP/sub.out" ||
     fail "a job of the set-aside route gets no error report"

@@ -94,8 +94,10 @@ static void init_handlers(struct worker *w)
         if (!kind->handler || !kind->handler->init)
             continue; /* removed by a reload, or set aside: its index is never sent */
         atomic_store(&ctl->initializing, k + 1);
-        struct mqfork_init in = {
-            .params = kind->params, .preloaded = kind->preloaded, .worker = w->a->slot};
+        struct mqfork_init in = {.params = kind->params,
+                                 .preloaded = kind->preloaded,
+                                 .counters = kind->counters,
+                                 .worker = w->a->slot};
         w->ctx[k] = kind->handler->init(&in);
         if (!w->ctx[k]) {
             log_error("init of handler %s failed", kind->handler->name);

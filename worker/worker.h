@@ -20,6 +20,7 @@ struct worker_kind {
     const struct mqfork_handler *handler;
     const struct mqfork_params *params;
     void *preloaded;
+    uint64_t *counters; /* this worker's instance of the handler's counters, or NULL */
 };
 
 struct worker_args {
