@@ -8,7 +8,7 @@
  * the same layout version. The live view runs in a pseudo-terminal under
  * script(1), 80 columns wide, and quits on `q`.
  *
- *   test_stat MQFORKSTAT [tools/mqforkstat.md]
+ *   test_stat MQFORKSTAT [tools/mqforkstat.md [test/stat_prom_families.txt]]
  *
  * While mqforkstat runs the engine is idle (its load has been answered), so
  * the figures it reads are the ones this process knows. */
@@ -41,6 +41,7 @@
 
 static const char *stat_bin;
 static const char *doc_path;
+static const char *families_path; /* -p's families before named blocks */
 
 /* ---- the load */
 
@@ -337,6 +338,25 @@ static void test_text(const struct fixture *f)
 
 /* ---- -p */
 
+/* Every # HELP and # TYPE line -p printed before named blocks is printed
+ * still: no family's name, type or help text changed. */
+static void check_prom_families(const char *out)
+{
+    FILE *fp = fopen(families_path, "r");
+    T_REQUIRE(fp, "cannot open %s", families_path);
+    char line[512];
+    int n = 0;
+    while (fgets(line, sizeof(line), fp)) {
+        line[strcspn(line, "\n")] = '\0';
+        if (strncmp(line, "# HELP ", 7) != 0 && strncmp(line, "# TYPE ", 7) != 0)
+            continue;
+        T_CHECK(has_line(out, line), "-p lacks '%s'", line);
+        n++;
+    }
+    fclose(fp);
+    T_CHECK(n > 100, "only %d family lines in %s", n, families_path);
+}
+
 static void test_prom(const struct fixture *f)
 {
     const char *argv[] = {stat_bin, "-p", "-n", f->conf.instance, NULL};
@@ -351,6 +371,7 @@ static void test_prom(const struct fixture *f)
         snprintf(line, sizeof(line), stat_blocks_prom[i], f->conf.instance);
         T_CHECK(has_line(r.out, line), "-p lacks '%s'", line);
     }
+    check_prom_families(r.out);
     if (!run_has_program("promtool")) {
         fprintf(stderr, "test_stat: promtool not found, -p not checked by it (tools/check "
                         "installs the prometheus package)\n");
@@ -550,12 +571,13 @@ static void test_live(const struct fixture *f)
 
 int main(int argc, char **argv)
 {
-    T_REQUIRE(argc >= 2, "usage: test_stat MQFORKSTAT [tools/mqforkstat.md]");
+    T_REQUIRE(argc >= 2, "usage: test_stat MQFORKSTAT [tools/mqforkstat.md [FAMILIES]]");
     /* absolute: the permission test runs it from / */
     static char bin[4096];
     T_REQUIRE(realpath(argv[1], bin), "%s not found", argv[1]);
     stat_bin = bin;
     doc_path = argc >= 3 ? argv[2] : "tools/mqforkstat.md";
+    families_path = argc >= 4 ? argv[3] : "test/stat_prom_families.txt";
     signal(SIGPIPE, SIG_IGN);
 
     struct fixture f;
