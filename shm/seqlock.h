@@ -28,6 +28,16 @@ static inline void seqlock_write_end(struct seqlock *l)
     atomic_store_explicit(&l->seq, s + 1, memory_order_release);
 }
 
+/* A writer that died between begin and end left the sequence odd, and
+ * readers would find the data busy for ever (and the next writer's rounds
+ * odd): make it even. Only while nobody writes it. */
+static inline void seqlock_unwedge(struct seqlock *l)
+{
+    uint32_t s = atomic_load_explicit(&l->seq, memory_order_relaxed);
+    if (s & 1)
+        atomic_store_explicit(&l->seq, s + 1, memory_order_release);
+}
+
 /* Copy LEN bytes of SRC, guarded by L, into DST. False when no consistent
  * copy could be had in TRIES attempts (the writer is mid-update or gone). */
 static inline bool seqlock_read(const struct seqlock *l, void *dst, const void *src, size_t len,

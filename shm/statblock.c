@@ -247,9 +247,7 @@ void stats_block_publish(struct stats_block *b, const void *src, size_t len)
 
 void stats_block_unwedge(struct stats_block *b)
 {
-    uint32_t seq = atomic_load_explicit(&b->lock.seq, memory_order_relaxed);
-    if (seq & 1)
-        atomic_store_explicit(&b->lock.seq, seq + 1, memory_order_release);
+    seqlock_unwedge(&b->lock);
 }
 
 void stats_blocks_unwedge_slot(struct segment *s, unsigned slot)

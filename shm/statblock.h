@@ -36,7 +36,7 @@
  *
  * Only the supervisor adds blocks (single-threaded); blocks live as long as
  * the segment. Readers validate every directory entry and field table they
- * use against the area's real size (stats_read.c). */
+ * use against the area's real size (shm/statread.c). */
 #ifndef MQFORK_SHM_STATBLOCK_H
 #define MQFORK_SHM_STATBLOCK_H
 

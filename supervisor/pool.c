@@ -106,6 +106,7 @@ static void reset_slot(struct engine *e, struct worker *w)
     ctl->generation = ++w->generation;
     stats_blocks_unwedge_slot(&e->seg, w->slot); /* the dead one may have died mid-update */
     struct stats_worker *s = &e->seg.workers_stats[w->slot];
+    seqlock_unwedge(&s->self_lock); /* else this round would leave it odd */
     seqlock_write_begin(&s->self_lock);
     s->cur_start_ns = 0;
     s->jobs_done = 0;
