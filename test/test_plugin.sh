@@ -162,6 +162,10 @@ wait_for 20 grep -q '^up/a/out >HELLO' "$TMP/sub.out" || fail "the plugin route 
 counted() { "$BUILD/mqforkstat" -1 -n "$INSTANCE" | grep -qx 'plugin.example.upper.bytes 6'; }
 wait_for 10 counted ||
     fail "mqforkstat lacks the plugin's counter: $("$BUILD/mqforkstat" -1 -n "$INSTANCE" | grep plugin)"
+"$BUILD/mqforkstat" -j -n "$INSTANCE" | tr -d ' \t\n' | grep -q '"plugin.example.upper":{[^}]*"bytes":6' ||
+    fail "mqforkstat -j lacks the plugin's counter"
+"$BUILD/mqforkstat" -p -n "$INSTANCE" | grep -q '^mqfork_plugin_example_upper_bytes_total{instance="'"$INSTANCE"'"} 6$' ||
+    fail "mqforkstat -p lacks the plugin's counter: $("$BUILD/mqforkstat" -p -n "$INSTANCE" | grep plugin)"
 pub b/a/in hello
 wait_for 20 grep -q "^err/$INSTANCE .*cannot start" "$TMP/sub.out" ||
     fail "a job of the set-aside route gets no error report"
