@@ -408,14 +408,10 @@ static void test_decode_stateless(const struct speech *sp)
     fixture_free(&f);
 }
 
-/* A worker that is running a job right now, or -1. */
-static int busy_worker(const struct fixture *f, unsigned workers)
+static bool quarter_answered(struct fixture *f, void *coll)
 {
-    const struct segment *seg = engine_segment(f->e);
-    for (unsigned w = 0; w < workers; w++)
-        if (seg->workers_stats[w].cur_start_ns != 0 && engine_worker_pid(f->e, w) > 0)
-            return (int)w;
-    return -1;
+    const struct coll *c = coll;
+    return c->answered >= c->submitted / 4;
 }
 
 /* SIGKILL a worker mid-frame: its jobs are retried elsewhere and answered
@@ -433,22 +429,17 @@ static void test_decode_worker_killed(const struct speech *sp)
     struct coll c;
     coll_init(&c, sp->pk.n * STREAMS);
     submit_streams(&f, &c, dec, sp, STREAMS, 3);
-    int victim = -1;
-    double end = fixture_now() + 20;
-    while (victim < 0 && c.answered < c.submitted * 49 / 50 && fixture_now() < end) {
-        engine_turn(f.e, 0);
-        if (c.answered < c.submitted / 4)
-            continue;
-        /* watch the workers go through what was just dispatched, without
-         * collecting results: a job seen running is then surely in flight.
-         * Long enough that a worker a busy machine keeps off the CPU for a
-         * while still shows up. */
-        double until = fixture_now() + 0.05;
-        while (victim < 0 && fixture_now() < until)
-            victim = busy_worker(&f, WORKERS);
-    }
-    T_REQUIRE(victim >= 0, "caught a worker mid-job before 98%% of the jobs were done");
-    kill(engine_worker_pid(f.e, (unsigned)victim), SIGKILL);
+    T_REQUIRE(fixture_run_until(&f, quarter_answered, &c, 20), "a quarter answered");
+    /* Freeze the victim wherever it is, mid-frame or between frames, and let
+     * the engine keep handing it jobs: it then surely dies holding some,
+     * the first of which the engine takes for the one it was running. No
+     * race with a busy machine's scheduler. */
+    pid_t victim = engine_worker_pid(f.e, 0);
+    T_REQUIRE(victim > 0 && kill(victim, SIGSTOP) == 0, "victim stopped");
+    double until = fixture_now() + 0.1;
+    while (fixture_now() < until)
+        engine_turn(f.e, 1000000);
+    kill(victim, SIGKILL);
     T_CHECK(fixture_run_until(&f, coll_done, &c, 30), "all answered after the kill");
     T_CHECK(coll_each_once(&c), "each job answered exactly once");
     size_t ok = 0, well_formed = 0;
