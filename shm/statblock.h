@@ -22,8 +22,8 @@
  * A slot's counters survive the worker process, so the sum only grows.
  *
  * Names: a block flagged STATS_BLOCK_GLOBAL holds instance-wide figures named
- * without the block's name (the engine's and MQTT's, whose names predate
- * blocks); every other block's fields are shown as <block>.<field>. A dot in
+ * without the block's name (the engine's, MQTT's and the routes', whose
+ * names predate blocks); every other block's fields are shown as <block>.<field>. A dot in
  * a field name splits it into a family and a label value
  * (jobs_refused.overloaded: family jobs_refused, Prometheus label
  * reason="overloaded"); such a field must name its label key.
