@@ -4,12 +4,14 @@
 
 # Every Debian package the build, the tests and the demo need, in one place.
 #   build:    meson ninja-build pkg-config gcc clang + the -dev libraries
-#             (mosquitto-dev: the broker plugin headers for mqfork_p2p.so)
+#             (mosquitto-dev: the broker plugin headers for mqfork_p2p.so;
+#             libclang-rt-dev: clang's sanitizer and libFuzzer runtimes, only
+#             recommended by clang, so --no-install-recommends leaves it out)
 #   tests:    mosquitto (private broker), mosquitto-clients, openssl (TLS certs)
 #   demo/ops: espeak-ng + sox + opus-tools (voice samples), prometheus
 #             (promtool checks the -p exposition), tmux (demo panes)
 MQFORK_DEB_PACKAGES=(
-    meson ninja-build pkg-config gcc clang
+    meson ninja-build pkg-config gcc clang libclang-rt-dev
     libmosquitto-dev liburing-dev libopus-dev libyaml-dev libssl-dev
     libsystemd-dev libcjson-dev libncurses-dev mosquitto-dev
     mosquitto mosquitto-clients openssl
