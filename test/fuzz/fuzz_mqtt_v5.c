@@ -40,7 +40,8 @@ static struct {
     uint8_t attempts;
     const uint8_t *result;
     size_t result_len;
-    const struct engine_job *job; /* as submitted */
+    engine_done_fn done; /* of the job submitted; the job itself was on the stack */
+    void *ctx;
     unsigned submits, publishes;
     char *topic; /* of the last publish */
     void *payload;
@@ -75,7 +76,8 @@ int engine_kind_by_name(const struct engine *e, const char *name)
 enum job_status engine_submit(struct engine *e, const struct engine_job *j, uint64_t *id)
 {
     now.submits++;
-    now.job = j;
+    now.done = j->done;
+    now.ctx = j->ctx;
     FUZZ_CHECK(j->payload == now.msg->payload && j->len == now.msg->len);
     FUZZ_CHECK(!j->stream || strlen(j->stream) == j->stream_len);
     return refused() ? outcome_status() : JOB_OK;
@@ -166,7 +168,7 @@ static void answer(void)
         .len = now.result_len,
         .attempts = now.attempts,
     };
-    now.job->done(now.job->ctx, &o);
+    now.done(now.ctx, &o);
 }
 
 /* The accepted job's answer: its reply, nothing, or its error report. */
