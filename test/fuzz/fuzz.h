@@ -95,25 +95,33 @@ static inline int fuzz_utf8_more(uint8_t c)
     return -1;
 }
 
-/* Whether S (LEN bytes) is well-formed UTF-8: no overlong forms, no
- * surrogates, nothing past U+10FFFF. */
+/* The code point of the well-formed UTF-8 sequence at S (LEN > 0 bytes
+ * left) into *CP: its length, or 0 when it is not well-formed (no overlong
+ * forms, no surrogates, nothing past U+10FFFF). */
+static inline size_t fuzz_utf8_next(const uint8_t *s, size_t len, uint32_t *cp)
+{
+    int more = fuzz_utf8_more(s[0]);
+    if (more < 0 || len <= (size_t)more)
+        return 0;
+    *cp = more ? s[0] & (0x3fu >> more) : s[0];
+    for (int k = 1; k <= more; k++) {
+        if ((s[k] & 0xc0) != 0x80)
+            return 0;
+        *cp = *cp << 6 | (s[k] & 0x3fu);
+    }
+    if ((more == 2 && (*cp < 0x800 || (*cp >= 0xd800 && *cp < 0xe000))) ||
+        (more == 3 && (*cp < 0x10000 || *cp > 0x10ffff)))
+        return 0;
+    return (size_t)more + 1;
+}
+
+/* Whether S (LEN bytes) is well-formed UTF-8. */
 static inline bool fuzz_utf8(const uint8_t *s, size_t len)
 {
-    for (size_t i = 0; i < len;) {
-        int more = fuzz_utf8_more(s[i]);
-        if (more < 0 || len - i <= (size_t)more)
+    uint32_t cp;
+    for (size_t i = 0, n; i < len; i += n)
+        if (!(n = fuzz_utf8_next(s + i, len - i, &cp)))
             return false;
-        uint32_t cp = more ? s[i] & (0x3fu >> more) : s[i];
-        for (int k = 1; k <= more; k++) {
-            if ((s[i + k] & 0xc0) != 0x80)
-                return false;
-            cp = cp << 6 | (s[i + k] & 0x3fu);
-        }
-        if ((more == 2 && (cp < 0x800 || (cp >= 0xd800 && cp < 0xe000))) ||
-            (more == 3 && (cp < 0x10000 || cp > 0x10ffff)))
-            return false;
-        i += (size_t)more + 1;
-    }
     return true;
 }
 

@@ -2,9 +2,10 @@
  * is a configuration file, loaded and checked as `mqforkd -t` does it
  * (conf/config.c, then every route's handler and params through the
  * registry; plugins are not loaded). It must end in either a valid
- * configuration or diagnostics, never both; a valid one must keep the
- * documented ranges, and every route's filter must match a topic made from
- * it, with its reply and stream templates expanding from that match. */
+ * configuration (with warnings at most) or errors, never both; a valid one
+ * must keep the documented ranges and publish and subscribe only to topics
+ * a broker takes, and every route's filter must match a topic made from it,
+ * with its reply and stream templates expanding from that match. */
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -65,6 +66,7 @@ static void check_route(const struct conf_route *r)
     FUZZ_CHECK(r->priority < PRIO_COUNT);
     FUZZ_CHECK(r->timeout_ms >= 1 && r->timeout_ms <= 3600000);
     FUZZ_CHECK(r->deadline_ms <= 3600000 && r->retries <= 100);
+    FUZZ_CHECK(!topic_filter_problem(r->subscribe, strlen(r->subscribe)));
     char *topic = topic_for(r->subscribe);
     struct topic_levels lv;
     FUZZ_CHECK(topic_match(r->subscribe, topic, &lv));
@@ -76,6 +78,7 @@ static void check_route(const struct conf_route *r)
 static void check_valid(const struct conf *c)
 {
     FUZZ_CHECK(c->instance && c->errors_topic && c->broker.host);
+    FUZZ_CHECK(!topic_publish_problem(c->errors_topic, strlen(c->errors_topic)));
     FUZZ_CHECK(c->workers.min >= 1 && c->workers.min <= c->workers.max);
     FUZZ_CHECK(c->workers.max <= 1024);
     FUZZ_CHECK(c->broker.port >= 1 && c->broker.port <= 65535);
@@ -93,7 +96,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct conf c;
     struct conf_diags d = {0};
     int rc = registry_load_config(&registry, path, &c, false, &d);
-    FUZZ_CHECK((rc == 0) == (d.count == 0));
+    FUZZ_CHECK((rc == 0) == (d.count == conf_diags_warnings(&d)));
     for (size_t i = 0; i < d.count; i++)
         FUZZ_CHECK(d.items[i].message && d.items[i].line >= 0 && d.items[i].column >= 0);
     conf_diags_print(&d, devnull);

@@ -1,22 +1,24 @@
 /* fuzz_mqtt_v5.c - libFuzzer harness for an MQTT v5 request's response
  * topic and correlation data, from the message to the reply: a message
  * with any topic, payload and properties goes through routes_on_message
- * (supervisor/routes.c) for one route with any filter and templates. The
- * engine and the MQTT client are stand-ins: the engine accepts or refuses
- * and answers at once with any outcome, the client checks what is
- * published: every routed message ends in exactly its one reply or error
- * report, a reply goes where the response topic or the reply template
- * says, an error report is the JSON of report.h, and the correlation data
- * comes back byte for byte.
+ * (supervisor/routes.c) for one route with any filter, templates and
+ * reply_allow. The engine and the MQTT client are stand-ins: the engine
+ * accepts or refuses and answers at once with any outcome, the client
+ * checks what is published: every routed message ends in exactly its one
+ * reply or error report, only ever to a topic a broker takes; a reply goes
+ * to the response topic when reply_allow takes it, else where the reply
+ * template says; an error report is the JSON of report.h; the correlation
+ * data comes back byte for byte.
  *
  * The properties are a real libmosquitto list, read the way
  * on_mosq_message (supervisor/mqtt.c) reads them; a response topic that
  * libmosquitto refuses to put in a message never arrives.
  *
  * Input: FLAGS OUTCOME QOS ATTEMPTS, then FILTER \0 REPLY \0 STREAM \0
- * TOPIC \0 RESPONSE_TOPIC \0, then CORRELATION, RESULT and PAYLOAD (each a
- * 2-byte length + bytes). FLAGS: bit 0 a response topic, bit 1 correlation
- * data, bit 2 a reply template, bit 3 a stream template. OUTCOME: a job
+ * REPLY_ALLOW \0 (filter templates, one a line) TOPIC \0 RESPONSE_TOPIC \0,
+ * then CORRELATION, RESULT and PAYLOAD (each a 2-byte length + bytes).
+ * FLAGS: bit 0 a response topic, bit 1 correlation data, bit 2 a reply
+ * template, bit 3 a stream template, bit 4 reply_allow. OUTCOME: a job
  * status; bit 7 set: the engine refuses the job with it. */
 #include <cjson/cJSON.h>
 #include <mosquitto.h>
@@ -32,6 +34,8 @@
 
 #define ERRORS_TOPIC "fuzz/errors"
 #define ROUTE_NAME   "fuzzroute"
+#define TOPIC_MAX    1024 /* routes.c's buffer for a reply topic */
+#define MAX_ALLOW    4
 
 /* What one message is, and what it came to. */
 static struct {
@@ -42,7 +46,7 @@ static struct {
     size_t result_len;
     engine_done_fn done; /* of the job submitted; the job itself was on the stack */
     void *ctx;
-    unsigned submits, publishes;
+    unsigned submits, publishes, refusals;
     char *topic; /* of the last publish */
     void *payload;
     size_t len;
@@ -83,6 +87,12 @@ enum job_status engine_submit(struct engine *e, const struct engine_job *j, uint
     return refused() ? outcome_status() : JOB_OK;
 }
 
+void engine_count_refusal(struct engine *e, uint32_t kind, enum job_status reason)
+{
+    FUZZ_CHECK(reason == JOB_E_BAD_INPUT);
+    now.refusals++;
+}
+
 int mqtt_subscribe(struct mqtt *m, const char *filter, int qos)
 {
     return 0;
@@ -102,7 +112,7 @@ void mqtt_publish(struct mqtt *m, const char *topic, const void *payload, size_t
                   bool retain, const void *correlation, size_t correlation_len)
 {
     FUZZ_CHECK(now.publishes++ == 0);
-    FUZZ_CHECK(!retain);
+    FUZZ_CHECK(!retain && !topic_publish_problem(topic, strlen(topic)));
     FUZZ_CHECK(
         same_bytes(correlation, correlation_len, now.msg->correlation, now.msg->correlation_len));
     now.topic = strdup(topic);
@@ -142,21 +152,36 @@ static void check_report(enum job_status error)
     cJSON_Delete(o);
 }
 
-/* Where a reply to MSG should go for route R matched with LV: the response
- * topic, else the reply template expanded (as routes.c does, into 1024
- * bytes) into *TO (NULL: no reply). False when the route cannot say. */
+/* Whether one of R's reply_allow filters, filled from LV, takes the
+ * response topic RT of a request on TOPIC. */
+static bool allowed(const struct conf_route *r, const char *topic, const struct topic_levels *lv,
+                    const char *rt)
+{
+    char filter[TOPIC_MAX];
+    bool ok = false;
+    for (size_t i = 0; i < r->reply_allow.count && !strpbrk(topic, "+#"); i++)
+        ok |= topic_expand(r->reply_allow.items[i], lv, filter, sizeof(filter)) >= 0 &&
+              topic_match(filter, rt, NULL);
+    return ok;
+}
+
+/* Where a reply to MSG should go for route R matched with LV, into *TO
+ * (NULL: no reply): the response topic when reply_allow takes it, else the
+ * reply template expanded. False when the message must be refused. */
 static bool expected_reply(const struct conf_route *r, const struct mqtt_message *msg,
                            const struct topic_levels *lv, char **to)
 {
+    const char *rt = msg->response_topic;
     *to = NULL;
-    if (msg->response_topic) {
-        *to = strdup(msg->response_topic);
-        return true;
+    if (rt && r->reply_allow.count) {
+        *to = strdup(rt);
+        return !topic_publish_problem(rt, strlen(rt)) && allowed(r, msg->topic, lv, rt);
     }
     if (!r->reply)
         return true;
-    *to = fuzz_xmalloc(1024);
-    return topic_expand(r->reply, lv, *to, 1024) >= 0;
+    *to = fuzz_xmalloc(TOPIC_MAX);
+    return topic_expand(r->reply, lv, *to, TOPIC_MAX) >= 0 &&
+           !topic_publish_problem(*to, strlen(*to));
 }
 
 /* Answer the accepted job at once with the outcome the input chose. */
@@ -198,7 +223,7 @@ static void check_outcome(const struct conf_route *r, const struct mqtt_message 
     }
     bool ok = expected_reply(r, msg, &lv, &reply);
     ok = ok && (!r->stream || topic_expand(r->stream, &lv, stream, sizeof(stream)) >= 0);
-    FUZZ_CHECK(now.submits == ok);
+    FUZZ_CHECK(now.submits == ok && now.refusals == !ok);
     if (!ok)
         check_report(JOB_E_BAD_INPUT);
     else if (refused())
@@ -261,6 +286,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     route.subscribe = fuzz_str(&in);
     route.reply = optional(fuzz_str(&in), flags & 4);
     route.stream = optional(fuzz_str(&in), flags & 8);
+    char *allow_text = fuzz_str(&in), *allow[MAX_ALLOW];
+    route.reply_allow = (struct conf_strings){.items = allow, .count = 0};
+    for (char *line = strtok(allow_text, "\n"); line && route.reply_allow.count < MAX_ALLOW;
+         line = strtok(NULL, "\n"))
+        allow[route.reply_allow.count++] = line;
+    if (!(flags & 16))
+        route.reply_allow.count = 0;
     char *topic = fuzz_str(&in), *response = optional(fuzz_str(&in), flags & 1);
     size_t corr_len;
     uint8_t *corr = fuzz_bytes(&in, &corr_len), *payload;
@@ -282,6 +314,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(route.subscribe);
     free(route.reply);
     free(route.stream);
+    free(allow_text);
     free(topic);
     free(response);
     free(corr);

@@ -1,8 +1,11 @@
 /* fuzz_topic.c - libFuzzer harness for proto/topic.c: a route's filter, an
- * incoming topic and a reply template, as topic_match and topic_expand see
- * them. A match is compared with a plain reimplementation of the MQTT rules
- * (for filters a configuration can hold), and an expansion with the
- * template filled by hand.
+ * incoming topic and a reply template, as topic_match, topic_expand and
+ * topic_template_can_match see them, and any bytes as a topic to publish
+ * or a filter to subscribe to. A match is compared with a plain
+ * reimplementation of the MQTT rules (for filters a configuration can
+ * hold), an expansion with the template filled by hand, a template whose
+ * expansion matches its filter must be one that "can match", and what a
+ * broker takes with the rules topic.h states, checked by hand.
  *
  * Input: FILTER \0 TOPIC \0 TEMPLATE \0 CAP(2 bytes: the output buffer). */
 #include "fuzz.h"
@@ -188,6 +191,59 @@ static void check_expand(const char *tmpl, const struct topic_levels *lv, size_t
     free(out);
 }
 
+/* Whether a broker takes S (LEN bytes) as topic.h says, checked by hand:
+ * 1 to TOPIC_MAX_BYTES bytes of UTF-8 without U+0000 to U+001F, U+007F to
+ * U+009F, noncharacters, nor (unless WILD) '+' or '#'; at most
+ * TOPIC_MAX_LEVELS levels. */
+static bool reference_takes(const uint8_t *s, size_t len, bool wild)
+{
+    size_t levels = 1;
+    if (len == 0 || len > TOPIC_MAX_BYTES)
+        return false;
+    for (size_t i = 0, n; i < len; i += n) {
+        uint32_t c;
+        if (!(n = fuzz_utf8_next(s + i, len - i, &c)) || c < 0x20 || (c >= 0x7f && c < 0xa0))
+            return false;
+        if ((c >= 0xfdd0 && c <= 0xfdef) || (c & 0xffff) >= 0xfffe)
+            return false;
+        if (!wild && (c == '+' || c == '#'))
+            return false;
+        levels += c == '/';
+    }
+    return levels <= TOPIC_MAX_LEVELS;
+}
+
+static void check_takes(const uint8_t *s, size_t len)
+{
+    char *copy = fuzz_xmalloc(len); /* not NUL-terminated */
+    memcpy(copy, s, len);
+    FUZZ_CHECK(!topic_publish_problem(copy, len) == reference_takes(s, len, false));
+    FUZZ_CHECK(!topic_filter_problem(copy, len) == reference_takes(s, len, true));
+    free(copy);
+}
+
+/* A template whose expansion from a match of FILTER matches FILTER again
+ * is one topic_template_can_match must see (unless too long to tell). */
+static void check_can_match(const char *filter, const char *tmpl, const struct topic_levels *lv)
+{
+    size_t tl = strlen(tmpl), fl = strlen(topic_filter_base(filter));
+    if ((uint64_t)(tl + 1) * (fl + 1) > (1u << 22))
+        return;
+    long n = reference_expand(tmpl, lv, NULL);
+    struct split f;
+    split(topic_filter_base(filter), &f);
+    if (n >= 0 && filter_valid(&f)) {
+        char *topic = fuzz_xmalloc((size_t)n + 1);
+        reference_expand(tmpl, lv, topic);
+        if (topic_match(filter, topic, NULL))
+            FUZZ_CHECK(topic_template_can_match(tmpl, filter));
+        free(topic);
+    } else if ((tl + 1) * (fl + 1) <= (1u << 16)) {
+        topic_template_can_match(tmpl, filter); /* only safe */
+    }
+    split_free(&f);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct fuzz_in in = {data, size};
@@ -197,6 +253,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!check_match(filter, topic, &lv))
         lv.count = 0; /* a template is still expanded, with no levels */
     check_expand(tmpl, &lv, cap);
+    check_can_match(filter, tmpl, &lv);
+    check_takes(data, size);
+    check_takes((const uint8_t *)topic, strlen(topic));
     free(filter);
     free(topic);
     free(tmpl);

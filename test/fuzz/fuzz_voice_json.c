@@ -3,8 +3,10 @@
  * voice_msg_parse, which must refuse with a sentence or fill a message
  * whose every field is within its bounds and documented values; then the
  * parsed strings through the server's replies (hello, goodbye, alert, stt,
- * tts), which must be JSON that reads back to the same values, and a
- * server hello must parse as a hello with the audio it announced.
+ * tts), which must be JSON that reads back to the same values; a server
+ * hello must parse as a hello with the audio it announced, and the device
+ * side (voice_server_hello_parse) must read back all it says. The same
+ * bytes also go to the device side as a server hello.
  *
  * Input: the control message. */
 #include <cJSON.h>
@@ -73,6 +75,37 @@ static void check_replies(const struct voice_msg *m)
     cJSON_Delete(o);
 }
 
+/* The device's read of a server hello: every field as sent (a server name
+ * that does not fit or is empty is refused). */
+static void check_device_reads(const char *json, const struct voice_hello_reply *r)
+{
+    struct voice_server_hello h;
+    char why[256];
+    size_t n = strlen(r->server);
+    int rc = voice_server_hello_parse(json, strlen(json), &h, why, sizeof(why));
+    FUZZ_CHECK((rc == 0) == (n > 0 && n < sizeof(h.server)));
+    if (rc < 0)
+        return;
+    FUZZ_CHECK(!strcmp(h.session_id, r->session_id) && !strcmp(h.server, r->server));
+    FUZZ_CHECK(h.port == r->port && !memcmp(h.key, r->key, VOICE_KEY_LEN));
+    FUZZ_CHECK(!memcmp(h.nonce, r->nonce, VOICE_HDR_LEN));
+    FUZZ_CHECK(!memcmp(&h.downlink, &r->downlink, sizeof(h.downlink)));
+}
+
+/* Any bytes as a server hello the device reads: refused with a sentence, or
+ * every field within its bounds. */
+static void check_server_hello(const char *json, size_t len)
+{
+    struct voice_server_hello h;
+    char why[256];
+    if (voice_server_hello_parse(json, len, &h, why, sizeof(why)) < 0) {
+        FUZZ_CHECK(bounded(why, sizeof(why) - 1) && why[0] != '\0');
+        return;
+    }
+    FUZZ_CHECK(bounded(h.session_id, VOICE_SESSION_LEN) && bounded(h.server, sizeof(h.server) - 1));
+    FUZZ_CHECK(h.server[0] && h.port >= 1 && opus_audio(&h.downlink));
+}
+
 /* The server's hello to a device's: as the device reads it, with the
  * session, the key and nonce in hex, and the audio announced. */
 static void check_hello(const struct voice_msg *m, const uint8_t *raw, size_t len)
@@ -88,6 +121,7 @@ static void check_hello(const struct voice_msg *m, const uint8_t *raw, size_t le
     FUZZ_CHECK(json && voice_msg_parse(json, strlen(json), &back, why, sizeof(why)) == 0);
     FUZZ_CHECK(back.type == VOICE_MSG_HELLO && !strcmp(back.session_id, m->session_id));
     FUZZ_CHECK(!memcmp(&back.audio, &m->audio, sizeof(m->audio)));
+    check_device_reads(json, &r);
     cJSON *o = reply(json);
     const cJSON *udp = cJSON_GetObjectItemCaseSensitive(o, "udp");
     check_string(udp, "server", m->text);
@@ -114,6 +148,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (m.type == VOICE_MSG_HELLO)
             check_hello(&m, data, size);
     }
+    check_server_hello(json, size);
     free(json);
     return 0;
 }
