@@ -120,6 +120,12 @@ void crash_cause(char *buf, size_t len, const struct stats_crash *c);
  * that would break a `name value` line replaced by '_'. */
 void safe_name(char *dst, size_t dstlen, const char *name, size_t len);
 
+/* Make TEXT (NUL-terminated) UTF-8: every byte outside a well-formed
+ * sequence becomes '?'. The JSON and Prometheus documents must be UTF-8,
+ * and the names and texts they quote come from a segment that may be
+ * crafted; their structure is ASCII, so only quoted contents change. */
+void utf8_repair(char *text);
+
 /* Output formats. Each returns 0, or -1 when writing failed. */
 int out_text(FILE *out, const struct snap *s);
 int out_json(FILE *out, const struct snap *s);

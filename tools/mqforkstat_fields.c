@@ -82,6 +82,36 @@ void safe_name(char *dst, size_t dstlen, const char *name, size_t len)
         dst[i] = '\0';
 }
 
+/* Bytes in one well-formed UTF-8 sequence at S, or 0 (RFC 3629's table:
+ * no overlong forms, surrogates or code points past U+10FFFF). */
+static size_t utf8_len(const unsigned char *s)
+{
+    unsigned c = s[0];
+    size_t n = c < 0x80                 ? 1
+               : c >= 0xc2 && c <= 0xdf ? 2
+               : c >= 0xe0 && c <= 0xef ? 3
+               : c >= 0xf0 && c <= 0xf4 ? 4
+                                        : 0;
+    for (size_t i = 1; i < n; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    if ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] > 0x9f) || (c == 0xf0 && s[1] < 0x90) ||
+        (c == 0xf4 && s[1] > 0x8f))
+        return 0;
+    return n;
+}
+
+void utf8_repair(char *text)
+{
+    for (unsigned char *p = (unsigned char *)text; *p;) {
+        size_t n = utf8_len(p);
+        if (n)
+            p += n;
+        else
+            *p++ = '?';
+    }
+}
+
 /* ISO 8601 UTC with milliseconds; the event rings keep CLOCK_REALTIME. */
 void fmt_time_iso(char *buf, size_t len, uint64_t ns)
 {

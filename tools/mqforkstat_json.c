@@ -235,6 +235,7 @@ int out_json(FILE *out, const struct snap *s)
     cJSON_Delete(doc);
     if (!text)
         return -1;
+    utf8_repair(text);
     fprintf(out, "%s\n", text);
     free(text);
     return fflush(out) == 0 && !ferror(out) ? 0 : -1;

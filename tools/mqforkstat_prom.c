@@ -184,7 +184,9 @@ static void field_labels(char *buf, size_t len, const struct stats_field *f)
     buf[0] = '\0';
     if (!dot)
         return;
-    snprintf(key, sizeof(key), "%s", f->label[0] ? f->label : "key");
+    /* a label name may not start with a digit */
+    snprintf(key, sizeof(key), "%s%s", f->label[0] >= '0' && f->label[0] <= '9' ? "_" : "",
+             f->label[0] ? f->label : "key");
     sanitize(key);
     prom_escape(value, sizeof(value), dot + 1, STATS_FIELD_NAME_LEN);
     snprintf(buf, len, ",%s=\"%s\"", key, value);
@@ -243,9 +245,20 @@ static int prom_blocks(FILE *out, const struct snap *s)
 
 int out_prom(FILE *out, const struct snap *s)
 {
-    prom_instance(out, s);
-    if (prom_blocks(out, s) < 0)
+    char *text = NULL;
+    size_t len = 0;
+    FILE *doc = open_memstream(&text, &len);
+    if (!doc)
         return -1;
-    prom_tables(out, s);
+    prom_instance(doc, s);
+    int rc = prom_blocks(doc, s);
+    prom_tables(doc, s);
+    if (fclose(doc) != 0 || rc < 0) {
+        free(text);
+        return -1;
+    }
+    utf8_repair(text); /* the exposition is UTF-8 */
+    fwrite(text, 1, len, out);
+    free(text);
     return fflush(out) == 0 && !ferror(out) ? 0 : -1;
 }

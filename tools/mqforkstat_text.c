@@ -12,9 +12,13 @@
 
 static void text_header(FILE *out, const struct snap *s)
 {
-    fprintf(out, "instance %s\n", s->hdr.instance);
+    /* the header's strings come from the segment too: keep them names */
+    char instance[sizeof(s->hdr.instance)], version[sizeof(s->hdr.version)];
+    safe_name(instance, sizeof(instance), s->hdr.instance, sizeof(s->hdr.instance));
+    safe_name(version, sizeof(version), s->hdr.version, sizeof(s->hdr.version));
+    fprintf(out, "instance %s\n", instance[0] ? instance : "-");
     fprintf(out, "pid %d\n", (int)s->hdr.pid);
-    fprintf(out, "version %s\n", s->hdr.version[0] ? s->hdr.version : "-");
+    fprintf(out, "version %s\n", version[0] ? version : "-");
     fprintf(out, "layout_version %u\n", (unsigned)s->hdr.layout_version);
     fprintf(out, "generation %llu\n", (unsigned long long)s->generation);
     fprintf(out, "start_time %.3f\n", (double)s->hdr.start_realtime_ns / 1e9);
@@ -146,10 +150,13 @@ static void text_scale(FILE *out, unsigned i, const struct stats_scale *e)
 {
     char when[40], reason[sizeof(e->reason) + 1];
     fmt_time_iso(when, sizeof(when), e->time_ns);
-    /* the reason is a sentence: keep its spaces, drop line breaks */
+    /* the reason is a sentence: keep its spaces, drop line breaks and every
+     * other control character (a crafted one could drive the terminal) */
     size_t n = strnlen(e->reason, sizeof(e->reason));
-    for (size_t j = 0; j < n; j++)
-        reason[j] = e->reason[j] == '\n' || e->reason[j] == '\r' ? ' ' : e->reason[j];
+    for (size_t j = 0; j < n; j++) {
+        unsigned char c = (unsigned char)e->reason[j];
+        reason[j] = c < ' ' || c == 0x7f ? ' ' : (char)c;
+    }
     reason[n] = '\0';
     fprintf(out, "scale.%u.time %s\n", i, when);
     fprintf(out, "scale.%u.from %u\n", i, (unsigned)e->from);
