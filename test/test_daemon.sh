@@ -20,22 +20,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-fail() {
-    echo "FAIL: $*" >&2
-    FAILS=$((FAILS + 1))
-}
-
-# Wait until the command succeeds, up to $1 seconds (polling a condition
-# that an event makes true; never a fixed sleep).
-wait_for() {
-    local limit=$1
-    shift
-    local end=$((SECONDS + limit))
-    until "$@"; do
-        [ $SECONDS -ge $end ] && return 1
-        sleep 0.02
-    done
-}
+# shellcheck source=test/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 workers_of() { # pids of the children of $1 whose title names a worker
     local p
