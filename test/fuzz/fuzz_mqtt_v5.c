@@ -5,10 +5,11 @@
  * reply_allow. The engine and the MQTT client are stand-ins: the engine
  * accepts or refuses and answers at once with any outcome, the client
  * checks what is published: every routed message ends in exactly its one
- * reply or error report, only ever to a topic a broker takes; a reply goes
- * to the response topic when reply_allow takes it, else where the reply
- * template says; an error report is the JSON of report.h; the correlation
- * data comes back byte for byte.
+ * reply or error report, only ever to a topic a broker takes (an unrouted
+ * one is only counted); a reply goes to the response topic when
+ * reply_allow takes it, else where the reply template says; an error
+ * report is the JSON of report.h; the correlation data comes back byte for
+ * byte.
  *
  * The properties are a real libmosquitto list, read the way
  * on_mosq_message (supervisor/mqtt.c) reads them; a response topic that
@@ -28,6 +29,7 @@
 #include "fuzz.h"
 #include "proto/job.h"
 #include "proto/topic.h"
+#include "shm/statblock.h"
 #include "supervisor/engine.h"
 #include "supervisor/log.h"
 #include "supervisor/routes.h"
@@ -91,6 +93,28 @@ void engine_count_refusal(struct engine *e, uint32_t kind, enum job_status reaso
 {
     FUZZ_CHECK(reason == JOB_E_BAD_INPUT);
     now.refusals++;
+}
+
+/* The routes' block: instance 0's head, then its data. */
+static _Alignas(64) uint8_t block[STATS_BLOCK_HEAD + 256];
+static size_t unrouted_at = SIZE_MAX; /* offset of mqtt_unrouted in its data */
+
+struct stats_block *engine_add_block(struct engine *e, const struct stats_block_spec *spec)
+{
+    FUZZ_CHECK(spec->size <= sizeof(block) - STATS_BLOCK_HEAD);
+    memset(block, 0, sizeof(block));
+    for (unsigned i = 0; i < spec->nfields; i++)
+        if (!strcmp(spec->fields[i].name, "mqtt_unrouted"))
+            unrouted_at = spec->fields[i].offset;
+    return (struct stats_block *)block;
+}
+
+static uint64_t unrouted(void)
+{
+    uint64_t n;
+    FUZZ_CHECK(unrouted_at != SIZE_MAX);
+    memcpy(&n, block + STATS_BLOCK_HEAD + unrouted_at, sizeof(n));
+    return n;
 }
 
 int mqtt_subscribe(struct mqtt *m, const char *filter, int qos)
@@ -218,9 +242,10 @@ static void check_outcome(const struct conf_route *r, const struct mqtt_message 
     struct topic_levels lv;
     char stream[ENGINE_STREAM_KEY_MAX + 1], *reply;
     if (!topic_match(r->subscribe, msg->topic, &lv)) {
-        FUZZ_CHECK(now.submits == 0 && now.publishes == 0);
+        FUZZ_CHECK(now.submits == 0 && now.publishes == 0 && unrouted() == 1);
         return;
     }
+    FUZZ_CHECK(unrouted() == 0);
     bool ok = expected_reply(r, msg, &lv, &reply);
     ok = ok && (!r->stream || topic_expand(r->stream, &lv, stream, sizeof(stream)) >= 0);
     FUZZ_CHECK(now.submits == ok && now.refusals == !ok);

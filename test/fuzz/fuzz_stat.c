@@ -118,6 +118,30 @@ static void add_tables(void)
     ev->scale[0] = (struct stats_scale){.from = 2, .to = 3, .reason = "load 0.9 > 0.7"};
 }
 
+/* Where each region starts in the segment, and its length: taken once,
+ * before anything patches the segment. */
+static size_t region_start[6], region_len[6];
+
+static void find_regions(void)
+{
+    const uint8_t *b = tmpl.base;
+    const struct stats_dir *dir = (const struct stats_dir *)tmpl.stats;
+    const size_t start[6] = {0,
+                             (size_t)(tmpl.stats - b),
+                             (size_t)((const uint8_t *)tmpl.events - b),
+                             (size_t)((const uint8_t *)tmpl.kinds - b),
+                             (size_t)((const uint8_t *)tmpl.workers_stats - b),
+                             0};
+    const size_t length[6] = {sizeof(struct seg_header),
+                              (size_t)dir->used,
+                              sizeof(struct stats_events),
+                              SEG_MAX_KINDS * sizeof(struct stats_kind),
+                              tmpl.max_workers * sizeof(struct stats_worker),
+                              tmpl.size};
+    memcpy(region_start, start, sizeof(start));
+    memcpy(region_len, length, sizeof(length));
+}
+
 static void remove_segment(void)
 {
     seg_close(&tmpl, true);
@@ -132,6 +156,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     atexit(remove_segment);
     add_blocks();
     add_tables();
+    find_regions();
     pristine = fuzz_xmalloc(tmpl.size);
     memcpy(pristine, tmpl.base, tmpl.size);
     devnull = fopen("/dev/null", "w");
@@ -154,32 +179,11 @@ static uint32_t fuzz_u24(struct fuzz_in *in)
     return hi << 16 | fuzz_u16(in);
 }
 
-/* Where REGION starts in the segment, and its length in *LEN. */
-static size_t region(unsigned r, size_t *len)
-{
-    const uint8_t *b = tmpl.base;
-    const struct stats_dir *dir = (const struct stats_dir *)tmpl.stats;
-    const size_t start[] = {0,
-                            (size_t)(tmpl.stats - b),
-                            (size_t)((const uint8_t *)tmpl.events - b),
-                            (size_t)((const uint8_t *)tmpl.kinds - b),
-                            (size_t)((const uint8_t *)tmpl.workers_stats - b),
-                            0};
-    const size_t length[] = {sizeof(struct seg_header),
-                             (size_t)dir->used,
-                             sizeof(struct stats_events),
-                             SEG_MAX_KINDS * sizeof(struct stats_kind),
-                             tmpl.max_workers * sizeof(struct stats_worker),
-                             tmpl.size};
-    *len = length[r % 6];
-    return start[r % 6];
-}
-
 static void patch(struct fuzz_in *in)
 {
     while (in->n > 0 && undo.count < MAX_PATCHES) {
-        size_t len, at = region(fuzz_byte(in), &len);
-        at += fuzz_u24(in) % len;
+        unsigned r = fuzz_byte(in) % 6;
+        size_t at = region_start[r] + fuzz_u24(in) % region_len[r];
         size_t n = fuzz_byte(in);
         n = n < in->n ? n : in->n;
         n = n < tmpl.size - at ? n : tmpl.size - at;
@@ -238,8 +242,11 @@ static size_t check_lines(const char *text, size_t len)
     FUZZ_CHECK(len == 0 || text[len - 1] == '\n');
     for (const char *p = text; p < text + len; p = strchr(p, '\n') + 1) {
         size_t name = strcspn(p, " \n"), value = strcspn(p + name + 1, " \n");
-        FUZZ_CHECK(name > 0 && p[name] == ' ');
-        FUZZ_CHECK(reason_line(p) || (value > 0 && p[name + 1 + value] == '\n'));
+        bool ok = name > 0 && p[name] == ' ' &&
+                  (reason_line(p) || (value > 0 && p[name + 1 + value] == '\n'));
+        if (!ok)
+            fprintf(stderr, "-1 output: not a name-value line: %.*s\n", (int)strcspn(p, "\n"), p);
+        FUZZ_CHECK(ok);
     }
     return lines;
 }
