@@ -124,7 +124,7 @@ static void text_worker(FILE *out, const struct snap *s, const struct snap_worke
     fprintf(out, "worker.%u.failures %llu\n", slot, (unsigned long long)w->failures);
     fprintf(out, "worker.%u.respawns %llu\n", slot, (unsigned long long)w->respawns);
     fprintf(out, "worker.%u.backoff_ms %llu\n", slot, (unsigned long long)w->backoff_ms);
-    fprintf(out, "worker.%u.job_kind %s\n", slot, age ? kname : "-");
+    fprintf(out, "worker.%u.job_kind %s\n", slot, age && kname[0] ? kname : "-");
     fprintf(out, "worker.%u.job_age_ms %.3f\n", slot, (double)age / 1e6);
     fprintf(out, "worker.%u.cpu_pct %.1f\n", slot, (double)w->cpu_permille / 10.0);
     fprintf(out, "worker.%u.cpu_s %.3f\n", slot, (double)w->cpu_ns / 1e9);
