@@ -184,10 +184,15 @@ static void field_labels(char *buf, size_t len, const struct stats_field *f)
     buf[0] = '\0';
     if (!dot)
         return;
-    /* a label name may not start with a digit */
-    snprintf(key, sizeof(key), "%s%s", f->label[0] >= '0' && f->label[0] <= '9' ? "_" : "",
-             f->label[0] ? f->label : "key");
+    snprintf(key, sizeof(key), "%s", f->label[0] ? f->label : "key");
     sanitize(key);
+    /* a label name may not start with a digit, nor be one the sample has
+     * already (every sample has instance, a histogram's buckets le) */
+    bool taken = !strcmp(key, "instance") || !strcmp(key, "le");
+    if ((key[0] >= '0' && key[0] <= '9') || taken) {
+        memmove(key + 1, key, strlen(key) + 1);
+        key[0] = '_';
+    }
     prom_escape(value, sizeof(value), dot + 1, STATS_FIELD_NAME_LEN);
     snprintf(buf, len, ",%s=\"%s\"", key, value);
 }
