@@ -1,12 +1,15 @@
-/* loop.c - io_uring poll watches and the wait for them (see loop.h). */
+/* loop.c - one iteration of the event loop: io_uring poll watches, the
+ * timers, the hooks, and the sleep in between (see loop.h). */
 #include "supervisor/loop.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <liburing.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "shm/clock.h"
 #include "supervisor/log.h"
 
 struct loop_watch {
@@ -22,6 +25,10 @@ struct loop_watch {
 struct loop {
     struct io_uring ring;
     struct loop_watch *watches;
+    struct timers timers;
+    struct loop_hook *hooks;
+    uint64_t now_ns;
+    bool running; /* inside loop_run: now_ns is the iteration's time */
 };
 
 static void link_watch(struct loop *l, struct loop_watch *w)
@@ -74,6 +81,7 @@ void loop_free(struct loop *l)
     io_uring_queue_exit(&l->ring);
     while (l->watches)
         free_watch(l, l->watches);
+    timers_free(&l->timers);
     free(l);
 }
 
@@ -162,18 +170,150 @@ static int drain(struct loop *l)
     return handled;
 }
 
-int loop_run(struct loop *l, int64_t wait_ns)
+/* ---- timers and hooks ---------------------------------------------- */
+
+int loop_timer_init(struct loop *l, struct loop_timer *t, loop_timer_fn fn, void *ctx)
 {
-    int handled = drain(l);
-    if (handled || wait_ns == 0) {
-        if (io_uring_sq_ready(&l->ring))
-            io_uring_submit(&l->ring);
-        return handled;
+    *t = (struct loop_timer){0};
+    if (timers_reserve(&l->timers) < 0)
+        return -1;
+    t->fn = fn;
+    t->ctx = ctx;
+    return 0;
+}
+
+void loop_timer_fini(struct loop *l, struct loop_timer *t)
+{
+    if (!t->fn)
+        return;
+    timers_cancel(&l->timers, t);
+    timers_release(&l->timers);
+    t->fn = NULL;
+}
+
+void loop_timer_arm(struct loop *l, struct loop_timer *t, uint64_t at_ns)
+{
+    timers_arm(&l->timers, t, at_ns);
+}
+
+void loop_timer_arm_by(struct loop *l, struct loop_timer *t, uint64_t at_ns)
+{
+    if (!t->pos || at_ns < t->at_ns)
+        timers_arm(&l->timers, t, at_ns);
+}
+
+void loop_timer_cancel(struct loop *l, struct loop_timer *t)
+{
+    timers_cancel(&l->timers, t);
+}
+
+uint64_t loop_now_ns(const struct loop *l)
+{
+    return l->running ? l->now_ns : mono_ns();
+}
+
+void loop_hook_add(struct loop *l, struct loop_hook *h)
+{
+    struct loop_hook **pp = &l->hooks;
+    while (*pp)
+        pp = &(*pp)->next;
+    h->next = NULL;
+    *pp = h;
+}
+
+void loop_hook_remove(struct loop *l, struct loop_hook *h)
+{
+    for (struct loop_hook **pp = &l->hooks; *pp; pp = &(*pp)->next) {
+        if (*pp == h) {
+            *pp = h->next;
+            return;
+        }
     }
+}
+
+static bool hooks_before_sleep(struct loop *l)
+{
+    bool busy = false;
+    for (struct loop_hook *h = l->hooks; h; h = h->next)
+        busy |= h->before_sleep(h->ctx);
+    return busy;
+}
+
+/* Every hook is asked, so that each after_sleep has its may_sleep to undo. */
+static bool hooks_may_sleep(struct loop *l)
+{
+    bool ok = true;
+    for (struct loop_hook *h = l->hooks; h; h = h->next)
+        if (h->may_sleep)
+            ok &= h->may_sleep(h->ctx);
+    return ok;
+}
+
+static void hooks_after_sleep(struct loop *l)
+{
+    for (struct loop_hook *h = l->hooks; h; h = h->next)
+        if (h->after_sleep)
+            h->after_sleep(h->ctx);
+}
+
+/* ---- the iteration ------------------------------------------------- */
+
+/* How long the loop may sleep: until the earliest timer, at most WAIT_NS
+ * (< 0: no limit). */
+static int64_t sleep_ns(const struct loop *l, int64_t wait_ns)
+{
+    uint64_t next = timers_next(&l->timers);
+    if (next == UINT64_MAX)
+        return wait_ns;
+    uint64_t left = next > l->now_ns ? next - l->now_ns : 0;
+    int64_t until = left < INT64_MAX ? (int64_t)left : INT64_MAX;
+    return wait_ns >= 0 && wait_ns < until ? wait_ns : until;
+}
+
+static void wait_for_completion(struct loop *l, int64_t ns)
+{
     struct io_uring_cqe *cqe;
-    struct __kernel_timespec ts = {.tv_sec = wait_ns / 1000000000, .tv_nsec = wait_ns % 1000000000};
-    int rc = io_uring_submit_and_wait_timeout(&l->ring, &cqe, 1, wait_ns < 0 ? NULL : &ts, NULL);
+    struct __kernel_timespec ts = {.tv_sec = ns / (int64_t)NS_PER_S,
+                                   .tv_nsec = ns % (int64_t)NS_PER_S};
+    int rc = io_uring_submit_and_wait_timeout(&l->ring, &cqe, 1, ns < 0 ? NULL : &ts, NULL);
     if (rc < 0 && rc != -ETIME && rc != -EINTR)
         log_error("loop: io_uring wait failed: %s", strerror(-rc));
-    return drain(l);
+}
+
+/* Nothing was to be done: sleep, if the hooks agree, until a watch fires
+ * or a timer is due, then handle what woke the loop. */
+static int sleep_and_handle(struct loop *l, int64_t wait_ns)
+{
+    if (!hooks_may_sleep(l)) {
+        hooks_after_sleep(l);
+        return 0;
+    }
+    l->now_ns = mono_ns(); /* a hook may have waited */
+    int64_t ns = sleep_ns(l, wait_ns);
+    if (ns != 0)
+        wait_for_completion(l, ns);
+    hooks_after_sleep(l);
+    l->now_ns = mono_ns();
+    int ran = drain(l) + (int)timers_expire(&l->timers, l->now_ns);
+    /* Once more, so that the caller finds the state that woke the loop
+     * taken in (the engine's results collected, its statistics published). */
+    if (ran)
+        hooks_before_sleep(l);
+    return ran;
+}
+
+int loop_run(struct loop *l, int64_t wait_ns)
+{
+    assert(!l->running);
+    l->running = true;
+    l->now_ns = mono_ns();
+    int ran = (int)timers_expire(&l->timers, l->now_ns);
+    bool busy = hooks_before_sleep(l);
+    ran += drain(l);
+    if (!ran && !busy && wait_ns != 0 && timers_next(&l->timers) > l->now_ns)
+        ran += sleep_and_handle(l, wait_ns);
+    if (io_uring_sq_ready(&l->ring))
+        io_uring_submit(&l->ring);
+    l->running = false;
+    return ran;
 }

@@ -1,6 +1,13 @@
 /* loop.h - the supervisor's event loop: one io_uring that watches file
- * descriptors (signalfd, the results eventfd, worker pidfds, and later the
- * MQTT and UDP sockets) and calls a function when one is ready.
+ * descriptors (signalfd, the results eventfd, worker pidfds, the MQTT and
+ * later the UDP sockets), the timers, and the decision to sleep.
+ *
+ * One iteration (loop_run), as in Redis's ae.c:
+ *
+ *   due timers -> before-sleep hooks (the engine's round, MQTT's flush)
+ *   -> ready watches -> if nothing was done: ask the hooks, sleep until a
+ *   watch fires or the earliest timer is due, then ready watches, due
+ *   timers, and the hooks again if either ran
  *
  * Under load the loop makes few system calls: completions are read from the
  * shared completion ring, and io_uring_enter runs only to submit a new watch,
@@ -11,6 +18,8 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+
+#include "supervisor/timers.h"
 
 struct loop;
 struct loop_watch;
@@ -30,9 +39,57 @@ struct loop_watch *loop_watch(struct loop *l, int fd, unsigned events, bool repe
  * released once the kernel confirms. */
 void loop_cancel(struct loop *l, struct loop_watch *w);
 
-/* Handle every completion ready now. If there was none and WAIT_NS is not
- * zero, sleep until one comes or WAIT_NS passes (< 0: no limit). Returns
- * the number of callbacks run. */
+/* ---- timers ------------------------------------------------------------
+ * A timer fires once; its function may arm it again. Set one up once (this
+ * reserves its room in the heap: the only step that can fail), then arm,
+ * re-arm and cancel it any number of times in O(log n), without allocating.
+ * Ties fire in the order they were armed. */
+
+/* 0, or -1 when memory ran out (T is then left not set up). */
+int loop_timer_init(struct loop *l, struct loop_timer *t, loop_timer_fn fn, void *ctx);
+/* Cancel T and give back its room; T may then be freed. Does nothing to a
+ * timer never set up, or zeroed. */
+void loop_timer_fini(struct loop *l, struct loop_timer *t);
+/* Fire T at AT_NS (mono_ns() time), armed or not: an armed timer moves. A
+ * time already past fires at the next expiry (see timers_arm). */
+void loop_timer_arm(struct loop *l, struct loop_timer *t, uint64_t at_ns);
+/* Fire T no later than AT_NS: arm it unless it is armed for earlier. */
+void loop_timer_arm_by(struct loop *l, struct loop_timer *t, uint64_t at_ns);
+void loop_timer_cancel(struct loop *l, struct loop_timer *t);
+
+/* The time of this iteration, read once when it started and again after
+ * the loop slept; outside loop_run, the time now. Deadlines measured from
+ * it agree within one iteration and cost no clock read. */
+uint64_t loop_now_ns(const struct loop *l);
+
+/* ---- hooks ---------------------------------------------------------------
+ * Work a layer does once per iteration besides its watches and timers, and
+ * its say in whether the loop sleeps. The owner embeds the hook and fills
+ * it in; hooks run in the order they were added. */
+struct loop_hook {
+    /* Every iteration, before ready watches are handled. Returns whether it
+     * did work: then the loop does not sleep in this iteration. */
+    bool (*before_sleep)(void *ctx);
+    /* Optional. When the loop is about to sleep (no hook did work, no watch
+     * is ready, no timer is due): may wait briefly for work of its own and
+     * returns false to keep the loop awake. The loop may still not sleep. */
+    bool (*may_sleep)(void *ctx);
+    /* Optional. After every may_sleep, once the loop slept or chose not to:
+     * undo what may_sleep set up for the sleep. */
+    void (*after_sleep)(void *ctx);
+    void *ctx;
+    struct loop_hook *next; /* the loop's */
+};
+
+/* Not from inside a hook. */
+void loop_hook_add(struct loop *l, struct loop_hook *h);
+void loop_hook_remove(struct loop *l, struct loop_hook *h);
+
+/* One iteration (see the top of this file). When nothing was to be done
+ * and WAIT_NS is not zero, it sleeps until a watch fires, the earliest
+ * timer is due, or WAIT_NS passes (< 0: no limit). What the caller finds
+ * afterwards has been through the hooks. Returns the number of watch and
+ * timer callbacks run. Not from inside a callback or hook. */
 int loop_run(struct loop *l, int64_t wait_ns);
 
 #endif
