@@ -1,4 +1,6 @@
-/* mqtt.c - libmosquitto in the supervisor's event loop (see mqtt.h).
+/* mqtt.c - libmosquitto in the supervisor's event loop (see mqtt.h): the
+ * connection, its socket, the subscriptions, the figures and the hand-over
+ * of everything before exit. What it sends is mqtt_out.c's.
  *
  * The loop watches the client's socket: readable -> mosquitto_loop_read
  * until the socket is drained (libmosquitto reads one QoS 0 packet per
@@ -18,36 +20,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "proto/topic.h"
 #include "shm/segment.h"
 #include "shm/statblock.h"
 #include "supervisor/log.h"
 #include "supervisor/loop.h"
+#include "supervisor/mqtt_impl.h"
 
 #define READS_PER_WAKEUP 1024 /* then let the rest of the loop run */
-
-enum mqtt_state { MQTT_IDLE, MQTT_CONNECTING, MQTT_CONNECTED };
-
-/* A message held while the broker is away; topic, payload and correlation
- * data live in the same allocation. */
-struct outbound {
-    struct outbound *next;
-    char *topic;
-    void *payload;
-    size_t len;
-    void *corr;
-    size_t corr_len;
-    int qos;
-    bool retain;
-};
-
-/* The connection's figures: the data of the block "mqtt", kept here and
- * published once per loop round when they changed. */
-struct mqtt_figures {
-    uint32_t connected; /* gauge */
-    uint32_t queue;     /* gauge: waiting in our queue or in the library */
-    uint64_t reconnects, msgs_in, bytes_in, msgs_out, bytes_out, dropped;
-};
 
 #define FIG(kind, member, name, help) STATS_FIELD(kind, struct mqtt_figures, member, name, help)
 
@@ -62,43 +41,6 @@ static const struct stats_field_desc mqtt_fields[] = {
     FIG(STATS_COUNTER, bytes_out, "mqtt_bytes_out", "MQTT payload bytes published."),
     FIG(STATS_COUNTER, dropped, "mqtt_dropped",
         "Results dropped: outbound queue full, or a topic no broker would take."),
-};
-
-struct subscription {
-    char *filter;
-    int qos;
-    int mid; /* of the last SUBSCRIBE sent for it, to name it in the log on SUBACK */
-};
-
-struct mqtt {
-    const struct conf *conf;
-    struct loop *loop;
-    struct mosquitto *mosq;
-    mqtt_message_fn on_message;
-    void *ctx;
-    bool v5;
-    enum mqtt_state state;
-    bool ever_connected;
-    bool connect_called;
-    bool stopping;     /* our own disconnect: not a loss */
-    size_t unacked;    /* QoS 1 and 2 messages sent and not yet acknowledged */
-    size_t in_library; /* handed to libmosquitto, not yet written (QoS 0) or acknowledged */
-    uint8_t awaiting_ack[65536 / 8]; /* by message id (16 bits): which are those */
-    bool more_to_read;
-    int fd;
-    struct loop_watch *rwatch, *wwatch;
-    uint64_t next_attempt_ns;
-    double backoff_s;
-    struct subscription *subs;
-    size_t nsubs;
-    struct outbound *q_head, *q_tail;
-    size_t qlen;
-    char *status_topic; /* malloc'd: a configured one may be long */
-    char client_id[128];
-    struct mqtt_figures n;
-    struct stats_block *stats; /* "mqtt" in the segment; NULL: none */
-    bool changed;
-    struct log_rate bad_topic_log;
 };
 
 static uint64_t now_ns(void)
@@ -251,9 +193,6 @@ static void try_connect(struct mqtt *m)
     flush_writes(m);
 }
 
-static void publish_now(struct mqtt *m, const char *topic, const void *payload, size_t len, int qos,
-                        bool retain, const void *corr, size_t corr_len);
-
 static void send_subscribe(struct mqtt *m, struct subscription *s)
 {
     /* No-local: a reply topic that matches our own filter must not loop. */
@@ -269,21 +208,6 @@ static void subscribe_all(struct mqtt *m)
         send_subscribe(m, &m->subs[i]);
 }
 
-static void on_publish(struct mosquitto *mosq, void *ctx, int mid, int reason,
-                       const mosquitto_property *props)
-{
-    struct mqtt *m = ctx;
-    if (m->in_library)
-        m->in_library--;
-    m->changed = true; /* the queue gauge */
-    /* Called for QoS 0 messages too, when written: only count our own. */
-    uint8_t *byte = &m->awaiting_ack[(mid & 0xffff) / 8], bit = (uint8_t)(1u << (mid % 8));
-    if (*byte & bit) {
-        *byte &= (uint8_t)~bit;
-        m->unacked--;
-    }
-}
-
 static void on_subscribe(struct mosquitto *mosq, void *ctx, int mid, int count, const int *granted,
                          const mosquitto_property *props)
 {
@@ -297,20 +221,6 @@ static void on_subscribe(struct mosquitto *mosq, void *ctx, int mid, int count, 
         else
             log_info("mqtt: subscribed to %s", m->subs[i].filter);
     }
-}
-
-static void flush_queue(struct mqtt *m)
-{
-    struct outbound *o;
-    while (m->state == MQTT_CONNECTED && (o = m->q_head)) {
-        m->q_head = o->next;
-        if (!m->q_head)
-            m->q_tail = NULL;
-        m->qlen--;
-        publish_now(m, o->topic, o->payload, o->len, o->qos, o->retain, o->corr, o->corr_len);
-        free(o);
-    }
-    m->changed = true;
 }
 
 static void on_connect(struct mosquitto *mosq, void *ctx, int rc, int flags,
@@ -338,8 +248,8 @@ static void on_connect(struct mosquitto *mosq, void *ctx, int rc, int flags,
     subscribe_all(m);
     char status[256];
     status_json(m, "online", status, sizeof(status));
-    publish_now(m, m->status_topic, status, strlen(status), 1, true, NULL, 0);
-    flush_queue(m);
+    mqtt_publish_now(m, m->status_topic, status, strlen(status), 1, true, NULL, 0);
+    mqtt_flush_queue(m);
 }
 
 static void on_disconnect(struct mosquitto *mosq, void *ctx, int rc,
@@ -420,7 +330,7 @@ static int configure(struct mqtt *m)
     mosquitto_disconnect_v5_callback_set(q, on_disconnect);
     mosquitto_message_v5_callback_set(q, on_mosq_message);
     mosquitto_subscribe_v5_callback_set(q, on_subscribe);
-    mosquitto_publish_v5_callback_set(q, on_publish);
+    mosquitto_publish_v5_callback_set(q, mqtt_on_publish);
     return 0;
 }
 
@@ -532,102 +442,6 @@ void mqtt_start(struct mqtt *m)
     try_connect(m);
 }
 
-static void publish_now(struct mqtt *m, const char *topic, const void *payload, size_t len, int qos,
-                        bool retain, const void *corr, size_t corr_len)
-{
-    mosquitto_property *props = NULL;
-    if (m->v5 && corr && corr_len)
-        mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA, corr, (uint16_t)corr_len);
-    int mid = 0;
-    /* Counted before the call: a QoS 0 message may be written, and
-     * on_publish called, inside it. */
-    m->in_library++;
-    int rc = mosquitto_publish_v5(m->mosq, &mid, topic, (int)len, payload, qos, retain, props);
-    mosquitto_property_free_all(&props);
-    if (rc != MOSQ_ERR_SUCCESS && m->in_library)
-        m->in_library--;
-    if (rc == MOSQ_ERR_SUCCESS) {
-        m->n.msgs_out++;
-        m->n.bytes_out += len;
-        if (qos > 0 && !(m->awaiting_ack[(mid & 0xffff) / 8] & (1u << (mid % 8)))) {
-            m->awaiting_ack[(mid & 0xffff) / 8] |= (uint8_t)(1u << (mid % 8));
-            m->unacked++;
-        }
-    } else {
-        m->n.dropped++;
-        log_warn("mqtt: publish to %s failed: %s", topic, mosquitto_strerror(rc));
-    }
-    m->changed = true;
-}
-
-static void enqueue(struct mqtt *m, const char *topic, const void *payload, size_t len, int qos,
-                    bool retain, const void *corr, size_t corr_len)
-{
-    if (m->qlen >= m->conf->broker.max_outbound) {
-        if (m->n.dropped++ % 1000 == 0)
-            log_warn("mqtt: broker away and %zu messages queued (broker.max_outbound): dropping",
-                     m->qlen);
-        m->changed = true;
-        return;
-    }
-    size_t tlen = strlen(topic) + 1;
-    struct outbound *o = malloc(sizeof(*o) + tlen + len + corr_len);
-    if (!o) {
-        m->n.dropped++;
-        return;
-    }
-    o->next = NULL;
-    o->topic = (char *)(o + 1);
-    o->payload = o->topic + tlen;
-    o->corr = (char *)o->payload + len;
-    memcpy(o->topic, topic, tlen);
-    if (len)
-        memcpy(o->payload, payload, len);
-    if (corr_len)
-        memcpy(o->corr, corr, corr_len);
-    o->len = len;
-    o->corr_len = corr_len;
-    o->qos = qos;
-    o->retain = retain;
-    if (m->q_tail)
-        m->q_tail->next = o;
-    else
-        m->q_head = o;
-    m->q_tail = o;
-    m->qlen++;
-    m->changed = true;
-}
-
-void mqtt_publish(struct mqtt *m, const char *topic, const void *payload, size_t len, int qos,
-                  bool retain, const void *correlation, size_t correlation_len)
-{
-    /* The callers check their topics; this is the last line: one PUBLISH to
-     * a topic the broker refuses costs the connection, and libmosquitto
-     * would send it again after each reconnect. */
-    const char *problem = topic_publish_problem(topic, strlen(topic));
-    if (problem) {
-        m->n.dropped++;
-        m->changed = true;
-        log_rated(&m->bad_topic_log, LOG_LVL_ERROR, "mqtt: not publishing to a topic that %s",
-                  problem);
-        return;
-    }
-    /* A broker that is connected but does not read lets libmosquitto's own
-     * queue grow: it is held to the same bound as ours. */
-    if (m->state == MQTT_CONNECTED && m->in_library >= m->conf->broker.max_outbound) {
-        if (m->n.dropped++ % 1000 == 0)
-            log_warn("mqtt: the broker is not taking messages (%zu waiting, "
-                     "broker.max_outbound): dropping",
-                     m->in_library);
-        m->changed = true;
-        return;
-    }
-    if (m->state == MQTT_CONNECTED && !m->q_head)
-        publish_now(m, topic, payload, len, qos, retain, correlation, correlation_len);
-    else
-        enqueue(m, topic, payload, len, qos, retain, correlation, correlation_len);
-}
-
 static void publish_figures(struct mqtt *m)
 {
     m->n.connected = m->state == MQTT_CONNECTED;
@@ -673,7 +487,7 @@ static void deliver_all(struct mqtt *m, uint64_t deadline_ns)
     uint64_t now;
     while (m->state == MQTT_CONNECTED && m->fd >= 0 && (m->q_head || m->in_library) &&
            (now = now_ns()) < deadline_ns) {
-        flush_queue(m);
+        mqtt_flush_queue(m);
         struct pollfd p = {.fd = m->fd,
                            .events = POLLIN | (mosquitto_want_write(m->mosq) ? POLLOUT : 0)};
         uint64_t left_ms = (deadline_ns - now) / 1000000;
@@ -706,7 +520,7 @@ void mqtt_free(struct mqtt *m)
     if (m->state == MQTT_CONNECTED) {
         char offline[256];
         status_json(m, "offline", offline, sizeof(offline));
-        publish_now(m, m->status_topic, offline, strlen(offline), 1, true, NULL, 0);
+        mqtt_publish_now(m, m->status_topic, offline, strlen(offline), 1, true, NULL, 0);
         m->stopping = true;
         deliver_all(m, now_ns() + 1000000000u);
         mosquitto_disconnect_v5(m->mosq, 0, NULL);
@@ -714,11 +528,7 @@ void mqtt_free(struct mqtt *m)
     m->state = MQTT_IDLE;
     unwatch(m);
     forget_subscriptions(m);
-    while (m->q_head) {
-        struct outbound *o = m->q_head;
-        m->q_head = o->next;
-        free(o);
-    }
+    mqtt_drop_queue(m);
     if (m->mosq)
         mosquitto_destroy(m->mosq);
     free(m->status_topic);
