@@ -75,6 +75,12 @@ static bool stream_idle(const struct stream *s)
     return !s->active && TAILQ_EMPTY(&s->waiting);
 }
 
+/* When idle stream S is forgotten, unless a job comes for it first. */
+static uint64_t idle_until(const struct engine *e, const struct stream *s)
+{
+    return s->last_used_ns + (uint64_t)(e->sconf.idle_s * 1e9);
+}
+
 static void stream_unlink(struct engine *e, struct stream *s)
 {
     struct stream **pp = &e->buckets[s->hash & (e->nbuckets - 1)];
@@ -145,15 +151,20 @@ void stream_release_job(struct engine *e, struct job *j)
     s->active = NULL;
     s->last_used_ns = e->now_ns;
     TAILQ_INSERT_TAIL(&e->idle_streams, s, lru);
+    /* The newest idle stream: a timer armed already is for an older one. */
+    loop_timer_arm_by(e->loop, &e->stream_idle, idle_until(e, s));
 }
 
-/* Forget streams idle longer than streams.idle_s; their state goes with them. */
-void stream_expire(struct engine *e)
+/* Forget streams idle longer than streams.idle_s; their state goes with
+ * them. Then wait for the least recently used one left. */
+void stream_expire(void *engine)
 {
-    uint64_t idle_ns = (uint64_t)(e->sconf.idle_s * 1e9);
+    struct engine *e = engine_of_timer(engine);
     struct stream *s;
-    while ((s = TAILQ_FIRST(&e->idle_streams)) && s->last_used_ns + idle_ns <= e->now_ns)
+    while ((s = TAILQ_FIRST(&e->idle_streams)) && idle_until(e, s) <= e->now_ns)
         stream_unlink(e, s);
+    if (s)
+        loop_timer_arm(e->loop, &e->stream_idle, idle_until(e, s));
 }
 
 /* A reload redefined KIND: its streams' state belongs to the old handler.

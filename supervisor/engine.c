@@ -1,8 +1,7 @@
 /* engine.c - the engine's front door and back door: jobs are accepted in
  * engine_submit() and leave, each exactly once, through engine_finish().
  * In between they belong to dispatch.c (queued) and pool.c (running).
- * engine_turn() is the round that moves them along; the statistics the
- * engine keeps are published to the segment at the end of each round. */
+ * engine_loop.c is the round that moves them along, in the event loop. */
 #include "supervisor/engine.h"
 
 #include <errno.h>
@@ -16,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "shm/clock.h"
 #include "shm/lock.h"
 #include "supervisor/engine_impl.h"
 #include "supervisor/log.h"
@@ -23,18 +23,6 @@
 #include "supervisor/privs.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
-#define SPIN_NS            30000     /* supervisor polls at most this long before it sleeps */
-#define TICK_BUSY_NS       2000000   /* timers while jobs run: timeouts are this precise */
-#define TICK_IDLE_NS       200000000 /* timers while idle */
-#define BATCH_MIN_NS       200000    /* queued work per worker from which results are batched */
-#define BATCH_MAX_SLEEP_NS 1000000
-
-uint64_t engine_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static uint32_t next_pow2(uint32_t v)
 {
@@ -103,7 +91,9 @@ struct engine *engine_new(const struct conf *c, struct loop *loop, const struct 
     e->target = c->workers.min;
     e->nslots = c->workers.max;
     scale_configure(e, &c->scaling);
-    if (c->user && privs_plan(c->user, &e->drop_privs, &e->uid, &e->gid) < 0) {
+    if ((c->user && privs_plan(c->user, &e->drop_privs, &e->uid, &e->gid) < 0) ||
+        engine_loop_init(e) < 0) {
+        engine_loop_fini(e);
         free(e);
         return NULL;
     }
@@ -157,8 +147,7 @@ int engine_start(struct engine *e)
     e->g.workers_max = e->wconf.max;
     e->g.slab_size = slab_size(&e->slab);
     e->started = true;
-    e->now_ns = engine_now_ns();
-    e->scale.next_check_ns = e->now_ns + (uint64_t)(e->scale.conf.interval_s * 1e9);
+    engine_loop_start(e);
     log_info("instance '%s': segment %s is %.1f MiB (slab %.1f MiB, %u worker slots, %u stream "
              "slots of %u bytes)",
              e->instance, e->seg.name, (double)e->seg.size / 1048576.0,
@@ -218,7 +207,7 @@ enum job_status engine_submit(struct engine *e, const struct engine_job *r, uint
     TAILQ_REMOVE(&e->free_jobs, j, link);
     if (r->len) /* an empty MQTT payload comes as NULL */
         memcpy(slab_ptr(&e->slab, in), r->payload, r->len);
-    uint64_t now = engine_now_ns();
+    uint64_t now = mono_ns();
     *j = (struct job){
         .id = ++e->next_id,
         .kind = r->kind,
@@ -265,7 +254,7 @@ enum job_status engine_submit(struct engine *e, const struct engine_job *r, uint
  * newer than now_ns, and only a fresh read is then later than its stamp. */
 static uint64_t held_ns(const struct engine *e, const struct job *j)
 {
-    uint64_t now = e->now_ns >= j->accepted_ns ? e->now_ns : engine_now_ns();
+    uint64_t now = e->now_ns >= j->accepted_ns ? e->now_ns : mono_ns();
     return now - j->accepted_ns;
 }
 
@@ -344,140 +333,6 @@ void engine_finishf(struct engine *e, struct job *j, enum job_status st, const c
     engine_finish(e, j, st, msg, (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1, 0);
 }
 
-/* Per-second samples give the arrival and completion rates and the verdict. */
-static void sample_rates(struct engine *e)
-{
-    static const unsigned windows[STATS_RATE_WINDOWS] = {1, 10, 60};
-    uint64_t answered = e->g.completed + e->g.filtered + e->g.failed;
-    e->rate_pos = (e->rate_pos + 1) % RATE_SAMPLES;
-    e->rate_accepted[e->rate_pos] = e->g.accepted;
-    e->rate_answered[e->rate_pos] = answered;
-    if (e->rate_count < RATE_SAMPLES)
-        e->rate_count++;
-    for (unsigned i = 0; i < STATS_RATE_WINDOWS; i++) {
-        unsigned w = windows[i] < e->rate_count ? windows[i] : e->rate_count - 1;
-        unsigned then = (e->rate_pos + RATE_SAMPLES - w) % RATE_SAMPLES;
-        e->g.arrival_mrate[i] = w ? (e->g.accepted - e->rate_accepted[then]) * 1000 / w : 0;
-        e->g.completion_mrate[i] = w ? (answered - e->rate_answered[then]) * 1000 / w : 0;
-    }
-    /* Falling behind: over 10 s, answers came at less than 95% of arrivals. */
-    uint64_t in = e->g.arrival_mrate[1], out = e->g.completion_mrate[1];
-    e->g.verdict = in >= 1000 && out * 100 < in * 95 ? VERDICT_FALLING_BEHIND : VERDICT_HEALTHY;
-}
-
-static void publish(struct engine *e)
-{
-    e->g.inflight = (uint32_t)(e->outstanding - e->queued);
-    e->g.slab_used = slab_used(&e->slab);
-    e->g.workers_target = e->target;
-    e->g.updated_ns = e->now_ns;
-    engine_stats_publish(e);
-    e->g_dirty = false;
-}
-
-static void tick(struct engine *e)
-{
-    dispatch_expire(e);
-    pool_tick(e);
-    kinds_retry(e);
-    if (e->now_ns >= e->next_sample_ns) {
-        e->next_sample_ns = e->now_ns + 1000000000;
-        sample_rates(e);
-        pool_sample(e);
-        stream_expire(e);
-        e->g_dirty = true;
-    }
-    pool_count(e);
-    e->next_tick_ns = e->now_ns + (e->outstanding ? TICK_BUSY_NS : TICK_IDLE_NS);
-    scale_sample(e);
-    scale_tick(e);
-}
-
-/* One pass over everything that can move without waiting. */
-static bool work(struct engine *e)
-{
-    e->now_ns = engine_now_ns();
-    bool busy = pool_collect(e);
-    dispatch(e);
-    if (e->now_ns >= e->next_tick_ns)
-        tick(e);
-    busy |= loop_run(e->loop, 0) > 0;
-    return busy;
-}
-
-/* Whether any worker has something for us: results, or word that it is ready. */
-static bool results_waiting(struct engine *e)
-{
-    for (unsigned i = 0; i < e->nslots; i++) {
-        struct worker *w = engine_worker(e, i);
-        if (w->state == WORKER_STARTING && atomic_load(&seg_worker_ctl(&e->seg, i)->ready))
-            return true;
-        if (w->pid > 0 && w->state != WORKER_STARTING && ring_has_data(&w->results))
-            return true;
-    }
-    return false;
-}
-
-static void sleep_in_loop(struct engine *e, int64_t wait_ns)
-{
-    int64_t until_tick = (int64_t)(e->next_tick_ns - e->now_ns);
-    if (until_tick < 0)
-        until_tick = 0;
-    if (wait_ns < 0 || wait_ns > until_tick)
-        wait_ns = until_tick;
-    /* Raise the flag, then look once more: a worker that pushed before it saw
-     * the flag is caught here, one that pushed after will write the eventfd. */
-    atomic_store(&e->seg.hdr->supervisor_sleeping, 1);
-    if (!results_waiting(e))
-        loop_run(e->loop, wait_ns ? wait_ns : 1);
-    atomic_store(&e->seg.hdr->supervisor_sleeping, 0);
-}
-
-/* Under saturation - jobs still pending, and every worker holding enough
- * work to stay busy a while - being woken for each result only takes CPU
- * from the workers. Then sleep on a timer for half of what the least loaded
- * worker holds, without raising the sleeper flag: one wake-up per batch
- * instead of an eventfd write per result (DESIGN.md, principle 7). */
-static int64_t batch_sleep_ns(const struct engine *e)
-{
-    if (e->queued == 0)
-        return 0;
-    uint64_t least = UINT64_MAX;
-    for (unsigned i = 0; i < e->nslots; i++)
-        if (pool_takes_jobs(&e->workers[i]) && e->workers[i].est_ns < least)
-            least = e->workers[i].est_ns;
-    if (least == UINT64_MAX || least < BATCH_MIN_NS)
-        return 0;
-    return (int64_t)(least / 2 < BATCH_MAX_SLEEP_NS ? least / 2 : BATCH_MAX_SLEEP_NS);
-}
-
-void engine_turn(struct engine *e, int64_t wait_ns)
-{
-    bool busy = work(e);
-    if (e->g_dirty)
-        publish(e);
-    if (busy || wait_ns == 0)
-        return;
-    int64_t batch = batch_sleep_ns(e);
-    if (batch) {
-        loop_run(e->loop, wait_ns > 0 && wait_ns < batch ? wait_ns : batch);
-        return;
-    }
-    /* Poll for results first only when the last wait for them was short
-     * (see next_job in worker/worker.c for why). */
-    uint64_t start = engine_now_ns();
-    if (e->outstanding && e->spin) {
-        uint64_t until = start + SPIN_NS;
-        while (engine_now_ns() < until) {
-            if (results_waiting(e))
-                return;
-            ring_cpu_relax();
-        }
-    }
-    sleep_in_loop(e, wait_ns);
-    e->spin = engine_now_ns() - start < SPIN_NS;
-}
-
 size_t engine_outstanding(const struct engine *e)
 {
     return e->outstanding;
@@ -518,7 +373,7 @@ size_t engine_abandon(struct engine *e)
                  total, running, total - running);
     if (e->started) {
         pool_count(e);
-        publish(e);
+        engine_publish(e);
     }
     return total;
 }
@@ -537,6 +392,7 @@ void engine_free(struct engine *e)
         return;
     if (e->started)
         engine_abandon(e);
+    engine_loop_fini(e);
     if (e->efd_watch)
         loop_cancel(e->loop, e->efd_watch);
     loop_run(e->loop, 0);

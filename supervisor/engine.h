@@ -3,9 +3,10 @@
  * and through which each accepted job gets exactly one outcome.
  *
  * The engine owns the shared-memory segment, the worker processes and the
- * queues. It runs inside the caller's event loop: engine_turn() does one
- * round of work (collect results, dispatch, timers) and sleeps in the loop
- * when there is nothing to do.
+ * queues. It runs inside the caller's event loop (loop.h): once started,
+ * its round of work (collect results, dispatch) runs in every iteration of
+ * the loop, and its periodic work on the loop's timers. engine_turn() is
+ * one iteration, for callers that have nothing else to run.
  *
  *   kind = engine_add_kind(e, "echo", "test.echo", NULL);   before start
  *   engine_start(e);                                        forks the pool
@@ -85,7 +86,7 @@ int engine_add_kind(struct engine *e, const char *name, const char *handler,
 int engine_start(struct engine *e);
 
 /* Offer a job. JOB_OK: accepted, and J->done will run exactly once, from a
- * later engine_turn() (never from inside this call). Anything else: refused
+ * later iteration of the loop (never from inside this call). Anything else: refused
  * (JOB_E_OVERLOADED, JOB_E_TOO_LARGE, JOB_E_UNKNOWN_KIND, JOB_E_SHUTDOWN),
  * counted, and done is not called. */
 enum job_status engine_submit(struct engine *e, const struct engine_job *j, uint64_t *id);
@@ -95,9 +96,10 @@ enum job_status engine_submit(struct engine *e, const struct engine_job *j, uint
  * REASON in the global block and in kind KIND's block. */
 void engine_count_refusal(struct engine *e, uint32_t kind, enum job_status reason);
 
-/* One round: collect results, dispatch, run timers and ready loop events;
- * when there was nothing to do, spin briefly and then sleep in the loop up
- * to WAIT_NS (< 0: until something happens; 0: never sleep). */
+/* One iteration of the loop (loop_run): due timers, the engine's round
+ * (collect results, dispatch), ready loop events; when there was nothing to
+ * do, spin briefly and then sleep in the loop up to WAIT_NS (< 0: until
+ * something happens; 0: never sleep). */
 void engine_turn(struct engine *e, int64_t wait_ns);
 
 /* Jobs accepted and not yet answered. */

@@ -18,6 +18,7 @@
 #include "shm/slab.h"
 #include "shm/statblock.h"
 #include "supervisor/engine.h"
+#include "supervisor/loop.h"
 #include "supervisor/scale.h"
 #include "worker/handler.h"
 #include "worker/registry.h"
@@ -101,9 +102,9 @@ struct kind {
 /* The autoscaler's state (scale.c). */
 struct scaler {
     struct conf_scaling conf;
-    uint64_t next_check_ns;
-    uint64_t last_event_ns; /* 0: none yet */
-    bool last_up;           /* direction of the last event: picks the cooldown */
+    struct loop_timer check; /* every interval_s */
+    uint64_t last_event_ns;  /* 0: none yet */
+    bool last_up;            /* direction of the last event: picks the cooldown */
     uint64_t last_sample_ns;
     double load_sum;       /* load x time since the last check */
     double load_weight;    /* the time */
@@ -140,6 +141,8 @@ struct worker {
     uint64_t cpu_sampled_ns;
 };
 
+#define TICK_BUSY_NS 2000000 /* the tick while jobs are out: timeouts are this precise */
+
 /* Per-second samples of the accepted and answered counters, for rates. */
 #define RATE_SAMPLES 61
 
@@ -156,7 +159,15 @@ struct engine {
     int lock_fd; /* the instance lock (shm/lock.h), held for our whole life */
     struct loop_watch *efd_watch;
     bool started, accepting;
-    bool spin; /* the last wait for results was short: poll before sleeping */
+
+    /* In the loop (engine_loop.c): the round, and the going to sleep. */
+    struct loop_hook hook;
+    bool spin;        /* the last wait for results was short: poll before sleeping */
+    bool flag_raised; /* supervisor_sleeping is set: workers write the eventfd */
+    uint64_t sleep_start_ns;
+    struct loop_timer tick;   /* housekeeping: timeouts, respawns, the pool's size */
+    struct loop_timer second; /* rates, workers' CPU and memory */
+    struct loop_timer batch;  /* the end of a sleep that batches results */
 
     struct kind kinds[SEG_MAX_KINDS];
     unsigned nkinds;
@@ -185,6 +196,7 @@ struct engine {
     size_t nbuckets;
     struct stream_list idle_streams; /* least recently used first */
     struct stream_list free_streams;
+    struct loop_timer stream_idle; /* the least recently used idle stream expires */
     uint32_t stream_slot_size;
 
     struct stats_global g;     /* private copy, published each turn */
@@ -192,9 +204,7 @@ struct engine {
     const struct stats_block_spec *declared[STATS_MAX_BLOCKS]; /* added at start */
     unsigned ndeclared;
     bool g_dirty;
-    uint64_t now_ns;
-    uint64_t next_tick_ns;
-    uint64_t next_sample_ns;
+    uint64_t now_ns; /* the loop's time, as of the round or timer running */
     uint64_t next_expire_ns;
     uint64_t rate_accepted[RATE_SAMPLES], rate_answered[RATE_SAMPLES];
     unsigned rate_pos, rate_count;
@@ -205,13 +215,28 @@ static inline struct worker *engine_worker(struct engine *e, unsigned slot)
     return &e->workers[slot];
 }
 
-uint64_t engine_now_ns(void);
+/* Bring the engine's clock to the loop's, never backwards: a worker reaped
+ * in this iteration stamped its jobs with a fresher reading, and a job's
+ * age must not come out negative. */
+static inline void engine_sync_clock(struct engine *e)
+{
+    uint64_t now = loop_now_ns(e->loop);
+    if (now > e->now_ns)
+        e->now_ns = now;
+}
 
-/* Make sure the timers run again no later than AT_NS. */
+/* For the engine's timer functions: the engine CTX, its clock synced. */
+static inline struct engine *engine_of_timer(void *ctx)
+{
+    struct engine *e = ctx;
+    engine_sync_clock(e);
+    return e;
+}
+
+/* Make sure the housekeeping tick runs no later than AT_NS. */
 static inline void engine_wake_at(struct engine *e, uint64_t at_ns)
 {
-    if (at_ns < e->next_tick_ns)
-        e->next_tick_ns = at_ns;
+    loop_timer_arm_by(e->loop, &e->tick, at_ns);
 }
 
 /* engine.c */
@@ -247,12 +272,18 @@ void engine_stats_publish(struct engine *e);
  * when H declares none or the block cannot be added (logged). */
 uint64_t *engine_handler_counters(struct engine *e, const struct mqfork_handler *h, unsigned slot);
 
+/* engine_loop.c */
+int engine_loop_init(struct engine *e);
+void engine_loop_start(struct engine *e);
+void engine_loop_fini(struct engine *e);
+void engine_publish(struct engine *e);
+
 /* dispatch.c */
 int dispatch_init(struct engine *e);
 void dispatch_free(struct engine *e);
 struct stream *stream_get(struct engine *e, uint32_t kind, const void *key, size_t len);
 void stream_release_job(struct engine *e, struct job *j);
-void stream_expire(struct engine *e);
+void stream_expire(void *engine); /* the stream_idle timer */
 void stream_forget_kind(struct engine *e, uint32_t kind, bool drop);
 void pending_push(struct engine *e, struct job *j, bool front);
 void pending_remove(struct engine *e, struct job *j);

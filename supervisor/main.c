@@ -15,10 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "conf/config.h"
+#include "shm/clock.h"
 #include "supervisor/engine.h"
 #include "supervisor/log.h"
 #include "supervisor/loop.h"
@@ -32,7 +32,7 @@ enum run_state { RUNNING, DRAINING, STOP_NOW };
 
 /* After a drain, how long results and error reports may take to reach the
  * broker before the daemon exits anyway (counting what is left). */
-#define FLUSH_MAX_NS 10000000000ull
+#define FLUSH_MAX_NS (10 * NS_PER_S)
 
 struct daemon {
     struct conf conf;
@@ -45,15 +45,8 @@ struct daemon {
     int sfd;
     enum run_state state;
     int exit_code;
-    uint64_t drain_deadline_ns;
+    struct loop_timer drain_deadline;
 };
-
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void usage(FILE *out)
 {
@@ -153,7 +146,16 @@ static void begin_drain(struct daemon *d, const char *why)
     notify_stopping(&d->notify, why);
     engine_stop_accepting(d->engine);
     d->state = DRAINING;
-    d->drain_deadline_ns = mono_ns() + (uint64_t)(d->conf.shutdown_timeout_s * 1e9);
+    loop_timer_arm(d->loop, &d->drain_deadline,
+                   loop_now_ns(d->loop) + (uint64_t)(d->conf.shutdown_timeout_s * 1e9));
+}
+
+static void on_drain_deadline(void *ctx)
+{
+    struct daemon *d = ctx;
+    log_warn("shutdown_timeout_s passed with %zu jobs unanswered: abandoning them",
+             engine_outstanding(d->engine));
+    d->state = STOP_NOW;
 }
 
 static void on_signal(void *ctx, int events)
@@ -207,33 +209,15 @@ static int connect_broker(struct daemon *d)
     d->mqtt = mqtt_new(&d->conf, d->loop, routes_on_message, d->routes, engine_segment(d->engine));
     if (!d->mqtt || routes_attach(d->routes, d->mqtt) < 0)
         return -1;
-    mqtt_start(d->mqtt);
-    return 0;
+    return mqtt_start(d->mqtt);
 }
 
-static bool drain_over(struct daemon *d)
-{
-    if (engine_outstanding(d->engine) == 0)
-        return true;
-    if (mono_ns() < d->drain_deadline_ns)
-        return false;
-    log_warn("shutdown_timeout_s passed with %zu jobs unanswered: abandoning them",
-             engine_outstanding(d->engine));
-    return true;
-}
-
+/* The loop runs until a signal says stop, or a drain is over: every job
+ * answered, or the drain deadline's timer gave up on them. */
 static void run(struct daemon *d)
 {
-    while (d->state != STOP_NOW) {
-        int64_t wait =
-            notify_tick(&d->notify, d->engine, d->state == DRAINING ? "draining" : "running");
-        if (d->state == DRAINING && (wait < 0 || wait > 50000000))
-            wait = 50000000; /* look at the drain deadline */
-        engine_turn(d->engine, wait);
-        mqtt_service(d->mqtt);
-        if (d->state == DRAINING && drain_over(d))
-            break;
-    }
+    while (d->state != STOP_NOW && !(d->state == DRAINING && engine_outstanding(d->engine) == 0))
+        loop_run(d->loop, -1);
 }
 
 static int serve(const char *path)
@@ -257,15 +241,20 @@ static int serve(const char *path)
         log_error("io_uring: %s", strerror(errno));
         goto out;
     }
-    if (setup_signals(&d) < 0 || !(d.engine = engine_new(&d.conf, d.loop, &d.registry)) ||
+    if (setup_signals(&d) < 0 ||
+        loop_timer_init(d.loop, &d.drain_deadline, on_drain_deadline, &d) < 0 ||
+        !(d.engine = engine_new(&d.conf, d.loop, &d.registry)) ||
         !(d.routes = routes_new(&d.conf, d.engine)) || engine_start(d.engine) < 0 ||
-        connect_broker(&d) < 0)
+        connect_broker(&d) < 0 || notify_start(&d.notify, d.loop, d.engine) < 0)
         goto out;
     log_info("mqforkd %s: instance '%s' running as pid %d with %u workers", MQFORK_VERSION,
              d.conf.instance, (int)getpid(), d.conf.workers.min);
     run(&d);
     rc = d.exit_code;
 out:
+    notify_stop(&d.notify);
+    if (d.loop)
+        loop_timer_fini(d.loop, &d.drain_deadline);
     /* The engine first: jobs it abandons are reported through MQTT, and a
      * graceful exit hands every report to the broker before it goes. */
     engine_free(d.engine);

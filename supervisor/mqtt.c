@@ -1,12 +1,13 @@
 /* mqtt.c - libmosquitto in the supervisor's event loop (see mqtt.h): the
- * connection, its socket, the subscriptions, the figures and the hand-over
- * of everything before exit. What it sends is mqtt_out.c's.
+ * connection, its socket and timers, the subscriptions, the figures and the
+ * hand-over of everything before exit. What it sends is mqtt_out.c's.
  *
  * The loop watches the client's socket: readable -> mosquitto_loop_read
  * until the socket is drained (libmosquitto reads one QoS 0 packet per
  * call), then a new one-shot watch for readability; want_write ->
- * a one-shot watch for writability. Keepalive and the reconnect timer run
- * in mqtt_service(), called every loop round. Nothing here waits. */
+ * a one-shot watch for writability. What the replies of a round left to
+ * write is flushed by a before-sleep hook; keepalive and reconnecting run
+ * on the loop's timers. Nothing here waits. */
 #include "supervisor/mqtt.h"
 
 #include <errno.h>
@@ -17,9 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "shm/clock.h"
 #include "shm/segment.h"
 #include "shm/statblock.h"
 #include "supervisor/log.h"
@@ -43,12 +44,9 @@ static const struct stats_field_desc mqtt_fields[] = {
         "Results dropped: outbound queue full, or a topic no broker would take."),
 };
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
+/* libmosquitto sends PINGREQ once keepalive_s (>= 5) passed without
+ * traffic: asked every second, it is at most a second late. */
+#define KEEPALIVE_CHECK_NS NS_PER_S
 
 static void status_json(const struct mqtt *m, const char *status, char *buf, size_t len)
 {
@@ -73,7 +71,7 @@ static void schedule_reconnect(struct mqtt *m)
 {
     const struct conf_broker *b = &m->conf->broker;
     m->state = MQTT_IDLE;
-    m->next_attempt_ns = now_ns() + (uint64_t)(m->backoff_s * 1e9);
+    loop_timer_arm(m->loop, &m->retry, loop_now_ns(m->loop) + (uint64_t)(m->backoff_s * 1e9));
     m->backoff_s = m->backoff_s * 2 < b->reconnect_max_s ? m->backoff_s * 2 : b->reconnect_max_s;
     m->changed = true;
 }
@@ -289,6 +287,54 @@ static void on_mosq_message(struct mosquitto *mosq, void *ctx, const struct mosq
     free(corr);
 }
 
+static void publish_figures(struct mqtt *m)
+{
+    m->n.connected = m->state == MQTT_CONNECTED;
+    m->n.queue = (uint32_t)(m->qlen + m->in_library);
+    if (m->stats)
+        stats_block_publish(m->stats, &m->n, sizeof(m->n));
+    m->changed = false;
+}
+
+/* ---- in the loop: the round's flush and the timers ---------------------- */
+
+/* Before the loop sleeps: what the round's replies left unwritten goes out,
+ * reading goes on where a wake-up cut it short (work: no sleep yet), and
+ * the figures are published if they changed. */
+static bool before_sleep(void *ctx)
+{
+    struct mqtt *m = ctx;
+    bool reading = m->more_to_read;
+    if (reading)
+        read_all(m);
+    if (m->fd >= 0)
+        flush_writes(m);
+    if (m->changed)
+        publish_figures(m);
+    return reading;
+}
+
+static void on_retry(void *ctx)
+{
+    struct mqtt *m = ctx;
+    if (m->state == MQTT_IDLE)
+        try_connect(m);
+}
+
+static void on_keepalive(void *ctx)
+{
+    struct mqtt *m = ctx;
+    loop_timer_arm(m->loop, &m->keepalive, loop_now_ns(m->loop) + KEEPALIVE_CHECK_NS);
+    if (m->state == MQTT_IDLE || m->fd < 0)
+        return;
+    int rc = mosquitto_loop_misc(m->mosq);
+    if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN) {
+        connection_failed(m, rc);
+        return;
+    }
+    flush_writes(m);
+}
+
 /* ---- public ------------------------------------------------------------ */
 
 static int configure(struct mqtt *m)
@@ -377,6 +423,7 @@ struct mqtt *mqtt_new(const struct conf *c, struct loop *loop, mqtt_message_fn o
         mqtt_free(m);
         return NULL;
     }
+    m->hook = (struct loop_hook){.before_sleep = before_sleep, .ctx = m};
     if (m->status_topic)
         m->mosq = mosquitto_new(m->client_id, c->broker.clean_session, m);
     if (!m->mosq || configure(m) < 0) {
@@ -437,44 +484,18 @@ static void forget_subscriptions(struct mqtt *m)
     m->nsubs = 0;
 }
 
-void mqtt_start(struct mqtt *m)
+int mqtt_start(struct mqtt *m)
 {
+    if (loop_timer_init(m->loop, &m->retry, on_retry, m) < 0 ||
+        loop_timer_init(m->loop, &m->keepalive, on_keepalive, m) < 0) {
+        log_error("mqtt: cannot set up the client's timers: %s", strerror(errno));
+        return -1;
+    }
+    loop_hook_add(m->loop, &m->hook);
+    m->in_loop = true;
+    loop_timer_arm(m->loop, &m->keepalive, loop_now_ns(m->loop) + KEEPALIVE_CHECK_NS);
     try_connect(m);
-}
-
-static void publish_figures(struct mqtt *m)
-{
-    m->n.connected = m->state == MQTT_CONNECTED;
-    m->n.queue = (uint32_t)(m->qlen + m->in_library);
-    if (m->stats)
-        stats_block_publish(m->stats, &m->n, sizeof(m->n));
-    m->changed = false;
-}
-
-static void service(struct mqtt *m)
-{
-    if (m->state == MQTT_IDLE) {
-        if (now_ns() >= m->next_attempt_ns)
-            try_connect(m);
-        return;
-    }
-    if (m->more_to_read)
-        read_all(m);
-    if (m->fd >= 0) {
-        int rc = mosquitto_loop_misc(m->mosq);
-        if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN) {
-            connection_failed(m, rc);
-            return;
-        }
-        flush_writes(m);
-    }
-}
-
-void mqtt_service(struct mqtt *m)
-{
-    service(m);
-    if (m->changed)
-        publish_figures(m);
+    return 0;
 }
 
 /* Before we disconnect, everything waiting must be written and every QoS 1
@@ -486,7 +507,7 @@ static void deliver_all(struct mqtt *m, uint64_t deadline_ns)
 {
     uint64_t now;
     while (m->state == MQTT_CONNECTED && m->fd >= 0 && (m->q_head || m->in_library) &&
-           (now = now_ns()) < deadline_ns) {
+           (now = mono_ns()) < deadline_ns) {
         mqtt_flush_queue(m);
         struct pollfd p = {.fd = m->fd,
                            .events = POLLIN | (mosquitto_want_write(m->mosq) ? POLLOUT : 0)};
@@ -522,11 +543,16 @@ void mqtt_free(struct mqtt *m)
         status_json(m, "offline", offline, sizeof(offline));
         mqtt_publish_now(m, m->status_topic, offline, strlen(offline), 1, true, NULL, 0);
         m->stopping = true;
-        deliver_all(m, now_ns() + 1000000000u);
+        deliver_all(m, mono_ns() + NS_PER_S);
         mosquitto_disconnect_v5(m->mosq, 0, NULL);
     }
     m->state = MQTT_IDLE;
     unwatch(m);
+    if (m->in_loop) {
+        loop_hook_remove(m->loop, &m->hook);
+        loop_timer_fini(m->loop, &m->retry);
+        loop_timer_fini(m->loop, &m->keepalive);
+    }
     forget_subscriptions(m);
     mqtt_drop_queue(m);
     if (m->mosq)

@@ -29,9 +29,9 @@ struct mqtt_message {
 typedef void (*mqtt_message_fn)(void *ctx, const struct mqtt_message *m);
 
 /* Create the client for C's broker section (C must outlive it). Nothing
- * connects before mqtt_start. Its figures (mqtt_connected, mqtt_queue,
- * mqtt_messages_in, ...) go to its named block "mqtt" in SEG (NULL: none),
- * published by mqtt_service when they changed. NULL on failure (logged). */
+ * connects, and nothing is added to LOOP, before mqtt_start. Its figures (mqtt_connected,
+ * mqtt_queue, mqtt_messages_in, ...) go to its named block "mqtt" in SEG (NULL: none), published
+ * from the loop when they changed. NULL on failure (logged). */
 struct mqtt *mqtt_new(const struct conf *c, struct loop *loop, mqtt_message_fn on_message,
                       void *ctx, struct segment *seg);
 
@@ -41,8 +41,11 @@ int mqtt_subscribe(struct mqtt *m, const char *filter, int qos);
 /* Drop a subscription (and unsubscribe when connected). */
 void mqtt_unsubscribe(struct mqtt *m, const char *filter);
 
-/* Begin connecting; returns at once. */
-void mqtt_start(struct mqtt *m);
+/* Begin connecting; returns at once. From now on the client runs in the
+ * loop: a before-sleep hook flushes what is left to write and publishes the
+ * figures, timers send keepalives and reconnect; mqtt_free, before the
+ * loop is freed, takes them out. 0, or -1 (out of memory, logged). */
+int mqtt_start(struct mqtt *m);
 
 /* Publish, or queue while the broker is away (bounded by
  * broker.max_outbound; past it the message is dropped and counted).
@@ -53,12 +56,8 @@ void mqtt_start(struct mqtt *m);
 void mqtt_publish(struct mqtt *m, const char *topic, const void *payload, size_t len, int qos,
                   bool retain, const void *correlation, size_t correlation_len);
 
-/* Housekeeping, called once per loop round: keepalive, reconnect timer,
- * flushing what libmosquitto has to write, publishing the figures. */
-void mqtt_service(struct mqtt *m);
-
 /* Before exit: hand the broker everything still waiting and read its
- * acknowledgements, until DEADLINE_NS (CLOCK_MONOTONIC). Returns how many
+ * acknowledgements, until DEADLINE_NS (mono_ns() time). Returns how many
  * messages could not be delivered, which is also logged. */
 size_t mqtt_flush(struct mqtt *m, uint64_t deadline_ns);
 

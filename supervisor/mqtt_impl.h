@@ -1,7 +1,7 @@
 /* mqtt_impl.h - the MQTT client's private state, shared by its two parts:
- * mqtt.c (the connection in the event loop, the subscriptions, the
- * figures) and mqtt_out.c (what it sends: at once while connected, queued
- * while the broker is away, both held to broker.max_outbound, and the
+ * mqtt.c (the connection in the event loop, its timers, the subscriptions,
+ * the figures) and mqtt_out.c (what it sends: at once while connected,
+ * queued while the broker is away, both held to broker.max_outbound, and the
  * acknowledgements it awaits). */
 #ifndef MQFORK_SUPERVISOR_MQTT_IMPL_H
 #define MQFORK_SUPERVISOR_MQTT_IMPL_H
@@ -9,9 +9,9 @@
 #include <mosquitto.h>
 
 #include "supervisor/log.h"
+#include "supervisor/loop.h"
 #include "supervisor/mqtt.h"
 
-struct loop_watch;
 struct outbound;
 struct stats_block;
 
@@ -48,7 +48,10 @@ struct mqtt {
     bool more_to_read;
     int fd;
     struct loop_watch *rwatch, *wwatch;
-    uint64_t next_attempt_ns;
+    bool in_loop;                /* started: the hook and timers are the loop's */
+    struct loop_hook hook;       /* flushes writes, reads what a wake-up left */
+    struct loop_timer retry;     /* the next connection attempt */
+    struct loop_timer keepalive; /* PINGREQ when due, and its answer missed */
     double backoff_s;
     struct subscription *subs;
     size_t nsubs;

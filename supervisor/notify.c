@@ -6,73 +6,86 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <systemd/sd-daemon.h>
-#include <time.h>
 
+#include "shm/clock.h"
 #include "shm/stats.h"
 #include "supervisor/engine.h"
 
-#define STATUS_EVERY_NS 5000000000ull
-
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
+#define STATUS_EVERY_NS (5 * NS_PER_S)
+/* Nothing tells us when the pool is up: until it is, look this often. */
+#define READY_POLL_NS 10000000
 
 void notify_init(struct notify *n)
 {
-    *n = (struct notify){.enabled = getenv("NOTIFY_SOCKET") != NULL};
+    *n = (struct notify){.enabled = getenv("NOTIFY_SOCKET") != NULL, .state = "running"};
     uint64_t usec = 0;
     /* > 0 only when WATCHDOG_USEC is set and WATCHDOG_PID (if set) is us. */
     if (n->enabled && sd_watchdog_enabled(0, &usec) > 0 && usec > 0)
         n->wd_every = usec * 1000 / 2;
 }
 
-static void send_status(const struct engine *e, const char *state)
+static void send_status(const struct notify *n)
 {
-    const struct stats_global *g = engine_stats(e);
+    const struct stats_global *g = engine_stats(n->engine);
     sd_notifyf(0,
                "STATUS=%s: workers %u live, %u busy (target %u); %.1f jobs/s; %zu outstanding; %s",
-               state, g->workers_live, g->workers_busy, g->workers_target,
-               (double)g->completion_mrate[0] / 1000.0, engine_outstanding(e),
+               n->state, g->workers_live, g->workers_busy, g->workers_target,
+               (double)g->completion_mrate[0] / 1000.0, engine_outstanding(n->engine),
                g->verdict == VERDICT_FALLING_BEHIND ? "falling behind" : "healthy");
 }
 
-int64_t notify_tick(struct notify *n, const struct engine *e, const char *state)
+static void on_status(void *ctx)
 {
-    if (!n->enabled)
-        return -1;
-    uint64_t now = mono_ns();
-    if (!n->ready && engine_live_workers(e) >= engine_target(e)) {
+    struct notify *n = ctx;
+    uint64_t now = loop_now_ns(n->loop);
+    if (!n->ready && engine_live_workers(n->engine) < engine_target(n->engine)) {
+        loop_timer_arm(n->loop, &n->status, now + READY_POLL_NS);
+        return;
+    }
+    if (!n->ready) {
         n->ready = true;
         sd_notify(0, "READY=1");
-        n->next_status_ns = 0;
     }
-    if (n->wd_every && now >= n->next_wd_ns) {
-        sd_notify(0, "WATCHDOG=1");
-        n->next_wd_ns = now + n->wd_every;
-    }
-    if (now >= n->next_status_ns) {
-        send_status(e, state);
-        n->next_status_ns = now + STATUS_EVERY_NS;
-    }
-    uint64_t next = n->next_status_ns;
-    if (n->wd_every && n->next_wd_ns < next)
-        next = n->next_wd_ns;
-    if (!n->ready) /* look again soon: workers become ready without waking us */
-        next = now + 10000000;
-    return next > now ? (int64_t)(next - now) : 0;
+    send_status(n);
+    loop_timer_arm(n->loop, &n->status, now + STATUS_EVERY_NS);
+}
+
+static void on_watchdog(void *ctx)
+{
+    struct notify *n = ctx;
+    sd_notify(0, "WATCHDOG=1");
+    loop_timer_arm(n->loop, &n->watchdog, loop_now_ns(n->loop) + n->wd_every);
+}
+
+int notify_start(struct notify *n, struct loop *l, const struct engine *e)
+{
+    if (!n->enabled)
+        return 0;
+    n->loop = l;
+    n->engine = e;
+    if (loop_timer_init(l, &n->status, on_status, n) < 0 ||
+        loop_timer_init(l, &n->watchdog, on_watchdog, n) < 0)
+        return -1;
+    uint64_t now = loop_now_ns(l);
+    loop_timer_arm(l, &n->status, now);
+    if (n->wd_every)
+        loop_timer_arm(l, &n->watchdog, now);
+    return 0;
+}
+
+void notify_stop(struct notify *n)
+{
+    if (!n->loop)
+        return;
+    loop_timer_fini(n->loop, &n->status);
+    loop_timer_fini(n->loop, &n->watchdog);
 }
 
 void notify_reloading(struct notify *n)
 {
     if (!n->enabled)
         return;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
-               (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000);
+    sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)(mono_ns() / 1000));
 }
 
 void notify_reloaded(struct notify *n)
@@ -83,6 +96,7 @@ void notify_reloaded(struct notify *n)
 
 void notify_stopping(struct notify *n, const char *why)
 {
+    n->state = "draining";
     if (n->enabled)
         sd_notifyf(0, "STOPPING=1\nSTATUS=draining (%s)", why);
 }

@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "shm/clock.h"
 #include "shm/procstat.h"
 #include "shm/statblock.h"
 #include "supervisor/engine_impl.h"
@@ -161,7 +162,7 @@ int pool_spawn(struct engine *e, struct worker *w)
     w->kinds_gen = e->kinds_gen;
     w->watch = loop_watch(e->loop, pidfd, POLLIN, false, on_worker_exit, w);
     w->state = WORKER_STARTING;
-    w->spawned_ns = engine_now_ns();
+    w->spawned_ns = mono_ns();
     w->ready_ns = 0;
     e->g.spawned++;
     e->g_dirty = true;
@@ -422,7 +423,7 @@ static void reap(struct engine *e, struct worker *w)
     }
     close(w->pidfd);
     w->pidfd = -1;
-    e->now_ns = engine_now_ns();
+    e->now_ns = mono_ns();
     /* Answers it pushed before it died are good, unless we had given up on it. */
     if (!w->killed)
         collect_worker(e, w);

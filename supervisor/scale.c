@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "shm/clock.h"
 #include "supervisor/engine_impl.h"
 #include "supervisor/log.h"
 
@@ -24,10 +25,17 @@ static uint64_t secs_ns(double s)
     return (uint64_t)(s * 1e9);
 }
 
+void scale_restart(struct engine *e)
+{
+    loop_timer_arm(e->loop, &e->scale.check,
+                   loop_now_ns(e->loop) + secs_ns(e->scale.conf.interval_s));
+}
+
 void scale_configure(struct engine *e, const struct conf_scaling *c)
 {
     e->scale.conf = *c;
-    e->scale.next_check_ns = engine_now_ns() + secs_ns(c->interval_s);
+    if (e->started)
+        scale_restart(e);
 }
 
 /* A worker's outstanding work against its bound, whichever bound is nearer. */
@@ -140,18 +148,16 @@ static void decide(struct engine *e, const struct figures *f)
     scale_record(e, from, to, up, reason);
 }
 
-void scale_tick(struct engine *e)
+void scale_check(void *engine)
 {
+    struct engine *e = engine_of_timer(engine);
     struct scaler *s = &e->scale;
-    if (e->now_ns >= s->next_check_ns) {
-        s->next_check_ns = e->now_ns + secs_ns(s->conf.interval_s);
-        struct figures f;
-        measure(e, &f);
-        /* Not while draining, nor while no worker is up to measure. */
-        if (s->conf.enabled && e->accepting && f.live && !cooling_down(e))
-            decide(e, &f);
-    }
-    engine_wake_at(e, s->next_check_ns);
+    loop_timer_arm(e->loop, &s->check, e->now_ns + secs_ns(s->conf.interval_s));
+    struct figures f;
+    measure(e, &f);
+    /* Not while draining, nor while no worker is up to measure. */
+    if (s->conf.enabled && e->accepting && f.live && !cooling_down(e))
+        decide(e, &f);
 }
 
 void scale_record(struct engine *e, unsigned from, unsigned to, bool up, const char *reason)
@@ -170,7 +176,7 @@ void scale_record(struct engine *e, unsigned from, unsigned to, bool up, const c
     seqlock_write_end(&ev->lock);
     e->g.scale_events++;
     e->g_dirty = true;
-    e->scale.last_event_ns = engine_now_ns();
+    e->scale.last_event_ns = mono_ns();
     e->scale.last_up = up;
 }
 

@@ -28,11 +28,15 @@
 
 struct engine;
 
-/* Take settings C (at start and on reload); the next check is one interval on. */
+/* Take settings C (at start and on reload); once the engine runs, the next
+ * check is one interval on. */
 void scale_configure(struct engine *e, const struct conf_scaling *c);
-/* Each engine tick: add one load sample; check when the interval is up. */
+/* Arm the check for one interval from now (engine start). */
+void scale_restart(struct engine *e);
+/* Each engine tick: add one load sample. */
 void scale_sample(struct engine *e);
-void scale_tick(struct engine *e);
+/* The check, every interval: the function of the engine's scale.check timer. */
+void scale_check(void *engine);
 /* Log an event FROM -> TO and put it in the stats ring; starts the cooldown. */
 void scale_record(struct engine *e, unsigned from, unsigned to, bool up, const char *reason);
 

@@ -4,9 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "shm/clock.h"
 #include "shm/segment.h"
 #include "shm/statread.h"
 #include "supervisor/log.h"
@@ -14,9 +14,7 @@
 
 double fixture_now(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return (double)mono_ns() / 1e9;
 }
 
 void fixture_init(struct fixture *f, const char *name, size_t nrecs)

@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "shm/clock.h"
 #include "tools/numarg.h"
 
 #define EXIT_CONN       1
@@ -115,13 +116,6 @@ struct report {
     double elapsed, send_rate, answer_rate, p50, p99, max;
     const char *error;
 };
-
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * NS + (uint64_t)ts.tv_nsec;
-}
 
 /* One write per message, so that lines from several tools sharing a
  * terminal or test log do not interleave. */

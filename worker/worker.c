@@ -17,9 +17,9 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "shm/clock.h"
 #include "shm/ring.h"
 #include "supervisor/log.h"
 
@@ -48,13 +48,6 @@ struct worker {
     struct seg_header *hdr;
     bool spin; /* the last wait was short: poll before parking */
 };
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* Leave nothing of the supervisor's behind: its signal mask (it blocks
  * signals for its signalfd) and every descriptor but the eventfd. */
@@ -217,7 +210,7 @@ static enum job_status run_job(struct worker *w, const struct job_desc *d, struc
 static void handle(struct worker *w, const struct job_desc *d)
 {
     struct result_desc r = {.id = d->id};
-    uint64_t start = now_ns();
+    uint64_t start = mono_ns();
 
     seqlock_write_begin(&w->stats->self_lock);
     w->stats->cur_kind = d->kind;
@@ -226,7 +219,7 @@ static void handle(struct worker *w, const struct job_desc *d)
 
     enum job_status st = desc_valid(w, d) ? run_job(w, d, &r) : JOB_E_FAILED;
     r.status = st;
-    r.run_ns = now_ns() - start;
+    r.run_ns = mono_ns() - start;
     while (!ring_push(&w->results, &r))
         sched_yield(); /* cannot happen while the supervisor keeps its in-flight bound */
     notify_supervisor(w);
@@ -248,16 +241,16 @@ static void next_job(struct worker *w, struct job_desc *d)
 {
     if (ring_pop(&w->jobs, d) == 1)
         return;
-    uint64_t start = now_ns(), until = start + (w->spin ? w->a->spin_ns : 0);
+    uint64_t start = mono_ns(), until = start + (w->spin ? w->a->spin_ns : 0);
     for (;;) {
-        while (!ring_has_data(&w->jobs) && now_ns() < until)
+        while (!ring_has_data(&w->jobs) && mono_ns() < until)
             ring_cpu_relax();
         if (!ring_has_data(&w->jobs))
             ring_sleep(&w->jobs, NULL);
         if (ring_pop(&w->jobs, d) == 1)
             break;
     }
-    w->spin = now_ns() - start < w->a->spin_ns;
+    w->spin = mono_ns() - start < w->a->spin_ns;
 }
 
 void worker_main(const struct worker_args *a)
