@@ -24,6 +24,7 @@
 #include "shm/procstat.h"
 #include "shm/segment.h"
 #include "test/fixture.h"
+#include "tools/bench.h"
 #include "worker/handler.h"
 
 #define PAYLOAD 64
@@ -62,14 +63,14 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static double percentile(double *v, size_t n, double q)
+double bench_percentile(double *v, size_t n, double q)
 {
     qsort(v, n, sizeof(*v), cmp_double);
     size_t i = (size_t)(q * (double)n);
     return v[i < n ? i : n - 1];
 }
 
-static void row(const char *what, double value, const char *unit, const char *cmp, double goal)
+void bench_row(const char *what, double value, const char *unit, const char *cmp, double goal)
 {
     bool lower_is_better = cmp[0] == '<';
     double ratio = goal ? value / goal : 0;
@@ -93,8 +94,8 @@ static void bench_round_trip(struct bench *b, size_t n)
             lat[i - n / 10] = (b->last_done - t0) * 1e6;
     }
     printf("idle round trip: test.echo %d B, one job at a time, %zu jobs\n", PAYLOAD, n);
-    row("p50", percentile(lat, n, 0.50), "us", "<=", 15);
-    row("p99", percentile(lat, n, 0.99), "us", "<=", 60);
+    bench_row("p50", bench_percentile(lat, n, 0.50), "us", "<=", 15);
+    bench_row("p99", bench_percentile(lat, n, 0.99), "us", "<=", 60);
     free(lat);
 }
 
@@ -133,7 +134,7 @@ static void bench_throughput(struct bench *b, double seconds, unsigned workers)
         engine_turn(b->f.e, -1);
     double limit = limit_echo_rate(1.0);
     printf("saturated throughput: test.echo %d B, %u workers, %.0f s\n", PAYLOAD, workers, seconds);
-    row("pool jobs/s", rate, "jobs/s", ">=", 300000);
+    bench_row("pool jobs/s", rate, "jobs/s", ">=", 300000);
     printf("  %-28s %12.0f jobs/s (one process, no IPC); pool/limit %.3f\n", "limit", limit,
            rate / limit);
     if (refused || b->failed)
@@ -167,7 +168,7 @@ static void bench_idle(struct bench *b, unsigned workers, double seconds)
     uint64_t c1 = pool_cpu_ticks(b, workers);
     double pct = (double)(c1 - c0) / (double)sysconf(_SC_CLK_TCK) / (fixture_now() - t0) * 100;
     printf("idle pool: supervisor + %u workers, %.0f s\n", workers, seconds);
-    row("CPU of one core", pct, "%", "<=", 1);
+    bench_row("CPU of one core", pct, "%", "<=", 1);
 }
 
 static void bench_rss(void)
@@ -183,7 +184,7 @@ static void bench_rss(void)
     if (f)
         fclose(f);
     printf("supervisor memory (this process: the engine plus the benchmark's own)\n");
-    row("RSS besides the segment", (double)(anon + file) / 1024.0, "MB", "<=", 20);
+    bench_row("RSS besides the segment", (double)(anon + file) / 1024.0, "MB", "<=", 20);
     printf("  %-28s %12.1f MB (segment pages touched)\n", "shared", (double)shmem / 1024.0);
 }
 
@@ -204,8 +205,8 @@ static void bench_respawn(struct bench *b, unsigned rounds)
             engine_turn(b->f.e, 5000000);
     }
     printf("respawn after a crash: %u kills of worker 0, time until it takes jobs again\n", rounds);
-    row("p50", percentile(t, rounds, 0.5), "ms", "<=", 50);
-    row("p99", percentile(t, rounds, 0.99), "ms", "<=", 50);
+    bench_row("p50", bench_percentile(t, rounds, 0.5), "ms", "<=", 50);
+    bench_row("p99", bench_percentile(t, rounds, 0.99), "ms", "<=", 50);
     free(t);
 }
 
@@ -419,7 +420,7 @@ static void opus_report(struct opus_bench *o, bool decode, double seconds, unsig
     double pool_rate = pool.frames / pool.seconds, limit_rate = limit.frames / limit.seconds;
     printf("%s: 60 ms 16 kHz mono frames of %s, %u workers, %d streams, %.0f s\n", name, o->source,
            workers, OPUS_STREAMS, pool.seconds);
-    row("pool frames/s (1.5 x limit)", pool_rate, "fr/s", ">=", 1.5 * limit_rate);
+    bench_row("pool frames/s (1.5 x limit)", pool_rate, "fr/s", ">=", 1.5 * limit_rate);
     printf("  %-28s %12.0f fr/s   (one process %s in a loop); pool/limit %.2f\n", "limit",
            limit_rate, decode ? "decoding" : "encoding", pool_rate / limit_rate);
     /* On a shared machine the rates move with other load; frames per CPU
@@ -452,199 +453,6 @@ static void bench_opus(double seconds, unsigned workers)
     free(o.pcm);
     free(o.pkt);
     free(o.pkt_len);
-}
-
-/* ---- issue 3: pool lifecycle ------------------------------------------ */
-
-struct life {
-    struct fixture f;
-    uint64_t submitted, answered, failed;
-    uint64_t run_ns;
-};
-
-static void life_done(void *ctx, const struct engine_outcome *o)
-{
-    struct life *l = ctx;
-    l->answered++;
-    l->failed += o->status != JOB_OK;
-    l->run_ns += o->run_ns;
-}
-
-static bool life_submit(struct life *l, int kind, const char *payload)
-{
-    struct engine_job j = {
-        .kind = (uint32_t)kind,
-        .payload = payload,
-        .len = strlen(payload),
-        .priority = PRIO_NORMAL,
-        .done = life_done,
-        .ctx = l,
-    };
-    if (engine_submit(l->f.e, &j, NULL) != JOB_OK)
-        return false;
-    l->submitted++;
-    return true;
-}
-
-static void life_fill(struct life *l, int kind, const char *payload, uint64_t backlog)
-{
-    while (l->submitted - l->answered < backlog && life_submit(l, kind, payload))
-        ;
-}
-
-static void life_start(struct life *l, const char *name, unsigned min, unsigned max)
-{
-    memset(l, 0, sizeof(*l));
-    fixture_init(&l->f, name, 0);
-    l->f.conf.workers.min = min;
-    l->f.conf.workers.max = max;
-    l->f.conf.limits.slab_mb = 64;
-    l->f.conf.scaling.enabled = false;
-}
-
-static void life_settle(struct life *l, double s)
-{
-    double end = fixture_now() + s;
-    while (fixture_now() < end || l->answered < l->submitted)
-        engine_turn(l->f.e, 1000000);
-}
-
-/* Load appears at a random moment of the check interval; time until the
- * second worker has answered a job. */
-static void bench_scale_reaction(unsigned rounds)
-{
-    struct life l;
-    life_start(&l, "bscale", 1, 2);
-    l.f.conf.scaling.enabled = true;
-    l.f.conf.scaling.interval_s = 0.5;
-    l.f.conf.scaling.up_cooldown_s = 0.01;
-    l.f.conf.scaling.down_cooldown_s = 3600;
-    fixture_start(&l.f);
-    const struct segment *seg = engine_segment(l.f.e);
-    double *t = calloc(rounds, sizeof(*t));
-    for (unsigned r = 0; r < rounds; r++) {
-        life_settle(&l, 0.05 + 0.5 * (double)r / rounds); /* spread over the interval */
-        uint64_t before = seg->workers_stats[1].jobs_done;
-        double t0 = fixture_now();
-        while (seg->workers_stats[1].jobs_done == before && fixture_now() - t0 < 5) {
-            life_fill(&l, l.f.spin, "200", 50);
-            engine_turn(l.f.e, 0);
-        }
-        t[r] = (fixture_now() - t0) * 1e3;
-        life_settle(&l, 0);
-        engine_set_target(l.f.e, 1);
-        life_settle(&l, 0.1);
-    }
-    printf("\nscale-up reaction: load on at a random point of a 500 ms interval, until the "
-           "new worker has answered a job (%u rounds)\n",
-           rounds);
-    row("p50", percentile(t, rounds, 0.5), "ms", "<=", 550);
-    row("max", percentile(t, rounds, 1.0), "ms", "<=", 550);
-    free(t);
-    fixture_free(&l.f);
-}
-
-static void bench_route(struct conf *c, const char *name, const char *job)
-{
-    c->routes = realloc(c->routes, (c->nroutes + 1) * sizeof(*c->routes));
-    struct conf_route *r = &c->routes[c->nroutes++];
-    memset(r, 0, sizeof(*r));
-    r->name = strdup(name);
-    r->subscribe = strdup("bench/#");
-    r->job = strdup(job);
-}
-
-/* Saturated echo load; a reload that adds a route (so every worker is
- * recycled) at 1 s; throughput per 50 ms slice, jobs lost. */
-static void bench_reload(double seconds)
-{
-    enum { SLICES = 200 };
-    struct life l;
-    life_start(&l, "breload", 2, 2);
-    fixture_start(&l.f);
-    struct conf c;
-    conf_defaults(&c);
-    free(c.instance);
-    c.instance = strdup(l.f.conf.instance);
-    c.workers = l.f.conf.workers;
-    c.limits = l.f.conf.limits;
-    c.scaling = l.f.conf.scaling;
-    const char *names[] = {"test.echo", "test.spin", "test.crash", "test.hang"};
-    for (int i = 0; i < 4; i++)
-        bench_route(&c, names[i], names[i]);
-    bench_route(&c, "extra", "test.echo");
-    uint64_t done[SLICES] = {0};
-    unsigned nslices = (unsigned)(seconds / 0.05) < SLICES ? (unsigned)(seconds / 0.05) : SLICES;
-    double t0 = fixture_now(), reload_at = 0;
-    for (unsigned s = 0; s < nslices; s++) {
-        uint64_t a0 = l.answered;
-        while (fixture_now() - t0 < 0.05 * (s + 1)) {
-            life_fill(&l, l.f.echo, "0123456789abcdef", 4096);
-            engine_turn(l.f.e, 0);
-            if (!reload_at && fixture_now() - t0 >= 1.0) {
-                reload_at = fixture_now() - t0;
-                if (engine_reload(l.f.e, &c) < 0)
-                    printf("reload failed\n");
-            }
-        }
-        done[s] = l.answered - a0;
-    }
-    life_settle(&l, 0);
-    double before = 0, worst = 1e18;
-    unsigned nb = 0, worst_at = 0;
-    for (unsigned s = 0; s < nslices; s++) {
-        double rate = (double)done[s] / 0.05;
-        if (0.05 * (s + 1) <= reload_at && s > 1) {
-            before += rate;
-            nb++;
-        } else if (0.05 * s >= reload_at && rate < worst) {
-            worst = rate;
-            worst_at = s;
-        }
-    }
-    before = nb ? before / nb : 0;
-    printf("\nreload under saturated test.echo load (2 workers, every worker recycled)\n");
-    printf("  throughput before %.0f jobs/s; worst 50 ms slice after the reload %.0f jobs/s "
-           "(%.0f%%, %.0f ms after it)\n",
-           before, worst, before ? worst * 100 / before : 0, (0.05 * worst_at - reload_at) * 1e3);
-    row("jobs lost", (double)(l.submitted - l.answered), "jobs", "<=", 0);
-    row("jobs failed", (double)l.failed, "jobs", "<=", 0);
-    conf_free(&c);
-    fixture_free(&l.f);
-}
-
-/* 10,000 short jobs pending, then the drain: time until all are answered
- * and the pool is stopped, against the handler time the pool needed. */
-static void bench_drain(unsigned workers)
-{
-    enum { N = 10000 };
-    struct life l;
-    life_start(&l, "bdrain", workers, workers);
-    fixture_start(&l.f);
-    for (unsigned i = 0; i < N; i++)
-        life_submit(&l, l.f.spin, "100");
-    double t0 = fixture_now();
-    engine_stop_accepting(l.f.e);
-    while (engine_outstanding(l.f.e))
-        engine_turn(l.f.e, 1000000);
-    double answered = fixture_now() - t0;
-    size_t abandoned = engine_abandon(l.f.e);
-    double stopped = fixture_now() - t0;
-    double ideal = (double)l.run_ns / 1e9 / workers;
-    printf("\ndrain: %d pending test.spin 100 us jobs, %u workers\n", N, workers);
-    printf("  all answered after %.3f s, pool stopped after %.3f s; handler time / workers "
-           "%.3f s\n",
-           answered, stopped, ideal);
-    row("drain / pool work", stopped / ideal, "x", "<=", 1.2);
-    row("abandoned or failed", (double)(abandoned + l.failed), "jobs", "<=", 0);
-    fixture_free(&l.f);
-}
-
-static void bench_lifecycle(double seconds, unsigned workers)
-{
-    bench_scale_reaction(8);
-    bench_reload(seconds);
-    bench_drain(workers);
 }
 
 int main(int argc, char **argv)
