@@ -12,6 +12,8 @@
 #include "shm/clock.h"
 #include "supervisor/log.h"
 
+#define TIMER_SLACK_NS 50000
+
 struct loop_watch {
     struct loop_watch *prev, *next; /* every live watch, so loop_free can free them */
     int fd;
@@ -259,13 +261,17 @@ static void hooks_after_sleep(struct loop *l)
 /* ---- the iteration ------------------------------------------------- */
 
 /* How long the loop may sleep: until the earliest timer, at most WAIT_NS
- * (< 0: no limit). */
+ * (< 0: no limit). A timer due sooner than TIMER_SLACK_NS is waited for
+ * that long: timers due close together then fire after one wake-up, not
+ * one each, at most that late - the kernel's own default timer slack. */
 static int64_t sleep_ns(const struct loop *l, int64_t wait_ns)
 {
     uint64_t next = timers_next(&l->timers);
     if (next == UINT64_MAX)
         return wait_ns;
     uint64_t left = next > l->now_ns ? next - l->now_ns : 0;
+    if (left && left < TIMER_SLACK_NS)
+        left = TIMER_SLACK_NS;
     int64_t until = left < INT64_MAX ? (int64_t)left : INT64_MAX;
     return wait_ns >= 0 && wait_ns < until ? wait_ns : until;
 }

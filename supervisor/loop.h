@@ -43,7 +43,9 @@ void loop_cancel(struct loop *l, struct loop_watch *w);
  * A timer fires once; its function may arm it again. Set one up once (this
  * reserves its room in the heap: the only step that can fail), then arm,
  * re-arm and cancel it any number of times in O(log n), without allocating.
- * Ties fire in the order they were armed. */
+ * Ties fire in the order they were armed. A timer never fires early, and
+ * late by at most 50 us when the loop slept for it: timers due closer
+ * together than that share one wake-up. */
 
 /* 0, or -1 when memory ran out (T is then left not set up). */
 int loop_timer_init(struct loop *l, struct loop_timer *t, loop_timer_fn fn, void *ctx);
