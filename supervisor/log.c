@@ -10,6 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "shm/clock.h"
+
 static enum log_level min_level = LOG_LVL_INFO;
 static char tag[32];
 
@@ -73,9 +75,7 @@ void log_rated(struct log_rate *r, enum log_level level, const char *fmt, ...)
 {
     if (level < min_level)
         return;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    uint64_t now = mono_ns();
     if (now < r->next_ns) {
         r->held++;
         return;
@@ -90,5 +90,5 @@ void log_rated(struct log_rate *r, enum log_level level, const char *fmt, ...)
     else
         log_msg(level, "%s", text);
     r->held = 0;
-    r->next_ns = now + 1000000000u;
+    r->next_ns = now + NS_PER_S;
 }

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "shm/clock.h"
 #include "tools/mqfork-device.h"
 
 #define EV_MQTT  0u
@@ -24,9 +25,7 @@
 
 int64_t now_us(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * US + ts.tv_nsec / 1000;
+    return (int64_t)(mono_ns() / 1000);
 }
 
 /* ---- the timer heap: a binary min-heap of devices by due time ------------ */
