@@ -24,11 +24,21 @@
 #include "supervisor/loop.h"
 #include "supervisor/mqtt.h"
 #include "supervisor/notify.h"
-#include "supervisor/routes.h"
+#include "supervisor/source.h"
 #include "worker/registry.h"
 #include "worker/worker.h"
 
 enum run_state { RUNNING, DRAINING, STOP_NOW };
+
+/* Every source mqforkd knows, in the order they start (source.h). */
+static const struct source_ops *const source_table[] = {&routes_source};
+#define MAX_SOURCES (sizeof(source_table) / sizeof(source_table[0]))
+
+/* A source the configuration asked for. */
+struct source {
+    const struct source_ops *ops;
+    void *self;
+};
 
 /* After a drain, how long results and error reports may take to reach the
  * broker before the daemon exits anyway (counting what is left). */
@@ -39,7 +49,8 @@ struct daemon {
     struct registry registry;
     struct loop *loop;
     struct engine *engine;
-    struct routes *routes;
+    struct source sources[MAX_SOURCES];
+    size_t nsources;
     struct mqtt *mqtt;
     struct notify notify;
     int sfd;
@@ -119,12 +130,14 @@ static void reload(struct daemon *d)
     } else {
         if (!same_plugins(&c, &d->conf))
             log_warn("SIGHUP: plugins: changes need a restart; keeping the plugins loaded");
-        /* The engine keeps copies; the routes move to the new one, reading
+        /* The engine keeps copies; the sources move to the new one, reading
          * the old one as they do, and then nothing points into it. */
         struct conf old = d->conf;
         d->conf = c;
-        if (routes_reload(d->routes, &d->conf) < 0)
-            log_error("SIGHUP: the routes could not follow; MQTT subscriptions may be stale");
+        for (size_t i = 0; i < d->nsources; i++)
+            if (d->sources[i].ops->reload(d->sources[i].self, &d->conf) < 0)
+                log_error("SIGHUP: the source %s could not follow its new configuration",
+                          d->sources[i].ops->name);
         conf_free(&old);
         log_set_level_name(d->conf.log_level);
         log_info("SIGHUP: configuration reloaded from %s", d->conf.path);
@@ -144,6 +157,9 @@ static void begin_drain(struct daemon *d, const char *why)
     log_info("%s: draining %zu jobs (at most %.1f s), then exiting", why,
              engine_outstanding(d->engine), d->conf.shutdown_timeout_s);
     notify_stopping(&d->notify, why);
+    for (size_t i = 0; i < d->nsources; i++)
+        if (d->sources[i].ops->drain)
+            d->sources[i].ops->drain(d->sources[i].self);
     engine_stop_accepting(d->engine);
     d->state = DRAINING;
     loop_timer_arm(d->loop, &d->drain_deadline,
@@ -204,19 +220,48 @@ static int setup_signals(struct daemon *d)
     return 0;
 }
 
+/* Before engine_start: each source the configuration wants registers its
+ * job kinds. */
+static int create_sources(struct daemon *d)
+{
+    for (size_t i = 0; i < MAX_SOURCES; i++) {
+        const struct source_ops *ops = source_table[i];
+        if (!ops->wanted(&d->conf))
+            continue;
+        void *self = ops->create(&d->conf, d->engine, d->loop);
+        if (!self)
+            return -1;
+        d->sources[d->nsources++] = (struct source){ops, self};
+    }
+    return 0;
+}
+
 static int connect_broker(struct daemon *d)
 {
-    d->mqtt = mqtt_new(&d->conf, d->loop, routes_on_message, d->routes, engine_segment(d->engine));
-    if (!d->mqtt || routes_attach(d->routes, d->mqtt) < 0)
+    d->mqtt = mqtt_new(&d->conf, d->loop, engine_segment(d->engine));
+    if (!d->mqtt)
         return -1;
+    for (size_t i = 0; i < d->nsources; i++)
+        if (d->sources[i].ops->attach(d->sources[i].self, d->mqtt) < 0)
+            return -1;
     return mqtt_start(d->mqtt);
+}
+
+/* Jobs not yet answered, and what the sources still owe besides. */
+static size_t outstanding(const struct daemon *d)
+{
+    size_t n = engine_outstanding(d->engine);
+    for (size_t i = 0; i < d->nsources; i++)
+        if (d->sources[i].ops->outstanding)
+            n += d->sources[i].ops->outstanding(d->sources[i].self);
+    return n;
 }
 
 /* The loop runs until a signal says stop, or a drain is over: every job
  * answered, or the drain deadline's timer gave up on them. */
 static void run(struct daemon *d)
 {
-    while (d->state != STOP_NOW && !(d->state == DRAINING && engine_outstanding(d->engine) == 0))
+    while (d->state != STOP_NOW && !(d->state == DRAINING && outstanding(d) == 0))
         loop_run(d->loop, -1);
 }
 
@@ -243,9 +288,9 @@ static int serve(const char *path)
     }
     if (setup_signals(&d) < 0 ||
         loop_timer_init(d.loop, &d.drain_deadline, on_drain_deadline, &d) < 0 ||
-        !(d.engine = engine_new(&d.conf, d.loop, &d.registry)) ||
-        !(d.routes = routes_new(&d.conf, d.engine)) || engine_start(d.engine) < 0 ||
-        connect_broker(&d) < 0 || notify_start(&d.notify, d.loop, d.engine) < 0)
+        !(d.engine = engine_new(&d.conf, d.loop, &d.registry)) || create_sources(&d) < 0 ||
+        engine_start(d.engine) < 0 || connect_broker(&d) < 0 ||
+        notify_start(&d.notify, d.loop, d.engine) < 0)
         goto out;
     log_info("mqforkd %s: instance '%s' running as pid %d with %u workers", MQFORK_VERSION,
              d.conf.instance, (int)getpid(), d.conf.workers.min);
@@ -261,7 +306,8 @@ out:
     if (d.state == DRAINING)
         mqtt_flush(d.mqtt, mono_ns() + FLUSH_MAX_NS);
     mqtt_free(d.mqtt);
-    routes_free(d.routes);
+    for (size_t i = d.nsources; i-- > 0;)
+        d.sources[i].ops->free(d.sources[i].self);
     if (d.sfd >= 0)
         close(d.sfd);
     loop_free(d.loop);

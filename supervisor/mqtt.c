@@ -263,6 +263,26 @@ static void on_disconnect(struct mosquitto *mosq, void *ctx, int rc,
     schedule_reconnect(m);
 }
 
+/* To each sink whose subscription matches, once. With one sink (the routes
+ * alone, as before the voice gateway), no topic is matched twice. */
+static void deliver(struct mqtt *m, const struct mqtt_message *msg)
+{
+    if (m->only_sink) {
+        m->only_sink->fn(m->only_sink->ctx, msg);
+        return;
+    }
+    uint64_t seq = ++m->msg_seq;
+    for (size_t i = 0; i < m->nsubs; i++) {
+        struct mqtt_sink *k = m->subs[i].sink;
+        bool match = false;
+        if (k->last_msg == seq ||
+            mosquitto_topic_matches_sub(m->subs[i].match, msg->topic, &match) != 0 || !match)
+            continue;
+        k->last_msg = seq;
+        k->fn(k->ctx, msg);
+    }
+}
+
 static void on_mosq_message(struct mosquitto *mosq, void *ctx, const struct mosquitto_message *msg,
                             const mosquitto_property *props)
 {
@@ -282,7 +302,7 @@ static void on_mosq_message(struct mosquitto *mosq, void *ctx, const struct mosq
     m->n.msgs_in++;
     m->n.bytes_in += out.len;
     m->changed = true;
-    m->on_message(m->ctx, &out);
+    deliver(m, &out);
     free(response);
     free(corr);
 }
@@ -397,8 +417,7 @@ static int add_block(struct mqtt *m, struct segment *seg)
     return m->stats ? 0 : -1;
 }
 
-struct mqtt *mqtt_new(const struct conf *c, struct loop *loop, mqtt_message_fn on_message,
-                      void *ctx, struct segment *seg)
+struct mqtt *mqtt_new(const struct conf *c, struct loop *loop, struct segment *seg)
 {
     mosquitto_lib_init();
     struct mqtt *m = calloc(1, sizeof(*m));
@@ -406,8 +425,6 @@ struct mqtt *mqtt_new(const struct conf *c, struct loop *loop, mqtt_message_fn o
         return NULL;
     m->conf = c;
     m->loop = loop;
-    m->on_message = on_message;
-    m->ctx = ctx;
     m->fd = -1;
     m->v5 = strcmp(c->broker.protocol, "3.1.1") != 0;
     m->backoff_s = c->broker.reconnect_min_s;
@@ -434,17 +451,35 @@ struct mqtt *mqtt_new(const struct conf *c, struct loop *loop, mqtt_message_fn o
     return m;
 }
 
-static struct subscription *find_sub(struct mqtt *m, const char *filter)
+static struct subscription *find_sub(struct mqtt *m, const char *filter,
+                                     const struct mqtt_sink *sink)
 {
     for (size_t i = 0; i < m->nsubs; i++)
-        if (strcmp(m->subs[i].filter, filter) == 0)
+        if (strcmp(m->subs[i].filter, filter) == 0 && (!sink || m->subs[i].sink == sink))
             return &m->subs[i];
     return NULL;
 }
 
-int mqtt_subscribe(struct mqtt *m, const char *filter, int qos)
+static void find_only_sink(struct mqtt *m)
 {
-    struct subscription *s = find_sub(m, filter);
+    m->only_sink = m->nsubs ? m->subs[0].sink : NULL;
+    for (size_t i = 1; i < m->nsubs && m->only_sink; i++)
+        if (m->subs[i].sink != m->only_sink)
+            m->only_sink = NULL;
+}
+
+/* FILTER without a $share/GROUP/ prefix: what a topic is matched against. */
+static const char *match_part(const char *filter)
+{
+    if (strncmp(filter, "$share/", 7) != 0)
+        return filter;
+    const char *slash = strchr(filter + 7, '/');
+    return slash ? slash + 1 : filter;
+}
+
+int mqtt_subscribe(struct mqtt *m, const char *filter, int qos, struct mqtt_sink *sink)
+{
+    struct subscription *s = find_sub(m, filter, sink);
     if (s && s->qos == qos)
         return 0; /* already there: no gap, no duplicate */
     if (!s) {
@@ -455,7 +490,10 @@ int mqtt_subscribe(struct mqtt *m, const char *filter, int qos)
         s = &m->subs[m->nsubs];
         if (!(s->filter = strdup(filter)))
             return -1;
+        s->match = match_part(s->filter);
+        s->sink = sink;
         m->nsubs++;
+        find_only_sink(m);
     }
     s->qos = qos;
     s->mid = 0;
@@ -464,15 +502,16 @@ int mqtt_subscribe(struct mqtt *m, const char *filter, int qos)
     return 0;
 }
 
-void mqtt_unsubscribe(struct mqtt *m, const char *filter)
+void mqtt_unsubscribe(struct mqtt *m, const char *filter, struct mqtt_sink *sink)
 {
-    struct subscription *s = find_sub(m, filter);
+    struct subscription *s = find_sub(m, filter, sink);
     if (!s)
         return;
-    if (m->state == MQTT_CONNECTED)
-        mosquitto_unsubscribe_v5(m->mosq, NULL, filter, NULL);
     free(s->filter);
     *s = m->subs[--m->nsubs];
+    find_only_sink(m);
+    if (m->state == MQTT_CONNECTED && !find_sub(m, filter, NULL))
+        mosquitto_unsubscribe_v5(m->mosq, NULL, filter, NULL);
 }
 
 static void forget_subscriptions(struct mqtt *m)
@@ -482,6 +521,7 @@ static void forget_subscriptions(struct mqtt *m)
     free(m->subs);
     m->subs = NULL;
     m->nsubs = 0;
+    m->only_sink = NULL;
 }
 
 int mqtt_start(struct mqtt *m)

@@ -28,18 +28,28 @@ struct mqtt_message {
 
 typedef void (*mqtt_message_fn)(void *ctx, const struct mqtt_message *m);
 
+/* Who takes the messages of a subscription: a source (the routes, the voice
+ * gateway). Embedded in its owner, which fills in fn and ctx; a message
+ * reaches each sink with a subscription that matches it, once. */
+struct mqtt_sink {
+    mqtt_message_fn fn;
+    void *ctx;
+    uint64_t last_msg; /* the client's: the message it last handed this sink */
+};
+
 /* Create the client for C's broker section (C must outlive it). Nothing
  * connects, and nothing is added to LOOP, before mqtt_start. Its figures (mqtt_connected,
  * mqtt_queue, mqtt_messages_in, ...) go to its named block "mqtt" in SEG (NULL: none), published
  * from the loop when they changed. NULL on failure (logged). */
-struct mqtt *mqtt_new(const struct conf *c, struct loop *loop, mqtt_message_fn on_message,
-                      void *ctx, struct segment *seg);
+struct mqtt *mqtt_new(const struct conf *c, struct loop *loop, struct segment *seg);
 
-/* Subscribe now and after every reconnect (a filter already held is kept
- * as it is: no gap in delivery). */
-int mqtt_subscribe(struct mqtt *m, const char *filter, int qos);
-/* Drop a subscription (and unsubscribe when connected). */
-void mqtt_unsubscribe(struct mqtt *m, const char *filter);
+/* Subscribe SINK to FILTER (a $share/GROUP/ prefix allowed) now and after
+ * every reconnect (a filter the sink already holds is kept as it is: no gap
+ * in delivery). SINK must outlive the subscription. */
+int mqtt_subscribe(struct mqtt *m, const char *filter, int qos, struct mqtt_sink *sink);
+/* Drop SINK's subscription to FILTER (unsubscribing from the broker when no
+ * other sink holds the filter). */
+void mqtt_unsubscribe(struct mqtt *m, const char *filter, struct mqtt_sink *sink);
 
 /* Begin connecting; returns at once. From now on the client runs in the
  * loop: a before-sleep hook flushes what is left to write and publishes the

@@ -27,16 +27,16 @@ struct mqtt_figures {
 
 struct subscription {
     char *filter;
+    const char *match; /* the filter without its $share/GROUP/ prefix */
     int qos;
     int mid; /* of the last SUBSCRIBE sent for it, to name it in the log on SUBACK */
+    struct mqtt_sink *sink;
 };
 
 struct mqtt {
     const struct conf *conf;
     struct loop *loop;
     struct mosquitto *mosq;
-    mqtt_message_fn on_message;
-    void *ctx;
     bool v5;
     enum mqtt_state state;
     bool ever_connected;
@@ -55,6 +55,8 @@ struct mqtt {
     double backoff_s;
     struct subscription *subs;
     size_t nsubs;
+    struct mqtt_sink *only_sink; /* the sink of every subscription, when they share one */
+    uint64_t msg_seq;            /* messages received, to hand each to a sink once */
     struct outbound *q_head, *q_tail;
     size_t qlen;
     char *status_topic; /* malloc'd: a configured one may be long */

@@ -18,6 +18,7 @@
 #include "shm/statblock.h"
 #include "supervisor/engine.h"
 #include "supervisor/log.h"
+#include "supervisor/source.h"
 
 #define TOPIC_MAX 1024
 /* Bytes of a refused topic quoted in its report and log line: enough to
@@ -44,6 +45,7 @@ struct routes {
     const struct conf *conf;
     struct engine *engine;
     struct mqtt *mqtt;
+    struct mqtt_sink sink; /* the messages of every route's filter */
     struct route *route;
     size_t count;
     struct log_rate refusals;  /* a flood of bad requests is not a flood of lines */
@@ -71,6 +73,7 @@ struct routes *routes_new(const struct conf *c, struct engine *e)
     }
     r->conf = c;
     r->engine = e;
+    r->sink = (struct mqtt_sink){.fn = routes_on_message, .ctx = r};
     for (size_t i = 0; i < c->nroutes; i++) {
         const struct conf_route *cr = &c->routes[i];
         int kind = engine_add_kind(e, cr->name, cr->job, &cr->params);
@@ -86,7 +89,8 @@ struct routes *routes_new(const struct conf *c, struct engine *e)
 static int subscribe_all(struct routes *r)
 {
     for (size_t i = 0; i < r->count; i++)
-        if (mqtt_subscribe(r->mqtt, r->route[i].conf->subscribe, r->route[i].conf->qos) < 0)
+        if (mqtt_subscribe(r->mqtt, r->route[i].conf->subscribe, r->route[i].conf->qos, &r->sink) <
+            0)
             return -1;
     return 0;
 }
@@ -128,7 +132,7 @@ int routes_reload(struct routes *r, const struct conf *c)
         for (size_t k = 0; k < c->nroutes && !kept; k++)
             kept = strcmp(old, c->routes[k].subscribe) == 0;
         if (!kept)
-            mqtt_unsubscribe(r->mqtt, old);
+            mqtt_unsubscribe(r->mqtt, old, &r->sink);
     }
     free(r->route);
     r->route = fresh;
@@ -379,3 +383,39 @@ void routes_free(struct routes *r)
     free(r->route);
     free(r);
 }
+
+/* ---- as a source (source.h) ---------------------------------------------- */
+
+static bool routes_wanted(const struct conf *c)
+{
+    return true; /* with no routes, the broker still gets the status topic */
+}
+
+static void *routes_create(const struct conf *c, struct engine *e, struct loop *l)
+{
+    return routes_new(c, e);
+}
+
+static int routes_attach_source(void *self, struct mqtt *m)
+{
+    return routes_attach(self, m);
+}
+
+static int routes_reload_source(void *self, const struct conf *c)
+{
+    return routes_reload(self, c);
+}
+
+static void routes_free_source(void *self)
+{
+    routes_free(self);
+}
+
+const struct source_ops routes_source = {
+    .name = "routes",
+    .wanted = routes_wanted,
+    .create = routes_create,
+    .attach = routes_attach_source,
+    .reload = routes_reload_source,
+    .free = routes_free_source,
+};

@@ -590,8 +590,7 @@ int main(int argc, char **argv)
     /* the daemon's MQTT source, not connected: its blocks ("mqtt", "routes")
      * hold names -1 must print, all 0 here */
     struct routes *routes = routes_new(&f.conf, f.e);
-    struct mqtt *mqtt =
-        routes ? mqtt_new(&f.conf, f.loop, routes_on_message, routes, engine_segment(f.e)) : NULL;
+    struct mqtt *mqtt = routes ? mqtt_new(&f.conf, f.loop, engine_segment(f.e)) : NULL;
     T_REQUIRE(mqtt && routes_attach(routes, mqtt) == 0, "MQTT source attached");
     push_load(&f);
 

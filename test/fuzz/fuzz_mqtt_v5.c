@@ -117,12 +117,12 @@ static uint64_t unrouted(void)
     return n;
 }
 
-int mqtt_subscribe(struct mqtt *m, const char *filter, int qos)
+int mqtt_subscribe(struct mqtt *m, const char *filter, int qos, struct mqtt_sink *sink)
 {
     return 0;
 }
 
-void mqtt_unsubscribe(struct mqtt *m, const char *filter)
+void mqtt_unsubscribe(struct mqtt *m, const char *filter, struct mqtt_sink *sink)
 {
 }
 
