@@ -398,7 +398,8 @@ static const char *const protocols[] = {"5", "3.1.1", NULL};
 /* Indexed by enum conf_priority. */
 static const char *const priorities[] = {"high", "normal", "low", NULL};
 
-static string_check check_instance, check_route_name, check_topic, check_filter, check_allow_filter;
+static string_check check_instance, check_route_name, check_topic, check_filter, check_allow_filter,
+    check_device_filter, check_device_topic, check_uplink;
 
 static const struct key tls_keys[] = {
     STR("ca_file", C(broker.tls.ca_file), KEY_NULLABLE, NULL),
@@ -472,6 +473,35 @@ static const struct key errors_keys[] = {
     {0},
 };
 
+#define V(f) C(voice.f)
+static const struct key voice_topic_keys[] = {
+    STR("up", V(topics.up), 0, check_device_filter),
+    STR("down", V(topics.down), 0, check_device_topic),
+    STR("events", V(topics.events), 0, check_device_topic),
+    STR("opus", V(topics.opus), 0, check_device_topic),
+    STR("pcm", V(topics.pcm), 0, check_device_topic),
+    STR("play", V(topics.play), 0, check_device_topic),
+    STR("say_pcm", V(topics.say_pcm), 0, check_device_topic),
+    STR("ctl", V(topics.ctl), 0, check_device_topic),
+    {0},
+};
+
+static const struct key voice_keys[] = {
+    STR("bind", V(bind), 0, NULL),
+    INT("port", V(port), 1, 65535),
+    STR("public_host", V(public_host), KEY_NULLABLE, NULL),
+    INT("public_port", V(public_port), 0, 65535),
+    MAP("topics", voice_topic_keys),
+    INT("max_sessions", V(max_sessions), 1, 1000000),
+    NUM("idle_s", V(idle_s), 1, 86400),
+    {.name = "uplink", .kind = KEY_STRINGS, V(uplink), .check = check_uplink},
+    INT("pcm_batch_ms", V(pcm_batch_ms), 60, 6000),
+    INT("downlink_rate", V(downlink_rate), 8000, 48000),
+    INT("downlink_frame_ms", V(downlink_frame_ms), 20, 60),
+    INT("queue_frames", V(queue_frames), 1, 100000),
+    {0},
+};
+
 static const struct key top_keys[] = {
     STR("instance", C(instance), 0, check_instance),
     CHOICE("log_level", C(log_level), log_levels),
@@ -483,6 +513,7 @@ static const struct key top_keys[] = {
     MAP("streams", streams_keys),
     MAP("scaling", scaling_keys),
     MAP("errors", errors_keys),
+    {.name = "voice", .kind = KEY_MAP, .sub = voice_keys, C(voice.enabled), .flags = KEY_MARK},
     {.name = "plugins", .kind = KEY_PLUGINS},
     {.name = "routes", .kind = KEY_ROUTES},
     {0},
@@ -551,6 +582,29 @@ void conf_defaults(struct conf *c)
             },
         .limits = {.max_payload = 65536, .max_pending = 65536, .slab_mb = 64},
         .streams = {.max = 1024, .idle_s = 60},
+        .voice =
+            {
+                .bind = xstrdup("127.0.0.1"),
+                .port = 8884,
+                .topics =
+                    {
+                        .up = xstrdup("xiaozhi/+/up"),
+                        .down = xstrdup("devices/p2p/{device}"),
+                        .events = xstrdup("voice/{device}/events"),
+                        .opus = xstrdup("voice/{device}/opus"),
+                        .pcm = xstrdup("voice/{device}/pcm"),
+                        .play = xstrdup("voice/{device}/play"),
+                        .say_pcm = xstrdup("voice/{device}/say_pcm"),
+                        .ctl = xstrdup("voice/{device}/ctl"),
+                    },
+                .max_sessions = 10000,
+                .idle_s = 120,
+                .uplink_modes = UPLINK_RELAY,
+                .pcm_batch_ms = 600,
+                .downlink_rate = 24000,
+                .downlink_frame_ms = 60,
+                .queue_frames = 500,
+            },
         .scaling =
             {
                 .enabled = true,
@@ -587,6 +641,18 @@ static void route_free(struct conf_route *r)
     free(r->params.items);
 }
 
+static void voice_free(struct conf_voice *v)
+{
+    char **topics[] = {&v->topics.up,  &v->topics.down, &v->topics.events,  &v->topics.opus,
+                       &v->topics.pcm, &v->topics.play, &v->topics.say_pcm, &v->topics.ctl,
+                       &v->bind,       &v->public_host};
+    for (size_t i = 0; i < sizeof(topics) / sizeof(topics[0]); i++)
+        free(*topics[i]);
+    for (size_t i = 0; i < v->uplink.count; i++)
+        free(v->uplink.items[i]);
+    free(v->uplink.items);
+}
+
 void conf_free(struct conf *c)
 {
     free(c->path);
@@ -604,6 +670,7 @@ void conf_free(struct conf *c)
     free(b->tls.cert_file);
     free(b->tls.key_file);
     free(c->errors_topic);
+    voice_free(&c->voice);
     for (size_t i = 0; i < c->nplugins; i++)
         free(c->plugins[i].path);
     free(c->plugins);
@@ -763,6 +830,51 @@ static bool check_allow_filter(struct loader *ld, const yaml_node_t *n, const ch
         return false;
     }
     return filter_levels(ld, n, path, s, s);
+}
+
+/* A voice device's topic: {device} once, as a whole level, and the rest a
+ * topic the broker takes when a device id fills it. */
+static bool check_device_topic(struct loader *ld, const yaml_node_t *n, const char *path,
+                               const char *s)
+{
+    const char *at = strstr(s, "{device}");
+    if (!at || strstr(at + 1, "{device}") || (at != s && at[-1] != '/') ||
+        (at[8] != '\0' && at[8] != '/')) {
+        report(ld, n, "%s: '%s' must hold {device} once, as a whole level", path, s);
+        return false;
+    }
+    char sample[1024];
+    snprintf(sample, sizeof(sample), "%.*sdevice%s", (int)(at - s), s, at + 8);
+    const char *problem = topic_publish_problem(sample, strlen(sample));
+    if (problem)
+        report(ld, n, "%s: cannot be published to: the topic %s", path, problem);
+    return !problem;
+}
+
+/* The devices' filter: its one '+' is where the device id is. */
+static bool check_device_filter(struct loader *ld, const yaml_node_t *n, const char *path,
+                                const char *s)
+{
+    if (!check_filter(ld, n, path, s))
+        return false;
+    const char *body = filter_body(s);
+    if (filter_wildcards(s) != 1 || strchr(body, '#')) {
+        report(ld, n, "%s: '%s' must have exactly one '+' (the device id) and no '#'", path, s);
+        return false;
+    }
+    return true;
+}
+
+static bool check_uplink(struct loader *ld, const yaml_node_t *n, const char *path, const char *s)
+{
+    static const char *const modes[] = {"relay", "decode"};
+    for (size_t i = 0; i < 2; i++)
+        if (!strcmp(s, modes[i]))
+            return true;
+    const char *near = conf_suggest(s, modes, 2);
+    report(ld, n, "%s: '%s' is not an uplink mode (relay, decode)%s%s%s", path, s,
+           near ? "; did you mean '" : "", near ? near : "", near ? "'?" : "");
+    return false;
 }
 
 /* ---- scalar parsing */
@@ -1430,6 +1542,35 @@ static void check_limits(struct loader *ld)
                l->max_payload, l->slab_mb, block);
 }
 
+/* What the voice keys mean together. */
+static void check_voice(struct loader *ld)
+{
+    struct conf_voice *v = &ld->conf->voice;
+    if (v->uplink.count)
+        v->uplink_modes = 0;
+    for (size_t i = 0; i < v->uplink.count; i++)
+        v->uplink_modes |= !strcmp(v->uplink.items[i], "relay") ? UPLINK_RELAY : UPLINK_DECODE;
+    static const uint32_t rates[] = {8000, 12000, 16000, 24000, 48000};
+    bool rate_ok = false;
+    for (size_t i = 0; i < sizeof(rates) / sizeof(rates[0]); i++)
+        rate_ok |= v->downlink_rate == rates[i];
+    if (!rate_ok)
+        report(ld, lookup(ld, "voice.downlink_rate"),
+               "voice.downlink_rate: %u is not an Opus rate (8000, 12000, 16000, 24000, 48000)",
+               v->downlink_rate);
+    if (v->downlink_frame_ms % 20)
+        report(ld, lookup(ld, "voice.downlink_frame_ms"),
+               "voice.downlink_frame_ms: %u is not 20, 40 or 60", v->downlink_frame_ms);
+    if (v->pcm_batch_ms % 60)
+        report(ld, lookup(ld, "voice.pcm_batch_ms"),
+               "voice.pcm_batch_ms: %u is not a whole number of 60 ms frames", v->pcm_batch_ms);
+    bool wildcard = !strcmp(v->bind, "0.0.0.0") || !strcmp(v->bind, "::");
+    if (wildcard && !v->public_host)
+        report(ld, lookup(ld, "voice.bind"),
+               "voice.bind: %s is every address; set voice.public_host to the one devices reach",
+               v->bind);
+}
+
 static void check_across(struct loader *ld)
 {
     const struct conf *c = ld->conf;
@@ -1451,6 +1592,8 @@ static void check_across(struct loader *ld)
         contradiction(ld, "scaling.down_p95_ms", s->down_p95_ms, "is greater than",
                       "scaling.up_p95_ms", s->up_p95_ms);
     check_limits(ld);
+    if (c->voice.enabled)
+        check_voice(ld);
     if (c->broker.tls_enabled)
         check_tls(ld);
     /* The daemon drops to this user at start: find out now, not then. */

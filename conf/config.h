@@ -120,6 +120,38 @@ struct conf_scaling {
     double down_p95_ms;           /* default 10 */
 };
 
+/* The voice gateway (VOICE.md): on when the file has a voice: mapping. */
+enum conf_uplink { UPLINK_RELAY = 1u << 0, UPLINK_DECODE = 1u << 1 };
+
+struct conf_voice_topics {
+    char *up;      /* filter the devices publish on; its one '+' is the device, default
+                      "xiaozhi/+/up" ($share/GROUP/ allowed) */
+    char *down;    /* to the device, default "devices/p2p/{device}" */
+    char *events;  /* session events to the backend, default "voice/{device}/events" */
+    char *opus;    /* uplink relay, default "voice/{device}/opus" */
+    char *pcm;     /* decoded uplink, default "voice/{device}/pcm" */
+    char *play;    /* downlink Opus from the backend, default "voice/{device}/play" */
+    char *say_pcm; /* downlink PCM from the backend, default "voice/{device}/say_pcm" */
+    char *ctl;     /* JSON for the device from the backend, default "voice/{device}/ctl" */
+};
+
+struct conf_voice {
+    bool enabled;
+    char *bind;        /* UDP address, default "127.0.0.1" */
+    int port;          /* 1..65535, default 8884 */
+    char *public_host; /* udp.server of the hello reply; NULL = bind */
+    int public_port;   /* 0 (default) = port */
+    struct conf_voice_topics topics;
+    uint32_t max_sessions;      /* 1..1000000, default 10000 */
+    double idle_s;              /* default 120 */
+    struct conf_strings uplink; /* "relay", "decode"; default relay */
+    unsigned uplink_modes;      /* enum conf_uplink, from uplink */
+    uint32_t pcm_batch_ms;      /* multiple of 60, 60..6000, default 600 */
+    uint32_t downlink_rate;     /* 8000|12000|16000|24000|48000, default 24000 */
+    uint32_t downlink_frame_ms; /* 20, 40 or 60 (default) */
+    uint32_t queue_frames;      /* downlink frames held per session, 1..100000, default 500 */
+};
+
 struct conf {
     char *path;                /* the file this was read from */
     char *instance;            /* [A-Za-z0-9_-]{1,32}, default "default" */
@@ -132,6 +164,7 @@ struct conf {
     struct conf_streams streams;
     struct conf_scaling scaling;
     char *errors_topic; /* errors.topic, default "mqfork/errors" */
+    struct conf_voice voice;
     struct conf_plugin *plugins;
     size_t nplugins;
     struct conf_route *routes;

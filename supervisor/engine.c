@@ -207,7 +207,9 @@ enum job_status engine_submit(struct engine *e, const struct engine_job *r, uint
     TAILQ_REMOVE(&e->free_jobs, j, link);
     if (r->len) /* an empty MQTT payload comes as NULL */
         memcpy(slab_ptr(&e->slab, in), r->payload, r->len);
-    uint64_t now = mono_ns();
+    /* A job submitted from a watch may be dispatched in this same round:
+     * its start, stamped with e->now_ns, must not come before this. */
+    uint64_t now = e->now_ns = mono_ns();
     *j = (struct job){
         .id = ++e->next_id,
         .kind = r->kind,

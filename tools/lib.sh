@@ -13,7 +13,7 @@
 MQFORK_DEB_PACKAGES=(
     meson ninja-build pkg-config gcc clang libclang-rt-dev
     libmosquitto-dev liburing-dev libopus-dev libyaml-dev libssl-dev
-    libsystemd-dev libcjson-dev libncurses-dev mosquitto-dev
+    libsystemd-dev libcjson-dev libncurses-dev libxxhash-dev mosquitto-dev
     mosquitto mosquitto-clients openssl
     espeak-ng sox opus-tools prometheus tmux
 )

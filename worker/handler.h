@@ -22,4 +22,8 @@ extern const struct mqfork_handler handler_test_echo, handler_test_spin, handler
 /* The codec handlers (handler_opus.c). */
 extern const struct mqfork_handler handler_opus_decode, handler_opus_encode;
 
+/* The most lost packets opus.decode's conceal param may ask to conceal
+ * (meta.lost) before the packet it decodes. */
+#define OPUS_CONCEAL_MAX 8
+
 #endif

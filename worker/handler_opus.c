@@ -11,10 +11,15 @@
  * Params (all optional):
  *   both:   sample_rate  8000, 12000, 16000 (default), 24000, 48000
  *           channels     1 (default) or 2
- *   decode: fec          true or false (default). libopus uses in-band FEC
- *                        only to rebuild a packet that was lost; a job's
- *                        meta.lost can now say so, but no source sets it
- *                        yet, so today the value is checked and kept.
+ *   decode: conceal      0 (default) to 8: with a stream, a job whose
+ *                        meta.lost says packets were lost right before it
+ *                        first gets up to this many of them concealed, each
+ *                        as long as the last packet decoded, so the PCM
+ *                        timeline has no holes (each job's output room grows
+ *                        by that many packets' worth)
+ *           fec          true or false (default): the last packet concealed
+ *                        is rebuilt from this one's in-band FEC data rather
+ *                        than by libopus's packet loss concealment
  *           fallback     none (default) or pcm: an invalid packet whose size
  *                        is exactly one frame of PCM (2.5 to 60 ms at the
  *                        route's rate and channels) is passed through
@@ -39,6 +44,7 @@
 struct opus_params {
     int rate, channels;
     bool fec, fallback_pcm;                         /* decode */
+    int conceal;                                    /* decode */
     int frame_us, bitrate, complexity, application; /* encode */
 };
 
@@ -76,7 +82,8 @@ static const struct choice c_fallback = CHOICE("fallback", fallback);
 static const struct choice c_frame = CHOICE("frame_ms", frame);
 static const struct choice c_app = CHOICE("application", app);
 
-static const char *const decode_keys[] = {"sample_rate", "channels", "fec", "fallback", NULL};
+static const char *const decode_keys[] = {"sample_rate", "channels", "fec",
+                                          "fallback",    "conceal",  NULL};
 static const char *const encode_keys[] = {"sample_rate", "channels",    "frame_ms", "bitrate",
                                           "complexity",  "application", NULL};
 
@@ -151,6 +158,9 @@ static void parse_params(const struct mqfork_params *p, bool encode, struct opus
     param_choice(p, &c_rate, &o->rate, check);
     param_choice(p, &c_channels, &o->channels, check);
     if (!encode) {
+        long conceal = 0;
+        mqfork_param_long(p, "conceal", 0, OPUS_CONCEAL_MAX, &conceal, check);
+        o->conceal = (int)conceal;
         param_choice(p, &c_fec, &fec, check);
         param_choice(p, &c_fallback, &fallback, check);
         o->fec = fec;
@@ -216,12 +226,14 @@ static size_t packet_cap(const struct opus_params *o)
     return by_rate < by_format ? by_rate : by_format;
 }
 
-/* Any packet decodes to at most 120 ms, whatever its size. */
+/* Any packet decodes to at most 120 ms, whatever its size; so does each
+ * packet concealed before it. */
 static void decode_out_bound(const struct mqfork_params *p, struct mqfork_out_bound *b)
 {
     struct opus_params o = params_of(p, false);
+    size_t packets = 1 + (size_t)o.conceal;
     *b = (struct mqfork_out_bound){
-        .fixed = (uint32_t)(MAX_PACKET_MS * samples_per_ms(&o) * (size_t)o.channels * 2)};
+        .fixed = (uint32_t)(packets * MAX_PACKET_MS * samples_per_ms(&o) * (size_t)o.channels * 2)};
 }
 
 /* Each whole frame of input becomes at most one length-prefixed packet. */
@@ -413,6 +425,41 @@ static enum mqfork_status decode_failed(struct opus_ctx *c, struct mqfork_job *j
     return MQFORK_BAD_INPUT;
 }
 
+/* Append N decoded samples per channel to the job's output. */
+static enum mqfork_status append_pcm(struct opus_ctx *c, struct mqfork_job *job, int n)
+{
+    size_t samples = (size_t)n * (size_t)c->o.channels;
+    if (job->out_len + samples * 2 > job->out_cap) { /* cannot happen: out_bound covers it */
+        mqfork_job_error(job, "decoded audio does not fit the output buffer");
+        return MQFORK_FAILED;
+    }
+    pcm_to_le(job->out + job->out_len, c->pcm, samples);
+    job->out_len += samples * 2;
+    return MQFORK_OK;
+}
+
+/* The packets lost before this one, as long as the last decoded: the last
+ * from this packet's FEC data when asked for, the rest by concealment. */
+static int conceal(struct opus_ctx *c, OpusDecoder *dec, struct mqfork_job *job)
+{
+    opus_int32 frame = 0;
+    opus_decoder_ctl(dec, OPUS_GET_LAST_PACKET_DURATION(&frame));
+    if (frame <= 0)
+        return 0; /* nothing decoded yet: no length to conceal with */
+    uint32_t most = (uint32_t)c->o.conceal;
+    uint32_t lost = job->meta.lost < most ? job->meta.lost : most;
+    for (uint32_t i = 0; i < lost; i++) {
+        bool fec = c->o.fec && i == lost - 1;
+        int n = opus_decode(dec, fec ? job->in : NULL, fec ? (opus_int32)job->in_len : 0, c->pcm,
+                            frame, fec);
+        if (n < 0)
+            n = opus_decode(dec, NULL, 0, c->pcm, frame, 0); /* no FEC in it after all */
+        if (n < 0 || append_pcm(c, job, n) != MQFORK_OK)
+            return -1;
+    }
+    return 0;
+}
+
 static enum mqfork_status decode_run(void *ctx, struct mqfork_job *job)
 {
     struct opus_ctx *c = ctx;
@@ -430,18 +477,13 @@ static enum mqfork_status decode_run(void *ctx, struct mqfork_job *job)
         mqfork_job_error(job, "cannot initialize the stream's Opus decoder");
         return MQFORK_FAILED;
     }
+    if (job->state && job->meta.lost && c->o.conceal && conceal(c, dec, job) < 0)
+        return MQFORK_FAILED;
     int most = MAX_PACKET_MS * (int)samples_per_ms(&c->o);
     int n = opus_decode(dec, job->in, (opus_int32)job->in_len, c->pcm, most, 0);
     if (n < 0)
         return decode_failed(c, job, n);
-    size_t samples = (size_t)n * (size_t)c->o.channels;
-    if (samples * 2 > job->out_cap) { /* cannot happen: out_bound covers 120 ms */
-        mqfork_job_error(job, "decoded audio does not fit the output buffer");
-        return MQFORK_FAILED;
-    }
-    pcm_to_le(job->out, c->pcm, samples);
-    job->out_len = samples * 2;
-    return MQFORK_OK;
+    return append_pcm(c, job, n);
 }
 
 /* ---- opus.encode ------------------------------------------------------------- */

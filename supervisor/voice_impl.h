@@ -1,0 +1,189 @@
+/* voice_impl.h - the voice gateway's private state, shared by its parts:
+ *
+ *   voice.c        the source: configuration, control messages from the
+ *                  devices (MQTT), session events to the backend, the
+ *                  session's start and end
+ *   voice_table.c  the sessions: slots, and the indexes by ssrc and by
+ *                  device id
+ *   voice_up.c     the UDP socket: datagrams in (checked, decrypted,
+ *                  relayed, decoded in the pool) and out (in batches)
+ *   voice_down.c   what the backend sends a device: audio paced by a timer
+ *                  per session, control messages in order with it
+ *   voice_stats.c  the figures, block "voice"
+ *
+ * A session lives in one slot from hello to its end. Jobs and timers refer
+ * to it by slot and generation, so an outcome that comes back after its
+ * session ended finds that out instead of a freed pointer. */
+#ifndef MQFORK_SUPERVISOR_VOICE_IMPL_H
+#define MQFORK_SUPERVISOR_VOICE_IMPL_H
+
+#include <cJSON.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "conf/config.h"
+#include "proto/voice_json.h"
+#include "proto/voice_udp.h"
+#include "shm/stats.h"
+#include "supervisor/log.h"
+#include "supervisor/loop.h"
+#include "supervisor/mqtt.h"
+
+struct engine;
+struct stats_block;
+
+#define VOICE_DEVICE_MAX 128 /* bytes of a device id (its MQTT client id) */
+#define VOICE_TOPIC_MAX  512
+#define VOICE_OPUS_MAX   1275 /* the largest Opus packet of one frame */
+#define VOICE_SEND_BATCH 64   /* datagrams per sendmmsg */
+#define VOICE_CONCEAL    4    /* lost uplink packets concealed before the next: 240 ms */
+
+enum voice_end {
+    END_GOODBYE,  /* the device said goodbye */
+    END_SERVER,   /* the backend said goodbye */
+    END_IDLE,     /* voice.idle_s without a datagram or message */
+    END_REPLACED, /* a new hello from the same device */
+    END_SHUTDOWN, /* the daemon stops */
+    END_COUNT
+};
+
+enum voice_refusal { REFUSED_FULL, REFUSED_BAD_HELLO, REFUSED_BAD_DEVICE, REFUSED_COUNT };
+
+/* The figures of block "voice" (voice_stats.c names them). */
+struct voice_figures {
+    uint64_t active, started, ended[END_COUNT], refused[REFUSED_COUNT];
+    uint64_t control_in, control_bad, control_unknown;
+    uint64_t dgrams_in, bytes_in, dgrams_out, bytes_out, send_errors;
+    uint64_t drops[VOICE_DROP_COUNT], lost, concealed;
+    uint64_t relayed, decoded, decode_failed, pcm_out;
+    uint64_t down_frames, down_underruns, down_overflow, down_aborted, down_bad;
+    struct stats_hist decode_latency, down_lateness;
+};
+
+/* One entry of a session's downlink queue: an Opus packet, or a control
+ * message for the device that waits for the audio queued before it. */
+struct voice_out {
+    struct voice_out *next;
+    bool control;
+    uint16_t len;
+    uint8_t data[]; /* the packet, or the JSON text (NUL-terminated) */
+};
+
+struct voice_session {
+    struct voice *owner;
+    uint32_t slot, gen; /* gen: raised each time the slot is reused */
+    bool live;
+    char device[VOICE_DEVICE_MAX + 1];
+    char id[VOICE_SESSION_LEN + 1];
+    uint8_t key[VOICE_KEY_LEN], nonce[VOICE_HDR_LEN];
+    uint32_t ssrc;
+    struct voice_cipher cipher;
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+    } peer;
+    socklen_t peer_len; /* 0: no valid datagram yet */
+    uint32_t up_seq;    /* the last uplink sequence accepted */
+    uint64_t seen_ns;   /* the last datagram or message */
+    struct loop_timer idle;
+    /* downlink */
+    struct voice_out *q_head, *q_tail;
+    uint32_t q_frames; /* audio entries queued */
+    uint32_t down_seq; /* the last sent */
+    uint64_t next_ns;  /* when the next frame is due while pacing; else 0 */
+    struct loop_timer pace;
+    /* decoded uplink waiting to be published as one batch */
+    uint8_t *pcm;
+    uint32_t pcm_len;
+    uint32_t jobs; /* decode and encode jobs in flight */
+};
+
+struct voice {
+    const struct conf *conf;
+    const struct conf_voice *vc;
+    struct engine *engine;
+    struct loop *loop;
+    struct mqtt *mqtt;
+    struct mqtt_sink up_sink, back_sink; /* devices' messages; the backend's */
+    int decode_kind, encode_kind;        /* job kinds, -1: none */
+    bool draining;
+    unsigned modes; /* enum conf_uplink, as started (changes need a restart) */
+    /* the sessions (voice_table.c) */
+    struct voice_session **slot;
+    uint32_t nslots, free_top, *free_list;
+    uint32_t *by_ssrc, *by_device; /* open addressing: slot + 1, 0 = empty */
+    uint32_t index_mask;
+    /* UDP (voice_up.c) */
+    int fd;
+    struct loop_watch *watch;
+    struct loop_hook hook;   /* sends what the round queued */
+    struct mmsghdr *out_msg; /* VOICE_SEND_BATCH */
+    struct iovec *out_iov;
+    uint8_t (*out_buf)[VOICE_HDR_LEN + VOICE_OPUS_MAX];
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in6 in6;
+    } * out_addr;
+    unsigned nout;
+    void *in_buf; /* what one recvmmsg reads */
+    /* figures (voice_stats.c) */
+    struct voice_figures n;
+    struct stats_block *stats;
+    bool changed;
+    struct log_rate bad_control_log, bad_dgram_log;
+};
+
+/* voice.c */
+/* "voice/{device}/x" with the session's device: 0, or -1 when too long. */
+int voice_topic(const char *tmpl, const char *device, char *out, size_t len);
+/* DEVICE's id from TOPIC, which PATTERN names it in with WILDCARD ("+" or
+ * "{device}") as one whole level: 0, or -1 when TOPIC does not fit. */
+int voice_device_of(const char *pattern, const char *wildcard, const char *topic, char *out,
+                    size_t len);
+/* Publish JSON to DEVICE (its p2p topic). */
+void voice_to_device(struct voice *v, const char *device, const char *json);
+/* A session event for the backend: TYPE, session_id and device; the caller
+ * may add fields before voice_event_send publishes and frees it. */
+cJSON *voice_event_new(const struct voice_session *s, const char *type);
+void voice_event_send(struct voice *v, const struct voice_session *s, cJSON *event);
+/* End S for WHY: goodbye to the device unless it said it, one ended event. */
+void voice_end_session(struct voice *v, struct voice_session *s, enum voice_end why);
+/* A session's idle timer (ctx: the session). */
+void voice_idle_fired(void *ctx);
+
+/* voice_table.c */
+int voice_table_init(struct voice *v);
+void voice_table_free(struct voice *v);
+struct voice_session *voice_session_new(struct voice *v, const char *device);
+void voice_session_free(struct voice *v, struct voice_session *s);
+struct voice_session *voice_by_ssrc(const struct voice *v, uint32_t ssrc);
+struct voice_session *voice_by_device(const struct voice *v, const char *device);
+/* The live session of SLOT if its generation is still GEN, else NULL. */
+struct voice_session *voice_by_slot(const struct voice *v, uint32_t slot, uint32_t gen);
+
+/* voice_up.c */
+int voice_udp_open(struct voice *v);
+void voice_udp_close(struct voice *v);
+/* Encrypt and queue one datagram to S's device; sent before the loop sleeps. */
+void voice_udp_send(struct voice *v, struct voice_session *s, const uint8_t *opus, size_t len);
+/* Send the datagrams queued (sendmmsg). */
+void voice_udp_flush(struct voice *v);
+/* Publish the decoded uplink S holds as one batch. */
+void voice_up_flush_pcm(struct voice *v, struct voice_session *s);
+
+/* voice_down.c */
+/* The backend's messages (ctx: the voice): play, say_pcm, ctl. */
+void voice_down_message(void *ctx, const struct mqtt_message *m);
+void voice_down_abort(struct voice *v, struct voice_session *s);
+void voice_down_clear(struct voice_session *s);
+/* A session's pacing timer (ctx: the session): the next frame is due. */
+void voice_pace_fired(void *ctx);
+
+/* voice_stats.c */
+int voice_stats_add(struct voice *v);
+void voice_stats_publish(struct voice *v);
+
+#endif

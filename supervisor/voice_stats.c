@@ -1,0 +1,84 @@
+/* voice_stats.c - the voice gateway's figures: its block "voice" in the
+ * segment, so mqforkstat shows them as voice.<name> in every format without
+ * knowing them in advance. Counted in private by the loop and published
+ * once per round when they changed. */
+#include <stddef.h>
+
+#include "shm/statblock.h"
+#include "supervisor/engine.h"
+#include "supervisor/voice_impl.h"
+
+#define F(kind, member, name, help) STATS_FIELD(kind, struct voice_figures, member, name, help)
+#define L(member, name, label, help)                                                               \
+    STATS_DESC(STATS_COUNTER, struct voice_figures, member, name, label, 1, help)
+
+static const struct stats_field_desc voice_fields[] = {
+    F(STATS_GAUGE, active, "sessions_active", "Voice sessions open now."),
+    F(STATS_COUNTER, started, "sessions_started", "Voice sessions opened by a hello."),
+    L(ended[END_GOODBYE], "sessions_ended.goodbye", "reason", "Sessions the device ended."),
+    L(ended[END_SERVER], "sessions_ended.server", "reason", "Sessions the backend ended."),
+    L(ended[END_IDLE], "sessions_ended.idle", "reason", "Sessions ended after voice.idle_s."),
+    L(ended[END_REPLACED], "sessions_ended.replaced", "reason",
+      "Sessions replaced by a new hello from the same device."),
+    L(ended[END_SHUTDOWN], "sessions_ended.shutdown", "reason", "Sessions ended by shutdown."),
+    L(refused[REFUSED_FULL], "hello_refused.full", "reason",
+      "Hellos refused: voice.max_sessions reached, or shutting down."),
+    L(refused[REFUSED_BAD_HELLO], "hello_refused.bad_hello", "reason",
+      "Hellos refused: wrong version, transport or audio params."),
+    L(refused[REFUSED_BAD_DEVICE], "hello_refused.bad_device", "reason",
+      "Messages whose topic names no valid device id."),
+    F(STATS_COUNTER, control_in, "control_in", "Control messages from devices."),
+    F(STATS_COUNTER, control_bad, "control_bad", "Control messages refused as malformed."),
+    F(STATS_COUNTER, control_unknown, "control_unknown",
+      "Messages for a device or session that has no live session here."),
+    F(STATS_COUNTER, dgrams_in, "datagrams_in", "UDP datagrams received."),
+    F(STATS_COUNTER, bytes_in, "bytes_in", "UDP bytes received."),
+    F(STATS_COUNTER, dgrams_out, "datagrams_out", "UDP datagrams sent."),
+    F(STATS_COUNTER, bytes_out, "bytes_out", "UDP bytes queued to send."),
+    F(STATS_COUNTER, send_errors, "send_errors", "UDP datagrams the kernel would not send."),
+    L(drops[VOICE_SHORT], "dropped.short", "reason", "Datagrams shorter than the header."),
+    L(drops[VOICE_BAD_TYPE], "dropped.bad_type", "reason", "Datagrams of a type other than 1."),
+    L(drops[VOICE_BAD_LENGTH], "dropped.bad_length", "reason",
+      "Datagrams whose length disagrees with their header."),
+    L(drops[VOICE_UNKNOWN], "dropped.unknown", "reason", "Datagrams whose ssrc names no session."),
+    L(drops[VOICE_REPLAYED], "dropped.replayed", "reason",
+      "Datagrams whose sequence was not above the last: replayed or late."),
+    F(STATS_COUNTER, lost, "lost", "Uplink packets missing from the sequence."),
+    F(STATS_COUNTER, concealed, "concealed", "Lost uplink packets concealed by the decoder."),
+    F(STATS_COUNTER, relayed, "relayed", "Uplink packets relayed to the backend."),
+    F(STATS_COUNTER, decoded, "decoded", "Uplink packets decoded in the pool."),
+    F(STATS_COUNTER, decode_failed, "decode_failed",
+      "Uplink packets not decoded (refused, failed, or their worker died): the decoder resets."),
+    F(STATS_COUNTER, pcm_out, "pcm_messages", "Batches of decoded uplink published."),
+    F(STATS_COUNTER, down_frames, "downlink_frames", "Downlink frames sent to devices."),
+    F(STATS_COUNTER, down_underruns, "downlink_underruns", "Downlink frames due and not ready."),
+    F(STATS_COUNTER, down_overflow, "downlink_overflow",
+      "Downlink frames refused: the session's queue was full."),
+    F(STATS_COUNTER, down_aborted, "downlink_aborted",
+      "Downlink frames dropped by an abort or the session's end."),
+    F(STATS_COUNTER, down_bad, "downlink_bad",
+      "Backend messages refused: not audio, not a JSON object, or no device address yet."),
+    F(STATS_HISTOGRAM, decode_latency, "decode_latency",
+      "From an uplink datagram's arrival to its decoded PCM."),
+    F(STATS_HISTOGRAM, down_lateness, "downlink_lateness",
+      "How late each downlink frame left against its pacing slot."),
+};
+
+int voice_stats_add(struct voice *v)
+{
+    struct stats_block_spec spec = {
+        .name = "voice",
+        .fields = voice_fields,
+        .nfields = sizeof(voice_fields) / sizeof(voice_fields[0]),
+        .size = sizeof(struct voice_figures),
+    };
+    if (!v->stats && !(v->stats = engine_add_block(v->engine, &spec)))
+        return -1;
+    return 0;
+}
+
+void voice_stats_publish(struct voice *v)
+{
+    stats_block_publish(v->stats, &v->n, sizeof(v->n));
+    v->changed = false;
+}
