@@ -483,6 +483,7 @@ static const struct key voice_topic_keys[] = {
     STR("play", V(topics.play), 0, check_device_topic),
     STR("say_pcm", V(topics.say_pcm), 0, check_device_topic),
     STR("ctl", V(topics.ctl), 0, check_device_topic),
+    STR("forward", V(topics.forward), 0, check_device_topic),
     {0},
 };
 
@@ -596,6 +597,7 @@ void conf_defaults(struct conf *c)
                         .play = xstrdup("voice/{device}/play"),
                         .say_pcm = xstrdup("voice/{device}/say_pcm"),
                         .ctl = xstrdup("voice/{device}/ctl"),
+                        .forward = xstrdup("mqfork/voice/{device}/forward"),
                     },
                 .max_sessions = 10000,
                 .idle_s = 120,
@@ -643,9 +645,9 @@ static void route_free(struct conf_route *r)
 
 static void voice_free(struct conf_voice *v)
 {
-    char **topics[] = {&v->topics.up,  &v->topics.down, &v->topics.events,  &v->topics.opus,
-                       &v->topics.pcm, &v->topics.play, &v->topics.say_pcm, &v->topics.ctl,
-                       &v->bind,       &v->public_host};
+    char **topics[] = {&v->topics.up,      &v->topics.down, &v->topics.events,  &v->topics.opus,
+                       &v->topics.pcm,     &v->topics.play, &v->topics.say_pcm, &v->topics.ctl,
+                       &v->topics.forward, &v->bind,        &v->public_host};
     for (size_t i = 0; i < sizeof(topics) / sizeof(topics[0]); i++)
         free(*topics[i]);
     for (size_t i = 0; i < v->uplink.count; i++)
@@ -1564,6 +1566,11 @@ static void check_voice(struct loader *ld)
     if (v->pcm_batch_ms % 60)
         report(ld, lookup(ld, "voice.pcm_batch_ms"),
                "voice.pcm_batch_ms: %u is not a whole number of 60 ms frames", v->pcm_batch_ms);
+    /* Instances sharing the devices forward what is not theirs through the
+     * broker, and must not get their own forwards back (No Local). */
+    if (!strncmp(v->topics.up, "$share/", 7) && strcmp(ld->conf->broker.protocol, "5") != 0)
+        report(ld, lookup(ld, "voice.topics.up"),
+               "voice.topics.up: a shared subscription needs broker.protocol 5");
     bool wildcard = !strcmp(v->bind, "0.0.0.0") || !strcmp(v->bind, "::");
     if (wildcard && !v->public_host)
         report(ld, lookup(ld, "voice.bind"),

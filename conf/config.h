@@ -133,6 +133,8 @@ struct conf_voice_topics {
     char *play;    /* downlink Opus from the backend, default "voice/{device}/play" */
     char *say_pcm; /* downlink PCM from the backend, default "voice/{device}/say_pcm" */
     char *ctl;     /* JSON for the device from the backend, default "voice/{device}/ctl" */
+    char *forward; /* between instances when up is shared, default
+                      "mqfork/voice/{device}/forward" */
 };
 
 struct conf_voice {

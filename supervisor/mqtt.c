@@ -193,8 +193,11 @@ static void try_connect(struct mqtt *m)
 
 static void send_subscribe(struct mqtt *m, struct subscription *s)
 {
-    /* No-local: a reply topic that matches our own filter must not loop. */
-    int opts = m->v5 ? MQTT_SUB_OPT_NO_LOCAL : 0;
+    /* No-local: a reply topic that matches our own filter must not loop.
+     * (Not on a shared subscription: MQTT v5 forbids it there, and
+     * mosquitto then hands the group's messages to one member only.) */
+    bool shared = s->match != s->filter;
+    int opts = m->v5 && !shared ? MQTT_SUB_OPT_NO_LOCAL : 0;
     int rc = mosquitto_subscribe_v5(m->mosq, &s->mid, s->filter, s->qos, opts, NULL);
     if (rc != MOSQ_ERR_SUCCESS)
         log_warn("mqtt: subscribe %s: %s", s->filter, mosquitto_strerror(rc));

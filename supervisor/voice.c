@@ -7,7 +7,16 @@
  *
  *   xiaozhi/{device}/up --hello--> session --reply--> devices/p2p/{device}
  *                       --listen, abort, mcp--> voice/{device}/events
- *                       --goodbye--> ended */
+ *                       --goodbye--> ended
+ *
+ * Several instances may share the devices ($share/GROUP/xiaozhi/+/up): the
+ * broker hands each message to one of them, and the UDP audio goes to the
+ * instance whose hello reply the device got. A message for a device with no
+ * session here is forwarded on voice.topics.forward, which every instance
+ * subscribes to without sharing (and without getting its own back: MQTT v5
+ * No Local); the instance that has the session takes it. Each hello is
+ * forwarded too, so that an instance holding the device's previous session
+ * ends it as replaced. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -218,6 +227,9 @@ static void on_session_message(struct voice *v, struct voice_session *s, const s
     case VOICE_MSG_GOODBYE:
         voice_end_session(v, s, END_GOODBYE);
         break;
+    case VOICE_MSG_HELLO: /* forwarded: another instance has its new session */
+        voice_end_session(v, s, END_REPLACED);
+        break;
     default:
         pass_through(v, s, msg);
         break;
@@ -230,6 +242,34 @@ static void bad_control(struct voice *v, const char *device, const char *why)
     v->changed = true;
     log_rated(&v->bad_control_log, LOG_LVL_WARN, "voice: a message from %.64s refused: %s", device,
               why);
+}
+
+/* Pass a device's message to the other instances. */
+static void forward(struct voice *v, const char *device, const struct mqtt_message *msg)
+{
+    char topic[VOICE_TOPIC_MAX];
+    if (voice_topic(v->vc->topics.forward, device, topic, sizeof(topic)) == 0) {
+        mqtt_publish(v->mqtt, topic, msg->payload, msg->len, 0, false, NULL, 0);
+        v->n.forwarded++;
+    }
+}
+
+/* A message another instance forwarded: ours if we hold the session. */
+static void on_forwarded(void *ctx, const struct mqtt_message *msg)
+{
+    struct voice *v = ctx;
+    char device[VOICE_DEVICE_MAX + 1], why[256];
+    struct voice_msg m;
+    struct voice_session *s = NULL;
+    v->changed = true;
+    if (voice_device_of(v->vc->topics.forward, "{device}", msg->topic, device, sizeof(device)) ==
+            0 &&
+        voice_msg_parse(msg->payload, msg->len, &m, why, sizeof(why)) == 0)
+        s = voice_by_device(v, device);
+    if (s && (!m.session_id[0] || strcmp(m.session_id, s->id) == 0 || m.type == VOICE_MSG_HELLO))
+        on_session_message(v, s, &m, msg);
+    else
+        v->n.forwards_other++;
 }
 
 static void on_device_message(void *ctx, const struct mqtt_message *msg)
@@ -255,9 +295,15 @@ static void on_device_message(void *ctx, const struct mqtt_message *msg)
     }
     if (m.type == VOICE_MSG_HELLO) {
         on_hello(v, device, &m);
+        if (v->shared)
+            forward(v, device, msg);
         return;
     }
     struct voice_session *s = voice_by_device(v, device);
+    if (!s && v->shared) {
+        forward(v, device, msg);
+        return;
+    }
     if (!s || (m.session_id[0] && strcmp(m.session_id, s->id) != 0)) {
         v->n.control_unknown++; /* before a hello, or of a session that ended */
         log_debug("voice: %s message from %.64s names no live session", msg->topic, device);
@@ -309,6 +355,8 @@ static void *voice_create(const struct conf *c, struct engine *e, struct loop *l
                         .encode_kind = -1,
                         .modes = c->voice.uplink_modes};
     v->up_sink = (struct mqtt_sink){.fn = on_device_message, .ctx = v};
+    v->fwd_sink = (struct mqtt_sink){.fn = on_forwarded, .ctx = v};
+    v->shared = strncmp(c->voice.topics.up, "$share/", 7) == 0;
     v->back_sink = (struct mqtt_sink){.fn = voice_down_message, .ctx = v};
     if (voice_table_init(v) < 0 || add_kinds(v) < 0) {
         log_error("voice: cannot set up the gateway");
@@ -328,7 +376,9 @@ static int subscribe(struct voice *v, const struct conf_voice *vc)
 {
     const char *back[] = {vc->topics.play, vc->topics.say_pcm, vc->topics.ctl};
     char f[VOICE_TOPIC_MAX];
-    if (mqtt_subscribe(v->mqtt, vc->topics.up, 0, &v->up_sink) < 0)
+    if (mqtt_subscribe(v->mqtt, vc->topics.up, 0, &v->up_sink) < 0 ||
+        (v->shared && (back_filter(vc->topics.forward, f, sizeof(f)) < 0 ||
+                       mqtt_subscribe(v->mqtt, f, 0, &v->fwd_sink) < 0)))
         return -1;
     for (size_t i = 0; i < 3; i++)
         if (back_filter(back[i], f, sizeof(f)) < 0 ||
@@ -342,6 +392,8 @@ static void unsubscribe(struct voice *v, const struct conf_voice *vc)
     const char *back[] = {vc->topics.play, vc->topics.say_pcm, vc->topics.ctl};
     char f[VOICE_TOPIC_MAX];
     mqtt_unsubscribe(v->mqtt, vc->topics.up, &v->up_sink);
+    if (v->shared && back_filter(vc->topics.forward, f, sizeof(f)) == 0)
+        mqtt_unsubscribe(v->mqtt, f, &v->fwd_sink);
     for (size_t i = 0; i < 3; i++)
         if (back_filter(back[i], f, sizeof(f)) == 0)
             mqtt_unsubscribe(v->mqtt, f, &v->back_sink);
@@ -372,6 +424,7 @@ static int voice_reload(void *self, const struct conf *c)
     unsubscribe(v, old);
     v->conf = c;
     v->vc = vc;
+    v->shared = strncmp(vc->topics.up, "$share/", 7) == 0;
     return subscribe(v, vc);
 }
 

@@ -54,7 +54,7 @@ enum voice_refusal { REFUSED_FULL, REFUSED_BAD_HELLO, REFUSED_BAD_DEVICE, REFUSE
 /* The figures of block "voice" (voice_stats.c names them). */
 struct voice_figures {
     uint64_t active, started, ended[END_COUNT], refused[REFUSED_COUNT];
-    uint64_t control_in, control_bad, control_unknown;
+    uint64_t control_in, control_bad, control_unknown, forwarded, forwards_other;
     uint64_t dgrams_in, bytes_in, dgrams_out, bytes_out, send_errors;
     uint64_t drops[VOICE_DROP_COUNT], lost, concealed;
     uint64_t relayed, decoded, decode_failed, pcm_out;
@@ -108,6 +108,8 @@ struct voice {
     struct loop *loop;
     struct mqtt *mqtt;
     struct mqtt_sink up_sink, back_sink; /* devices' messages; the backend's */
+    struct mqtt_sink fwd_sink;           /* other instances' (voice.topics.up is shared) */
+    bool shared;                         /* voice.topics.up is a $share subscription */
     int decode_kind, encode_kind;        /* job kinds, -1: none */
     bool draining;
     unsigned modes; /* enum conf_uplink, as started (changes need a restart) */
