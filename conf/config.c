@@ -8,7 +8,14 @@
  * their filter). A value is stored only when it is valid, and a value already
  * reported is not reported again by a later cross-check. Handler names and
  * params are the registry's to check (worker/registry.c), since plugins may
- * bring handlers. */
+ * bring handlers.
+ *
+ * A hostile file costs milliseconds, not minutes: it is refused past
+ * CONF_MAX_BYTES before parsing, conf/compose.c stops at the first event
+ * nested past CONF_MAX_DEPTH (and at aliases that expand too far), every
+ * step here is O(n log n) at worst in the number of nodes (duplicate keys
+ * are found by sorting; reported nodes are flags), and past CONF_DIAGS_MAX
+ * diagnostics the rest are only counted. */
 #include "conf/config.h"
 
 #include <ctype.h>
@@ -24,6 +31,7 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "conf/compose.h"
 #include "proto/topic.h"
 #include "shm/segment.h"
 #include "shm/slab.h"
@@ -87,10 +95,19 @@ static void set_string(char **field, const char *value)
 
 /* ---- diagnostics */
 
+/* Past CONF_DIAGS_MAX, a diagnostic is only counted: a file of 80,000
+ * unknown keys makes 100 lines and a count, not 80,000 lines. */
 static void diag_add(struct conf_diags *d, const char *file, int line, int column, char *msg,
                      bool warning)
 {
-    d->items = xrealloc(d->items, (d->count + 1) * sizeof(*d->items));
+    if (d->count >= CONF_DIAGS_MAX) {
+        d->omitted++;
+        d->omitted_errors += !warning;
+        free(msg);
+        return;
+    }
+    if (d->count == 0 || (d->count & (d->count - 1)) == 0)
+        d->items = xrealloc(d->items, (d->count ? 2 * d->count : 1) * sizeof(*d->items));
     d->items[d->count++] = (struct conf_diag){
         .file = xstrdup(file),
         .line = line,
@@ -123,8 +140,20 @@ void conf_diags_free(struct conf_diags *d)
         free(d->items[i].message);
     }
     free(d->items);
-    d->items = NULL;
-    d->count = 0;
+    *d = (struct conf_diags){0};
+}
+
+size_t conf_diags_total(const struct conf_diags *d)
+{
+    return d->count + d->omitted;
+}
+
+char *conf_diags_omitted_text(const struct conf_diags *d)
+{
+    if (!d->omitted)
+        return NULL;
+    return xasprintf("%zu more problem%s not shown (%zu in all)", d->omitted,
+                     d->omitted == 1 ? "" : "s", conf_diags_total(d));
 }
 
 void conf_diags_print(const struct conf_diags *d, FILE *out)
@@ -137,6 +166,11 @@ void conf_diags_print(const struct conf_diags *d, FILE *out)
         else
             fprintf(out, "%s: %s: %s\n", g->file, kind, g->message);
     }
+    char *more = conf_diags_omitted_text(d);
+    if (more)
+        fprintf(out, "%s: %s: %s\n", d->items[d->count - 1].file,
+                d->omitted_errors ? "error" : "warning", more);
+    free(more);
 }
 
 /* ---- the state of one conf_load() call */
@@ -147,9 +181,9 @@ struct loader {
     struct conf_diags *diags;
     size_t diags_before; /* diags->count on entry: this load failed if an error came after */
     yaml_document_t doc;
-    /* Nodes already reported, so cross-checks stay quiet about them. */
-    const yaml_node_t **bad;
-    size_t nbad;
+    /* By node (its index in doc): already reported, so cross-checks stay
+     * quiet about it. */
+    bool *bad;
 };
 
 static void vreport_at(struct loader *ld, int line, int column, const char *fmt, va_list ap)
@@ -177,8 +211,7 @@ static void report(struct loader *ld, const yaml_node_t *node, const char *fmt, 
     if (node) {
         line = (int)node->start_mark.line + 1;
         column = (int)node->start_mark.column + 1;
-        ld->bad = xrealloc(ld->bad, (ld->nbad + 1) * sizeof(*ld->bad));
-        ld->bad[ld->nbad++] = node;
+        ld->bad[node - ld->doc.nodes.start] = true;
     }
     va_list ap;
     va_start(ap, fmt);
@@ -200,10 +233,49 @@ static void warn(struct loader *ld, const yaml_node_t *node, const char *fmt, ..
 
 static bool was_reported(const struct loader *ld, const yaml_node_t *node)
 {
-    for (size_t i = 0; i < ld->nbad; i++)
-        if (ld->bad[i] == node)
-            return true;
-    return false;
+    return ld->bad[node - ld->doc.nodes.start];
+}
+
+/* CONF_DIAGS_MAX diagnostics are kept already: what would only be counted
+ * need not be worked out (a suggestion). */
+static bool diags_full(const struct loader *ld)
+{
+    return ld->diags->count >= CONF_DIAGS_MAX;
+}
+
+/* ---- equal strings among many, in O(n log n): sorted, an equal run's
+ * smallest index is its first. */
+
+struct indexed {
+    const char *s;
+    size_t i;
+};
+
+static int indexed_cmp(const void *a, const void *b)
+{
+    const struct indexed *x = a, *y = b;
+    int c = strcmp(x->s, y->s);
+    return c ? c : (x->i > y->i) - (x->i < y->i);
+}
+
+/* For each of the N strings S, the index of the first one equal to it (its
+ * own when none came before, or when it is NULL). Malloc'd. */
+static size_t *first_equal(const char *const *s, size_t n)
+{
+    size_t *first = xcalloc(n, sizeof(*first));
+    struct indexed *sorted = xcalloc(n, sizeof(*sorted));
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        first[i] = i;
+        if (s[i])
+            sorted[m++] = (struct indexed){s[i], i};
+    }
+    qsort(sorted, m, sizeof(*sorted), indexed_cmp);
+    for (size_t j = 1; j < m; j++)
+        if (!strcmp(sorted[j].s, sorted[j - 1].s))
+            first[sorted[j].i] = first[sorted[j - 1].i];
+    free(sorted);
+    return first;
 }
 
 /* ---- YAML node helpers */
@@ -1170,25 +1242,42 @@ static void load_value(struct loader *ld, const struct key *k, const yaml_node_t
     }
 }
 
-/* A key that is not a plain scalar, or that repeats an earlier one in MAP:
- * report it and return true. */
-static bool bad_key(struct loader *ld, const yaml_node_t *map, const yaml_node_pair_t *pair)
+/* The pairs of MAP: their number, and for each the index of the first
+ * pair with the same key (its own when none came before; malloc'd). */
+static size_t map_size(const yaml_node_t *map)
+{
+    return (size_t)(map->data.mapping.pairs.top - map->data.mapping.pairs.start);
+}
+
+static size_t *map_first_keys(struct loader *ld, const yaml_node_t *map)
+{
+    size_t n = map_size(map);
+    const char **keys = xcalloc(n, sizeof(*keys));
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *k = get_node(ld, map->data.mapping.pairs.start[i].key);
+        keys[i] = k->type == YAML_SCALAR_NODE ? scalar(k) : NULL;
+    }
+    size_t *first = first_equal(keys, n);
+    free(keys);
+    return first;
+}
+
+/* A key that is not a plain scalar, or that repeats an earlier one in MAP
+ * (FIRST as map_first_keys found): report it and return true. */
+static bool bad_key(struct loader *ld, const yaml_node_t *map, size_t i, const size_t *first)
 {
     char buf[64];
-    yaml_node_t *k = get_node(ld, pair->key);
+    yaml_node_t *k = get_node(ld, map->data.mapping.pairs.start[i].key);
     if (k->type != YAML_SCALAR_NODE) {
         report(ld, k, "a key must be a plain word, got %s", describe(k, buf, sizeof(buf)));
         return true;
     }
-    for (const yaml_node_pair_t *p = map->data.mapping.pairs.start; p < pair; p++) {
-        yaml_node_t *prev = get_node(ld, p->key);
-        if (prev->type == YAML_SCALAR_NODE && !strcmp(scalar(prev), scalar(k))) {
-            report(ld, k, "duplicate key '%s' (first at line %d)", scalar(k),
-                   (int)prev->start_mark.line + 1);
-            return true;
-        }
-    }
-    return false;
+    if (first[i] == i)
+        return false;
+    yaml_node_t *prev = get_node(ld, map->data.mapping.pairs.start[first[i]].key);
+    report(ld, k, "duplicate key '%s' (first at line %d)", scalar(k),
+           (int)prev->start_mark.line + 1);
+    return true;
 }
 
 static void unknown_key(struct loader *ld, const yaml_node_t *k, const struct key *keys,
@@ -1198,7 +1287,7 @@ static void unknown_key(struct loader *ld, const yaml_node_t *k, const struct ke
     size_t n = 0;
     for (; keys[n].name && n < 64; n++)
         names[n] = keys[n].name;
-    const char *near = conf_suggest(scalar(k), names, n);
+    const char *near = diags_full(ld) ? NULL : conf_suggest(scalar(k), names, n);
     if (near)
         report(ld, k, "unknown key '%s' in %s; did you mean '%s'?", scalar(k), where, near);
     else
@@ -1212,10 +1301,11 @@ static uint64_t load_map(struct loader *ld, const yaml_node_t *map, const struct
                          char *base, const char *prefix, const char *where)
 {
     uint64_t seen = 0;
-    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
-         p++) {
-        if (bad_key(ld, map, p))
+    size_t *first = map_first_keys(ld, map);
+    for (size_t pi = 0; pi < map_size(map); pi++) {
+        if (bad_key(ld, map, pi, first))
             continue;
+        yaml_node_pair_t *p = &map->data.mapping.pairs.start[pi];
         yaml_node_t *k = get_node(ld, p->key);
         size_t i = 0;
         while (keys[i].name && strcmp(keys[i].name, scalar(k)))
@@ -1229,6 +1319,7 @@ static uint64_t load_map(struct loader *ld, const yaml_node_t *map, const struct
         load_value(ld, &keys[i], get_node(ld, p->value), base, path);
         free(path);
     }
+    free(first);
     return seen;
 }
 
@@ -1246,11 +1337,13 @@ static void load_params(struct loader *ld, const yaml_node_t *v, struct conf_rou
     }
     r->params_line = (int)v->start_mark.line + 1;
     r->params_column = (int)v->start_mark.column + 1;
-    size_t n = (size_t)(v->data.mapping.pairs.top - v->data.mapping.pairs.start);
+    size_t n = map_size(v);
     r->params.items = xcalloc(n, sizeof(*r->params.items));
-    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-        if (bad_key(ld, v, p))
+    size_t *first = map_first_keys(ld, v);
+    for (size_t i = 0; i < n; i++) {
+        if (bad_key(ld, v, i, first))
             continue;
+        yaml_node_pair_t *p = &v->data.mapping.pairs.start[i];
         yaml_node_t *k = get_node(ld, p->key), *val = get_node(ld, p->value);
         if (val->type != YAML_SCALAR_NODE) {
             report(ld, val, "%s.%s: expected a plain value, got %s", path, scalar(k),
@@ -1268,6 +1361,7 @@ static void load_params(struct loader *ld, const yaml_node_t *v, struct conf_rou
             .column = (int)k->start_mark.column + 1,
         };
     }
+    free(first);
 }
 
 /* Check one {REF} of a template (REF is LEN bytes) against the number of
@@ -1404,17 +1498,21 @@ static void load_route(struct loader *ld, struct conf_route *r, const yaml_node_
 static void route_names_unique(struct loader *ld, const yaml_node_t *seq)
 {
     struct conf *c = ld->conf;
-    for (size_t j = 1; j < c->nroutes; j++) {
-        for (size_t i = 0; c->routes[j].name && i < j; i++) {
-            if (!c->routes[i].name || strcmp(c->routes[i].name, c->routes[j].name))
-                continue;
-            yaml_node_t *item = get_node(ld, seq->data.sequence.items.start[j]);
-            report(ld, map_get(ld, item, "name"),
-                   "routes[%zu].name: '%s' is already the name of routes[%zu] (line %d)", j,
-                   c->routes[j].name, i, c->routes[i].line);
-            break;
-        }
+    const char **names = xcalloc(c->nroutes, sizeof(*names));
+    for (size_t j = 0; j < c->nroutes; j++)
+        names[j] = c->routes[j].name;
+    size_t *first = first_equal(names, c->nroutes);
+    for (size_t j = 0; j < c->nroutes; j++) {
+        size_t i = first[j];
+        if (i == j)
+            continue;
+        yaml_node_t *item = get_node(ld, seq->data.sequence.items.start[j]);
+        report(ld, map_get(ld, item, "name"),
+               "routes[%zu].name: '%s' is already the name of routes[%zu] (line %d)", j,
+               c->routes[j].name, i, c->routes[i].line);
     }
+    free(first);
+    free(names);
 }
 
 static void load_routes(struct loader *ld, const yaml_node_t *seq)
@@ -1611,6 +1709,8 @@ static void check_across(struct loader *ld)
 
 /* ---- reading and parsing the file */
 
+/* The file, whole, when it is at most CONF_MAX_BYTES: refused before it
+ * is parsed (and, when the size is known, before it is read). */
 static char *read_file(struct loader *ld, size_t *len)
 {
     FILE *f = fopen(ld->path, "rb");
@@ -1618,77 +1718,35 @@ static char *read_file(struct loader *ld, size_t *len)
         report_at(ld, 0, 0, "cannot open '%s': %s", ld->path, strerror(errno));
         return NULL;
     }
-    size_t cap = 4096, n = 0;
-    char *buf = xrealloc(NULL, cap);
-    for (;;) {
-        n += fread(buf + n, 1, cap - n, f);
-        if (n < cap)
-            break;
-        cap *= 2;
+    /* A regular file in one read of its size (and one more to see its
+     * end); anything else growing, never past CONF_MAX_BYTES + 1. */
+    struct stat st;
+    bool regular = fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode);
+    bool big = regular && st.st_size > CONF_MAX_BYTES;
+    size_t cap = regular && !big ? (size_t)st.st_size + 1 : 4096, n = 0;
+    char *buf = NULL;
+    while (!big) {
         buf = xrealloc(buf, cap);
+        n += fread(buf + n, 1, cap - n, f);
+        if (n < cap || ferror(f))
+            break;
+        big = n > CONF_MAX_BYTES;
+        cap = 2 * cap < CONF_MAX_BYTES + 1 ? 2 * cap : CONF_MAX_BYTES + 1;
     }
-    if (ferror(f)) {
+    if (big) {
+        report_at(ld, 0, 0,
+                  "the file is larger than a configuration may be: more than %d bytes (1 MiB)",
+                  CONF_MAX_BYTES);
+    } else if (ferror(f)) {
         report_at(ld, 0, 0, "cannot read '%s': %s", ld->path, strerror(errno));
+    }
+    if (big || ferror(f)) {
         free(buf);
         buf = NULL;
     }
     fclose(f);
     *len = n;
     return buf;
-}
-
-static void report_yaml_error(struct loader *ld, const yaml_parser_t *p, const char *buf,
-                              size_t len)
-{
-    if (p->error == YAML_MEMORY_ERROR)
-        out_of_memory();
-    const char *problem = p->problem ? p->problem : "cannot parse the file";
-    int line = (int)p->problem_mark.line + 1, column = (int)p->problem_mark.column + 1;
-    if (p->error == YAML_READER_ERROR) {
-        /* The reader (encoding) only knows a byte offset. */
-        size_t off = p->problem_offset < len ? p->problem_offset : len;
-        line = 1;
-        column = 1;
-        for (size_t i = 0; i < off; i++, column++) {
-            if (buf[i] == '\n') {
-                line++;
-                column = 0;
-            }
-        }
-    }
-    if (p->context)
-        report_at(ld, line, column, "yaml: %s (%s that starts at line %d)", problem, p->context,
-                  (int)p->context_mark.line + 1);
-    else
-        report_at(ld, line, column, "yaml: %s", problem);
-}
-
-/* Parse BUF into ld->doc. A syntax error stops everything: returns -1. */
-static int parse_yaml(struct loader *ld, const char *buf, size_t len)
-{
-    yaml_parser_t p;
-    if (!yaml_parser_initialize(&p))
-        out_of_memory();
-    yaml_parser_set_input_string(&p, (const unsigned char *)buf, len);
-    int rc = -1;
-    if (!yaml_parser_load(&p, &ld->doc)) {
-        report_yaml_error(ld, &p, buf, len);
-        goto out;
-    }
-    yaml_document_t next;
-    if (!yaml_parser_load(&p, &next)) {
-        report_yaml_error(ld, &p, buf, len);
-        yaml_document_delete(&ld->doc);
-        goto out;
-    }
-    if (yaml_document_get_root_node(&next))
-        report_at(ld, (int)next.start_mark.line + 1, (int)next.start_mark.column + 1,
-                  "only one YAML document is allowed in a configuration file");
-    yaml_document_delete(&next);
-    rc = 0;
-out:
-    yaml_parser_delete(&p);
-    return rc;
 }
 
 static void load_document(struct loader *ld)
@@ -1734,19 +1792,20 @@ int conf_load_checked(const char *path, struct conf *c, struct conf_diags *d, co
     struct loader ld = {.path = path, .conf = c, .diags = d, .diags_before = d->count};
     conf_defaults(c);
     c->path = xstrdup(path);
-    size_t len = 0;
+    size_t len = 0, omitted_errors = d->omitted_errors;
     char *buf = read_file(&ld, &len);
-    bool parsed = buf && parse_yaml(&ld, buf, len) == 0;
+    bool parsed = buf && compose_document(path, buf, len, &ld.doc, d) == 0;
     if (parsed) {
+        ld.bad = xcalloc((size_t)(ld.doc.nodes.top - ld.doc.nodes.start), sizeof(*ld.bad));
         load_document(&ld);
         yaml_document_delete(&ld.doc);
+        free(ld.bad);
     }
     free(buf);
-    free(ld.bad);
     if (parsed && check)
         check(ctx, c, d);
     sort_diags(d, ld.diags_before);
-    bool errors = false;
+    bool errors = d->omitted_errors != omitted_errors;
     for (size_t i = ld.diags_before; i < d->count; i++)
         errors |= !d->items[i].warning;
     if (!errors)

@@ -12,6 +12,16 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* Bounds a file must keep, so that a hostile one is refused in milliseconds
+ * instead of keeping the parser (and a reload) busy for minutes: its size,
+ * how deep sequences and mappings nest, and what the document amounts to
+ * with every alias expanded (its scalars' bytes and one per node). Past
+ * CONF_DIAGS_MAX diagnostics, more are only counted. */
+#define CONF_MAX_BYTES    (1 << 20)
+#define CONF_MAX_DEPTH    32
+#define CONF_MAX_EXPANDED (4 << 20)
+#define CONF_DIAGS_MAX    100
+
 enum conf_priority { PRIO_HIGH = 0, PRIO_NORMAL = 1, PRIO_LOW = 2, PRIO_COUNT = 3 };
 
 /* One `key: value` of a route's `params:` mapping, kept as text: the handler
@@ -184,6 +194,8 @@ struct conf_diag {
 struct conf_diags {
     struct conf_diag *items;
     size_t count;
+    /* Found when CONF_DIAGS_MAX were kept already: counted, not kept. */
+    size_t omitted, omitted_errors;
 };
 
 /* Fill *c with every default, as if loaded from an empty file. */
@@ -214,8 +226,15 @@ const char *conf_suggest(const char *word, const char *const *cands, size_t n);
 void conf_diags_free(struct conf_diags *d);
 
 /* Print each diagnostic as "file:line:column: error: message" (or
- * "warning:"). */
+ * "warning:"), then how many more were found when some were omitted. */
 void conf_diags_print(const struct conf_diags *d, FILE *out);
+
+/* How many problems were found: those kept and those omitted. */
+size_t conf_diags_total(const struct conf_diags *d);
+
+/* "N more problems not shown (M in all)" when some were omitted, else
+ * NULL. Malloc'd. */
+char *conf_diags_omitted_text(const struct conf_diags *d);
 
 /* How many of D's diagnostics are warnings. */
 size_t conf_diags_warnings(const struct conf_diags *d);

@@ -86,7 +86,8 @@ static int check_config(const char *path)
         putchar('\n');
         conf_free(&c);
     } else {
-        fprintf(stderr, "%s: %zu problem%s\n", path, d.count, d.count == 1 ? "" : "s");
+        fprintf(stderr, "%s: %zu problem%s\n", path, conf_diags_total(&d),
+                conf_diags_total(&d) == 1 ? "" : "s");
     }
     conf_diags_free(&d);
     registry_free(&reg);

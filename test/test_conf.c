@@ -15,6 +15,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 struct expect {
     int line, column;
@@ -343,6 +345,18 @@ static void check_examples(const char *dir)
     free(path);
 }
 
+/* What conf_diags_print prints for D. Malloc'd. */
+static char *printed(const struct conf_diags *d)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    T_REQUIRE(f != NULL, "open_memstream");
+    conf_diags_print(d, f);
+    fclose(f);
+    return text;
+}
+
 /* A missing file, appending to existing diagnostics, and the printed form. */
 static void check_missing_and_print(const char *dir)
 {
@@ -358,12 +372,7 @@ static void check_missing_and_print(const char *dir)
                     "cannot open '/nonexistent/mqfork.yaml': No such file or directory"),
             "message: %s", d.items[1].message);
 
-    char *text = NULL, *want = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    T_REQUIRE(f != NULL, "open_memstream");
-    conf_diags_print(&d, f);
-    fclose(f);
+    char *want = NULL, *text = printed(&d);
     T_REQUIRE(asprintf(&want,
                        "%s:3:1: error: unknown key 'wokers' in the top level; did you mean "
                        "'workers'?\n"
@@ -377,6 +386,139 @@ static void check_missing_and_print(const char *dir)
     free(bad);
     conf_diags_free(&d);
     T_CHECK(d.items == NULL && d.count == 0, "conf_diags_free resets");
+}
+
+/* ---- hostile files: each is refused within its bound, quickly. The
+ * ceiling is generous (a loaded CI machine); these took from 7 s to minutes
+ * before the bounds, and take milliseconds now. */
+
+#define HOSTILE_MAX_S 5.0
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Write LINES copies of LINE after HEAD into DIR/NAME. Malloc'd path. */
+static char *write_file(const char *dir, const char *name, const char *head, const char *line,
+                        size_t lines)
+{
+    char *path = join(dir, name);
+    FILE *f = fopen(path, "w");
+    T_REQUIRE(f != NULL, "create %s", path);
+    fputs(head, f);
+    for (size_t i = 0; i < lines; i++)
+        fprintf(f, line, i);
+    T_REQUIRE(fclose(f) == 0, "write %s", path);
+    return path;
+}
+
+/* Load PATH (with the registry's checks): it must fail within
+ * HOSTILE_MAX_S. The caller frees *D. */
+static void load_hostile(const char *path, struct conf_diags *d)
+{
+    struct conf c;
+    struct registry reg;
+    T_REQUIRE(registry_init(&reg) == 0, "registry");
+    double t0 = now_s();
+    int rc = registry_load_config(&reg, path, &c, true, d);
+    double took = now_s() - t0;
+    registry_free(&reg);
+    T_CHECK(rc == -1, "%s: loading returned %d", path, rc);
+    T_CHECK(took < HOSTILE_MAX_S, "%s: loading took %.2f s", path, took);
+}
+
+/* Exactly one error, at LINE:COLUMN, saying MESSAGE. */
+static void check_one(const char *path, int line, int column, const char *message)
+{
+    struct conf_diags d = {0};
+    load_hostile(path, &d);
+    T_CHECK(d.count == 1 && d.omitted == 0, "%s: %zu diagnostics", path, conf_diags_total(&d));
+    if (d.count >= 1)
+        T_CHECK(d.items[0].line == line && d.items[0].column == column &&
+                    !strcmp(d.items[0].message, message),
+                "%s: %d:%d: %s", path, d.items[0].line, d.items[0].column, d.items[0].message);
+    conf_diags_free(&d);
+}
+
+/* CONF_DIAGS_MAX diagnostics kept, the rest counted, and said so last. */
+static void check_capped(const char *path, size_t problems)
+{
+    struct conf_diags d = {0};
+    load_hostile(path, &d);
+    T_CHECK(d.count == CONF_DIAGS_MAX, "%s: %zu kept", path, d.count);
+    T_CHECK(conf_diags_total(&d) == problems && d.omitted_errors == d.omitted,
+            "%s: %zu problems (%zu omitted, %zu errors), expected %zu", path, conf_diags_total(&d),
+            d.omitted, d.omitted_errors, problems);
+    char *want = NULL, *text = printed(&d);
+    size_t len = strlen(text);
+    T_REQUIRE(asprintf(&want, "%s: error: %zu more problems not shown (%zu in all)\n", path,
+                       problems - CONF_DIAGS_MAX, problems) >= 0,
+              "asprintf");
+    T_CHECK(len >= strlen(want) && !strcmp(text + len - strlen(want), want), "%s: printed last: %s",
+            path, len > 200 ? text + len - 200 : text);
+    free(text);
+    free(want);
+    conf_diags_free(&d);
+}
+
+static void check_hostile(void)
+{
+    char dir[] = "/tmp/mqfork-test-conf-XXXXXX";
+    T_REQUIRE(mkdtemp(dir) != NULL, "mkdtemp");
+    char msg[256];
+
+    /* The size: a file of exactly CONF_MAX_BYTES is read, one byte more
+     * is not (comment lines of 64 bytes, and one byte). */
+    char line[65];
+    memset(line, '#', 63);
+    line[63] = '\n';
+    line[64] = '\0';
+    char *path = write_file(dir, "max.yaml", "", line, CONF_MAX_BYTES / 64);
+    struct conf c;
+    load_ok(path, &c);
+    conf_free(&c);
+    unlink(path);
+    free(path);
+    path = write_file(dir, "big.yaml", "#", line, CONF_MAX_BYTES / 64);
+    snprintf(msg, sizeof(msg),
+             "the file is larger than a configuration may be: more than %d bytes (1 MiB)",
+             CONF_MAX_BYTES);
+    check_one(path, 0, 0, msg);
+    unlink(path);
+    free(path);
+
+    /* Depth: of 100,000 nested sequences, the one the load stops at is the
+     * first too deep: "workers: " is 9 columns, and its mapping level 1. */
+    path = write_file(dir, "deep.yaml", "workers: ", "[", 100000);
+    snprintf(msg, sizeof(msg), "yaml: nested more than %d levels deep (a configuration needs 4)",
+             CONF_MAX_DEPTH);
+    check_one(path, 1, 9 + CONF_MAX_DEPTH, msg);
+    unlink(path);
+    free(path);
+
+    /* 80,000 unknown keys, at the top and in a route's params. */
+    path = write_file(dir, "unknown.yaml", "", "k%06zu: 1\n", 80000);
+    check_capped(path, 80000);
+    unlink(path);
+    free(path);
+    path = write_file(dir, "params.yaml",
+                      "routes:\n  - name: r\n    subscribe: a/+\n    job: test.echo\n"
+                      "    params:\n",
+                      "      k%06zu: 1\n", 60000);
+    check_capped(path, 60000);
+    unlink(path);
+    free(path);
+
+    /* 60,000 keys that are all the same one (duplicates in a mapping). */
+    path = write_file(dir, "dup.yaml", "", "instance: a%.0zu\n", 60000);
+    check_capped(path, 59999);
+    unlink(path);
+    free(path);
+
+    T_CHECK(rmdir(dir) == 0, "rmdir %s", dir);
 }
 
 static void check_priorities(void)
@@ -397,6 +539,7 @@ int main(int argc, char **argv)
     check_full(argv[1]);
     check_examples(argv[2]);
     check_missing_and_print(argv[1]);
+    check_hostile();
     check_priorities();
     T_DONE();
 }

@@ -96,7 +96,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct conf c;
     struct conf_diags d = {0};
     int rc = registry_load_config(&registry, path, &c, false, &d);
-    FUZZ_CHECK((rc == 0) == (d.count == conf_diags_warnings(&d)));
+    /* Past CONF_DIAGS_MAX, errors are only counted. */
+    FUZZ_CHECK(d.count <= CONF_DIAGS_MAX);
+    FUZZ_CHECK((rc == 0) == (d.count == conf_diags_warnings(&d) && d.omitted_errors == 0));
     for (size_t i = 0; i < d.count; i++)
         FUZZ_CHECK(d.items[i].message && d.items[i].line >= 0 && d.items[i].column >= 0);
     conf_diags_print(&d, devnull);
