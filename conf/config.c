@@ -1701,9 +1701,13 @@ static void check_across(struct loader *ld)
         check_voice(ld);
     if (c->broker.tls_enabled)
         check_tls(ld);
-    /* The daemon drops to this user at start: find out now, not then. */
+    /* The daemon drops to this user at start: find out now, not then.
+     * (getpwnam_r: a reload loads in a thread of its own.) */
     yaml_node_t *un = lookup(ld, "user");
-    if (c->user && !(un && was_reported(ld, un)) && !getpwnam(c->user))
+    struct passwd pw, *found = NULL;
+    char pwbuf[4096];
+    if (c->user && !(un && was_reported(ld, un)) &&
+        (getpwnam_r(c->user, &pw, pwbuf, sizeof(pwbuf), &found) != 0 || !found))
         report(ld, un, "user: no such user '%s'", c->user);
 }
 

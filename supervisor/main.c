@@ -24,6 +24,7 @@
 #include "supervisor/loop.h"
 #include "supervisor/mqtt.h"
 #include "supervisor/notify.h"
+#include "supervisor/reload_conf.h"
 #include "supervisor/source.h"
 #include "worker/registry.h"
 #include "worker/worker.h"
@@ -57,6 +58,7 @@ struct daemon {
     enum run_state state;
     int exit_code;
     struct loop_timer drain_deadline;
+    struct reload_conf *reloader; /* made at the first SIGHUP */
 };
 
 static void usage(FILE *out)
@@ -114,27 +116,26 @@ static void log_diags(const struct conf_diags *d)
     }
 }
 
-/* SIGHUP: a configuration that does not load changes nothing; every
- * problem is logged as file:line:column. */
-static void reload(struct daemon *d)
+/* A reload's load is over (supervisor/reload_conf.c): C is the new
+ * configuration, or NULL when it did not load (its problems are logged). */
+static bool reload_apply(void *ctx, struct conf *c, bool again)
 {
-    notify_reloading(&d->notify);
-    struct conf c;
-    struct conf_diags diags = {0};
-    int rc = registry_load_config(&d->registry, d->conf.path, &c, false, &diags);
-    log_diags(&diags);
-    if (rc < 0) {
-        log_error("SIGHUP: %s has %zu problem%s; keeping the current configuration", d->conf.path,
-                  diags.count, diags.count == 1 ? "" : "s");
-    } else if (engine_reload(d->engine, &c) < 0) {
-        conf_free(&c);
-    } else {
-        if (!same_plugins(&c, &d->conf))
+    struct daemon *d = ctx;
+    if (d->state != RUNNING) {
+        if (c)
+            conf_free(c);
+        log_info("SIGHUP: the daemon is stopping; the configuration stays as it was");
+        return false;
+    }
+    if (c && engine_reload(d->engine, c) < 0) {
+        conf_free(c);
+    } else if (c) {
+        if (!same_plugins(c, &d->conf))
             log_warn("SIGHUP: plugins: changes need a restart; keeping the plugins loaded");
         /* The engine keeps copies; the sources move to the new one, reading
          * the old one as they do, and then nothing points into it. */
         struct conf old = d->conf;
-        d->conf = c;
+        d->conf = *c;
         for (size_t i = 0; i < d->nsources; i++)
             if (d->sources[i].ops->reload(d->sources[i].self, &d->conf) < 0)
                 log_error("SIGHUP: the source %s could not follow its new configuration",
@@ -143,8 +144,20 @@ static void reload(struct daemon *d)
         log_set_level_name(d->conf.log_level);
         log_info("SIGHUP: configuration reloaded from %s", d->conf.path);
     }
-    conf_diags_free(&diags);
-    notify_reloaded(&d->notify);
+    if (!again)
+        notify_reloaded(&d->notify);
+    return true;
+}
+
+/* SIGHUP: the file is loaded in a thread while the loop goes on, and
+ * applied by reload_apply; a configuration that does not load changes
+ * nothing. */
+static void reload(struct daemon *d)
+{
+    if (!d->reloader)
+        d->reloader = reload_conf_new(d->loop, &d->registry, d->conf.path, reload_apply, d);
+    if (d->reloader && reload_conf_request(d->reloader) == 1)
+        notify_reloading(&d->notify);
 }
 
 static void begin_drain(struct daemon *d, const char *why)
@@ -298,6 +311,7 @@ static int serve(const char *path)
     run(&d);
     rc = d.exit_code;
 out:
+    reload_conf_free(d.reloader); /* waits for a load under way */
     notify_stop(&d.notify);
     if (d.loop)
         loop_timer_fini(d.loop, &d.drain_deadline);

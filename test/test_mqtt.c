@@ -6,6 +6,7 @@
  *
  *   test_mqtt MQFORKD */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -710,6 +712,105 @@ static void test_reload_routes(struct broker *b)
     client_close(&c);
 }
 
+/* Write LEN bytes of TEXT into the FIFO PATH once a reader has it open
+ * (the daemon's load, which may not have reached its open yet), then
+ * close it: the reader sees the end of the file. */
+static bool feed_fifo(const char *path, const char *text, size_t len)
+{
+    double end = now_s() + 10;
+    int fd;
+    while ((fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC)) < 0) {
+        if (errno != ENXIO || now_s() > end)
+            return false;
+        usleep(1000); /* no reader yet */
+    }
+    fcntl(fd, F_SETFL, 0);
+    size_t off = 0;
+    for (ssize_t w; off < len && (w = write(fd, text + off, len - off)) > 0;)
+        off += (size_t)w;
+    close(fd);
+    return off == len;
+}
+
+/* Each of N lines made by FMT from its index, in one malloc'd string. */
+static char *lines_of(const char *head, const char *fmt, size_t n, size_t *len)
+{
+    size_t cap = strlen(head) + n * 64 + 1;
+    char *s = malloc(cap);
+    T_REQUIRE(s, "malloc");
+    size_t o = (size_t)snprintf(s, cap, "%s", head);
+    for (size_t i = 0; i < n; i++)
+        o += (size_t)snprintf(s + o, cap - o, fmt, i);
+    *len = o;
+    return s;
+}
+
+/* SIGHUP loads the file off the loop. The file is a FIFO here, so a load
+ * lasts until the test writes it: requests are answered all along, a
+ * second SIGHUP waits its turn, hostile files (100,000 nested sequences,
+ * 80,000 unknown keys) are refused with their diagnostics in the log, and
+ * SIGTERM during a load exits 0 once the load is over. */
+static void test_reload_off_loop(struct broker *b)
+{
+    struct client c;
+    struct daemon d = {0};
+    client_open(&c, b, "t-reload-off-loop");
+    sub(&c, "#");
+    daemon_start(&d, b, "offloop", NULL, echo_routes);
+    T_REQUIRE(daemon_online(&c, &d), "daemon online");
+    char good[128];
+    snprintf(good, sizeof(good), "%s.good", d.conf);
+    T_REQUIRE(rename(d.conf, good) == 0 && mkfifo(d.conf, 0600) == 0, "the file is a FIFO");
+
+    kill(d.p.pid, SIGHUP);
+    T_CHECK(daemon_says(&d, "SIGHUP: loading", 5000), "the load started");
+    enum { N = 50 };
+    for (int i = 0; i < N; i++)
+        pub(&c, "e/during/in", "during-load", 11);
+    T_CHECK(wait_for(&c, "e/during/out", "during-load", N, 10), "answered while loading");
+    kill(d.p.pid, SIGHUP);
+    T_CHECK(daemon_says(&d, "loading it again after", 5000), "a second SIGHUP waits its turn");
+
+    size_t len;
+    char *text = lines_of("workers: ", "[", 100000, &len), where[256];
+    T_CHECK(feed_fifo(d.conf, text, len), "the deep file written");
+    free(text);
+    snprintf(where, sizeof(where), "%s:1:%d: yaml: nested more than %d levels deep", d.conf,
+             9 + CONF_MAX_DEPTH, CONF_MAX_DEPTH);
+    T_CHECK(daemon_says(&d, where, 5000), "the depth refused where it is");
+    T_CHECK(daemon_says(&d, "has 1 problem; keeping the current configuration", 5000),
+            "the deep file changes nothing");
+
+    T_CHECK(daemon_says(&d, "SIGHUP: loading", 5000), "the second SIGHUP's load started");
+    text = lines_of("", "k%06zu: 1\n", 80000, &len);
+    T_CHECK(feed_fifo(d.conf, text, len), "the file of unknown keys written");
+    free(text);
+    T_CHECK(daemon_says(&d, "79900 more problems not shown (80000 in all)", 5000),
+            "100 problems logged, the rest counted");
+    T_CHECK(daemon_says(&d, "has 80000 problems; keeping the current configuration", 5000),
+            "the unknown keys change nothing");
+    pub(&c, "e/after/in", "after-load", 10);
+    T_CHECK(wait_for(&c, "e/after/out", "after-load", 1, 5), "answered after the loads");
+
+    kill(d.p.pid, SIGHUP);
+    T_CHECK(daemon_says(&d, "SIGHUP: loading", 5000), "a third load started");
+    kill(d.p.pid, SIGTERM);
+    T_CHECK(daemon_says(&d, "SIGTERM: draining", 5000), "the drain started");
+    FILE *f = fopen(good, "r");
+    char conf[4096];
+    len = f ? fread(conf, 1, sizeof(conf), f) : 0;
+    if (f)
+        fclose(f);
+    T_CHECK(feed_fifo(d.conf, conf, len), "the good file written");
+    int st = -1;
+    T_CHECK(proc_wait(&d.p, 10000, &st) == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+            "exit 0 after the load it waited for (status %d)", st);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", d.dir);
+    T_CHECK(system(cmd) == 0, "cleanup");
+    client_close(&c);
+}
+
 /* SIGTERM with jobs queued: every one is answered, then exit 0. */
 static void test_drain(struct broker *b)
 {
@@ -1066,6 +1167,8 @@ int main(int argc, char **argv)
     test_shared(&b);
     fprintf(stderr, "-- test_reload_routes\n");
     test_reload_routes(&b);
+    fprintf(stderr, "-- test_reload_off_loop\n");
+    test_reload_off_loop(&b);
     fprintf(stderr, "-- test_drain\n");
     test_drain(&b);
     fprintf(stderr, "-- test_opus_decode\n");

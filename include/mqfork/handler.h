@@ -9,6 +9,8 @@
  *     out_bound(params)        the most output one job can produce
  *     state_size(params)       bytes of per-stream state that may move
  *                              between workers (0: none)
+ *     (on reload, check and out_bound run in a thread of the supervisor
+ *     while its loop goes on: they read their arguments only, no globals)
  *   supervisor, once per route before the workers are forked:
  *     preload(params)          load read-only data (a model); every worker
  *                              shares it copy-on-write
