@@ -63,7 +63,8 @@ struct stats_global {
     uint64_t killed_timeout;
     uint64_t recycled;
     uint64_t stream_resets;
-    uint64_t stream_evictions;
+    uint64_t stream_evictions; /* idle streams without state, evicted for room */
+    uint64_t stream_refusals;  /* new streams refused: every slot held a job or live state */
     uint64_t scale_events;
     /* gauges */
     uint32_t pending[STATS_PRIOS];

@@ -40,6 +40,7 @@ int dispatch_init(struct engine *e)
     for (int p = 0; p < PRIO_COUNT; p++)
         TAILQ_INIT(&e->pending[p]);
     TAILQ_INIT(&e->idle_streams);
+    TAILQ_INIT(&e->spare_streams);
     TAILQ_INIT(&e->free_streams);
     for (uint32_t i = e->sconf.max; i-- > 0;) {
         e->streams[i].slot = i;
@@ -75,6 +76,20 @@ static bool stream_idle(const struct stream *s)
     return !s->active && TAILQ_EMPTY(&s->waiting);
 }
 
+/* Whether idle stream S holds state its next job needs: forgetting it
+ * before it expires would hand that job a reset codec, silently. */
+static bool stream_holds_state(const struct engine *e, const struct stream *s)
+{
+    return e->kinds[s->kind].state_size > 0 && !s->fresh;
+}
+
+/* The idle list S is on: streams that hold state wait there for
+ * streams.idle_s; spare ones (nothing to lose) may be evicted for room. */
+static struct stream_list *idle_list(struct engine *e, const struct stream *s)
+{
+    return s->spare ? &e->spare_streams : &e->idle_streams;
+}
+
 /* When idle stream S is forgotten, unless a job comes for it first. */
 static uint64_t idle_until(const struct engine *e, const struct stream *s)
 {
@@ -88,7 +103,7 @@ static void stream_unlink(struct engine *e, struct stream *s)
         pp = &(*pp)->hnext;
     if (*pp)
         *pp = s->hnext;
-    TAILQ_REMOVE(&e->idle_streams, s, lru);
+    TAILQ_REMOVE(idle_list(e, s), s, lru);
     s->in_use = false;
     TAILQ_INSERT_HEAD(&e->free_streams, s, lru);
     e->g.streams_live--;
@@ -99,10 +114,14 @@ static struct stream *stream_new(struct engine *e, uint32_t kind, uint64_t hash,
 {
     struct stream *s = TAILQ_FIRST(&e->free_streams);
     if (!s) {
-        /* Full: the least recently used stream with nothing to do makes room. */
-        s = TAILQ_FIRST(&e->idle_streams);
-        if (!s)
+        /* Full: the least recently used idle stream with no state to lose
+         * makes room. Streams that hold state keep it until they expire, and
+         * the new stream is refused instead (issue #9, finding 6). */
+        s = TAILQ_FIRST(&e->spare_streams);
+        if (!s) {
+            e->g.stream_refusals++;
             return NULL;
+        }
         stream_unlink(e, s);
         e->g.stream_evictions++;
     }
@@ -128,7 +147,7 @@ struct stream *stream_get(struct engine *e, uint32_t kind, const void *key, size
     for (struct stream *s = e->buckets[h & (e->nbuckets - 1)]; s; s = s->hnext) {
         if (s->hash == h && s->kind == kind && s->klen == len && memcmp(s->key, key, len) == 0) {
             if (stream_idle(s))
-                TAILQ_REMOVE(&e->idle_streams, s, lru);
+                TAILQ_REMOVE(idle_list(e, s), s, lru);
             return s;
         }
     }
@@ -150,9 +169,20 @@ void stream_release_job(struct engine *e, struct job *j)
     }
     s->active = NULL;
     s->last_used_ns = e->now_ns;
-    TAILQ_INSERT_TAIL(&e->idle_streams, s, lru);
+    s->spare = !stream_holds_state(e, s);
+    TAILQ_INSERT_TAIL(idle_list(e, s), s, lru);
     /* The newest idle stream: a timer armed already is for an older one. */
     loop_timer_arm_by(e->loop, &e->stream_idle, idle_until(e, s));
+}
+
+/* Forget the streams of idle list L idle longer than streams.idle_s; the
+ * least recently used one left, or NULL. */
+static struct stream *expire_list(struct engine *e, struct stream_list *l)
+{
+    struct stream *s;
+    while ((s = TAILQ_FIRST(l)) && idle_until(e, s) <= e->now_ns)
+        stream_unlink(e, s);
+    return s;
 }
 
 /* Forget streams idle longer than streams.idle_s; their state goes with
@@ -160,9 +190,10 @@ void stream_release_job(struct engine *e, struct job *j)
 void stream_expire(void *engine)
 {
     struct engine *e = engine_of_timer(engine);
-    struct stream *s;
-    while ((s = TAILQ_FIRST(&e->idle_streams)) && idle_until(e, s) <= e->now_ns)
-        stream_unlink(e, s);
+    struct stream *s = expire_list(e, &e->idle_streams);
+    struct stream *spare = expire_list(e, &e->spare_streams);
+    if (spare && (!s || spare->last_used_ns < s->last_used_ns))
+        s = spare;
     if (s)
         loop_timer_arm(e->loop, &e->stream_idle, idle_until(e, s));
 }
@@ -176,10 +207,18 @@ void stream_forget_kind(struct engine *e, uint32_t kind, bool drop)
         struct stream *s = &e->streams[i];
         if (!s->in_use || s->kind != kind)
             continue;
-        if (drop && stream_idle(s))
+        if (drop && stream_idle(s)) {
             stream_unlink(e, s);
-        else
-            s->fresh = true;
+            continue;
+        }
+        s->fresh = true;
+        if (stream_idle(s) && !s->spare) {
+            /* Nothing to lose any more: it may make room. Its place at the
+             * tail only delays its own expiry, by at most streams.idle_s. */
+            TAILQ_REMOVE(&e->idle_streams, s, lru);
+            s->spare = true;
+            TAILQ_INSERT_TAIL(&e->spare_streams, s, lru);
+        }
     }
 }
 

@@ -66,6 +66,7 @@ struct stream {
     uint32_t klen;
     uint32_t slot; /* its state slot in the segment */
     bool in_use;
+    bool spare;         /* idle without state to lose: on spare_streams */
     bool fresh;         /* state must be initialized by the next job */
     struct job *active; /* its one job pending or in flight, or NULL */
     struct job_list waiting;
@@ -194,7 +195,8 @@ struct engine {
     struct stream *streams; /* streams.max records */
     struct stream **buckets;
     size_t nbuckets;
-    struct stream_list idle_streams; /* least recently used first */
+    struct stream_list idle_streams;  /* idle, holding state; least recently used first */
+    struct stream_list spare_streams; /* idle, nothing to lose; least recently used first */
     struct stream_list free_streams;
     struct loop_timer stream_idle; /* the least recently used idle stream expires */
     uint32_t stream_slot_size;

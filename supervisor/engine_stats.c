@@ -88,7 +88,10 @@ static const struct stats_field_desc engine_fields[] = {
     GAUGE("streams_live", streams_live, "Streams with state in shared memory."),
     COUNTER("stream_resets", stream_resets,
             "Stream states reset because their worker died mid-frame."),
-    COUNTER("stream_evictions", stream_evictions, "Idle stream states evicted for space."),
+    COUNTER("stream_evictions", stream_evictions,
+            "Idle streams without state to lose evicted for space."),
+    COUNTER("stream_refusals", stream_refusals,
+            "New streams refused as overloaded: every slot held a job or live state."),
     GAUGE("slab_used_bytes", slab_used, "Payload slab bytes in use."),
     GAUGE("slab_size_bytes", slab_size, "Payload slab size in bytes."),
 };

@@ -1,7 +1,7 @@
 /* test_engine.c - the engine through its C API with real worker processes:
- * round trip, order within a stream, priority order, refusals, every kind of
- * crash mid-job, hang -> timeout -> retry -> quarantine, crash-loop backoff,
- * and recycling by job count and by RSS. Each test checks that every job
+ * round trip, order within a stream, priority order, stream eviction and
+ * refusal, refusals, every kind of crash mid-job, hang -> timeout -> retry
+ * -> quarantine, crash-loop backoff, and recycling by job count and by RSS. Each test checks that every job
  * accepted got exactly one outcome. */
 #include <signal.h>
 #include <stdio.h>
@@ -159,7 +159,8 @@ static void test_deadline(void)
 }
 
 /* A full stream table makes room by evicting the least recently used idle
- * stream, and counts it; a stream with work is never evicted. */
+ * stream without state to lose (test.echo keeps none), and counts it; a
+ * stream with work is never evicted. */
 static void test_stream_eviction(void)
 {
     struct fixture f;
@@ -177,9 +178,73 @@ static void test_stream_eviction(void)
     }
     struct stats_global g;
     fixture_stats(&f, &g);
-    T_CHECK(g.stream_evictions == 2 && g.streams_live == 4,
-            "6 streams in 4 slots: 2 evicted (%lu), 4 live (%u)", (unsigned long)g.stream_evictions,
-            g.streams_live);
+    T_CHECK(g.stream_evictions == 2 && g.streams_live == 4 && g.stream_refusals == 0,
+            "6 streams in 4 slots: 2 evicted (%lu), 4 live (%u), none refused (%lu)",
+            (unsigned long)g.stream_evictions, g.streams_live, (unsigned long)g.stream_refusals);
+    fixture_free(&f);
+}
+
+static bool streams_below(struct fixture *f, void *n)
+{
+    struct stats_global g;
+    fixture_stats(f, &g);
+    return g.streams_live < *(uint32_t *)n;
+}
+
+/* Streams whose codec holds state keep it until streams.idle_s passes: when
+ * they fill the table, a job that would start a new stream is refused as
+ * overloaded and counted, rather than one of them being evicted and its
+ * next frame decoded by a reset decoder (issue #9, finding 6). The streams
+ * held go on; once they expire, the new stream is taken. */
+static void test_stream_refusal(void)
+{
+    struct fixture f;
+    enum { SLOTS = 4, N = SLOTS + 3 };
+    int dec;
+    fixture_init(&f, "srefuse", N);
+    f.conf.streams.max = SLOTS;
+    f.conf.streams.idle_s = 0.5;
+    fixture_add_kind(&f, "dec", "opus.decode", NULL, &dec);
+    fixture_start(&f);
+    static const uint8_t frame[] = {0xf8}; /* 20 ms without data: concealment */
+    size_t n = 0;
+    for (size_t i = 0; i < SLOTS; i++) {
+        char key[8];
+        snprintf(key, sizeof(key), "s%zu", i);
+        T_REQUIRE(fixture_submit(&f, i, dec, frame, sizeof(frame), key, PRIO_NORMAL, 0, 0) ==
+                      JOB_OK,
+                  "stream %zu accepted", i);
+        n++;
+        T_REQUIRE(fixture_run_until(&f, fixture_all_answered, &n, 5), "answered");
+    }
+    T_CHECK(fixture_submit(&f, SLOTS, dec, frame, sizeof(frame), "new", PRIO_NORMAL, 0, 0) ==
+                JOB_E_OVERLOADED,
+            "a new stream is refused while every slot holds live state");
+    T_CHECK(fixture_submit(&f, SLOTS + 1, dec, frame, sizeof(frame), "s0", PRIO_NORMAL, 0, 0) ==
+                JOB_OK,
+            "a stream held goes on");
+    n++;
+    T_REQUIRE(fixture_run_until(&f, fixture_all_answered, &n, 5), "answered");
+    struct stats_global g;
+    fixture_stats(&f, &g);
+    T_CHECK(g.stream_refusals == 1 && g.refused[JOB_E_OVERLOADED] == 1,
+            "refusal counted: stream_refusals %lu, overloaded %lu",
+            (unsigned long)g.stream_refusals, (unsigned long)g.refused[JOB_E_OVERLOADED]);
+    T_CHECK(g.stream_evictions == 0 && g.stream_resets == 0 && g.streams_live == SLOTS,
+            "no state lost: %lu evicted, %lu reset, %u live", (unsigned long)g.stream_evictions,
+            (unsigned long)g.stream_resets, g.streams_live);
+    size_t ok = 0;
+    for (size_t i = 0; i < N; i++)
+        ok += f.recs[i].outcomes == 1 && f.recs[i].status == JOB_OK;
+    T_CHECK(ok == SLOTS + 1 && f.recs[SLOTS].outcomes == 0,
+            "%zu decoded, the refused never answered", ok);
+    uint32_t slots = SLOTS;
+    T_REQUIRE(fixture_run_until(&f, streams_below, &slots, 5), "idle streams expire");
+    T_CHECK(fixture_submit(&f, SLOTS + 2, dec, frame, sizeof(frame), "new", PRIO_NORMAL, 0, 0) ==
+                JOB_OK,
+            "the new stream is taken once a slot is free");
+    n++;
+    T_CHECK(fixture_run_until(&f, fixture_all_answered, &n, 5), "answered");
     fixture_free(&f);
 }
 
@@ -422,6 +487,7 @@ int main(void)
     test_slow_job_isolated();
     test_deadline();
     test_stream_eviction();
+    test_stream_refusal();
     test_refusals();
     test_crashes();
     test_hang_timeout();
