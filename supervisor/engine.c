@@ -1,7 +1,10 @@
 /* engine.c - the engine's front door and back door: jobs are accepted in
- * engine_submit() and leave, each exactly once, through engine_finish().
- * In between they belong to dispatch.c (queued) and pool.c (running).
- * engine_loop.c is the round that moves them along, in the event loop. */
+ * engine_submit() and leave, each exactly once, through engine_finish();
+ * it owns the job pool (struct jobs) and the engine's life (new, start,
+ * abandon, free). In between a job belongs to engine_queue.c and
+ * engine_streams.c (queued) and engine_inflight.c (running); dispatch.c
+ * moves it from one to the other, and engine_loop.c is the round that
+ * moves them along, in the event loop. */
 #include "supervisor/engine.h"
 
 #include <errno.h>
@@ -18,6 +21,7 @@
 #include "shm/clock.h"
 #include "shm/lock.h"
 #include "supervisor/engine_impl.h"
+#include "supervisor/engine_queue.h"
 #include "supervisor/log.h"
 #include "supervisor/loop.h"
 #include "supervisor/privs.h"
@@ -88,8 +92,8 @@ struct engine *engine_new(const struct conf *c, struct loop *loop, const struct 
     e->efd = -1;
     e->lock_fd = -1;
     e->accepting = true;
-    e->target = c->workers.min;
-    e->nslots = c->workers.max;
+    e->pool.target = c->workers.min;
+    e->pool.nslots = c->workers.max;
     scale_configure(e, &c->scaling);
     if ((c->user && privs_plan(c->user, &e->drop_privs, &e->uid, &e->gid) < 0) ||
         engine_loop_init(e) < 0) {
@@ -114,6 +118,21 @@ static int drop_privileges(struct engine *e)
     return privs_drop(e->uid, e->gid);
 }
 
+/* The job pool: max_pending queued, plus a full ring per worker. */
+static int jobs_init(struct engine *e)
+{
+    struct jobs *js = &e->jobs;
+    js->n = (size_t)e->limits.max_pending + (size_t)e->pool.nslots * e->wconf.inflight;
+    js->all = calloc(js->n, sizeof(*js->all));
+    if (!js->all)
+        return -1;
+    TAILQ_INIT(&js->free);
+    for (size_t i = js->n; i-- > 0;)
+        TAILQ_INSERT_HEAD(&js->free, &js->all[i], link);
+    queue_init(e);
+    return 0;
+}
+
 int engine_start(struct engine *e)
 {
     uint32_t slot_size = 0;
@@ -136,7 +155,7 @@ int engine_start(struct engine *e)
     }
     e->seg.hdr->stream_slot_size = e->stream_slot_size;
     e->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (e->efd < 0 || dispatch_init(e) < 0 || pool_init(e) < 0) {
+    if (e->efd < 0 || jobs_init(e) < 0 || streams_init(e) < 0 || pool_init(e) < 0) {
         log_error("engine start: %s", strerror(errno));
         return -1;
     }
@@ -151,8 +170,9 @@ int engine_start(struct engine *e)
     log_info("instance '%s': segment %s is %.1f MiB (slab %.1f MiB, %u worker slots, %u stream "
              "slots of %u bytes)",
              e->instance, e->seg.name, (double)e->seg.size / 1048576.0,
-             (double)slab_size(&e->slab) / 1048576.0, e->nslots, e->sconf.max, e->stream_slot_size);
-    for (unsigned i = 0; i < e->target; i++)
+             (double)slab_size(&e->slab) / 1048576.0, e->pool.nslots, e->sconf.max,
+             e->stream_slot_size);
+    for (unsigned i = 0; i < e->pool.target; i++)
         if (pool_spawn(e, engine_worker(e, i)) < 0)
             return -1;
     return 0;
@@ -191,8 +211,8 @@ enum job_status engine_submit(struct engine *e, const struct engine_job *r, uint
     if (r->len > e->limits.max_payload || r->stream_len > ENGINE_STREAM_KEY_MAX ||
         out_cap > e->max_alloc)
         return refuse(e, r->kind, JOB_E_TOO_LARGE);
-    struct job *j = TAILQ_FIRST(&e->free_jobs);
-    if (!j || e->queued >= e->limits.max_pending)
+    struct job *j = TAILQ_FIRST(&e->jobs.free);
+    if (!j || engine_queued(e) >= e->limits.max_pending)
         return refuse(e, r->kind, JOB_E_OVERLOADED);
     /* Input and output together or not at all: a job that waited for its
      * output at dispatch could wait for memory only queued jobs hold. */
@@ -204,14 +224,16 @@ enum job_status engine_submit(struct engine *e, const struct engine_job *r, uint
         slab_free(&e->slab, out);
         return refuse(e, r->kind, JOB_E_OVERLOADED);
     }
-    TAILQ_REMOVE(&e->free_jobs, j, link);
+    TAILQ_REMOVE(&e->jobs.free, j, link);
+    job_move(j, JOB_FREE, JOB_TAKEN);
     if (r->len) /* an empty MQTT payload comes as NULL */
         memcpy(slab_ptr(&e->slab, in), r->payload, r->len);
     /* A job submitted from a watch may be dispatched in this same round:
      * its start, stamped with e->now_ns, must not come before this. */
     uint64_t now = e->now_ns = mono_ns();
     *j = (struct job){
-        .id = ++e->next_id,
+        .id = ++e->jobs.next_id,
+        .state = JOB_TAKEN,
         .kind = r->kind,
         .prio = r->priority < PRIO_COUNT ? (uint8_t)r->priority : PRIO_NORMAL,
         .retries = r->retries,
@@ -228,8 +250,7 @@ enum job_status engine_submit(struct engine *e, const struct engine_job *r, uint
         .done = r->done,
         .ctx = r->ctx,
     };
-    e->outstanding++;
-    e->queued++;
+    e->jobs.outstanding++;
     engine_wake_at(e, now + TICK_BUSY_NS);
     e->g.accepted++;
     e->g_dirty = true;
@@ -237,14 +258,10 @@ enum job_status engine_submit(struct engine *e, const struct engine_job *r, uint
     seqlock_write_begin(&ks->lock);
     ks->received++;
     seqlock_write_end(&ks->lock);
-    if (s && s->active) {
-        j->where = JOB_STREAM_WAIT;
-        TAILQ_INSERT_TAIL(&s->waiting, j, link);
-    } else {
-        if (s)
-            s->active = j;
-        pending_push(e, j, false);
-    }
+    if (s)
+        stream_enter(e, s, j);
+    else
+        queue_push(e, j, false);
     if (id)
         *id = j->id;
     return JOB_OK;
@@ -301,6 +318,7 @@ static void count_outcome(struct engine *e, const struct job *j, enum job_status
 void engine_finish(struct engine *e, struct job *j, enum job_status st, const void *data,
                    size_t len, uint64_t run_ns)
 {
+    job_move(j, JOB_TAKEN, JOB_FREE); /* a second outcome aborts here */
     struct engine_outcome o = {
         .id = j->id,
         .status = st,
@@ -318,9 +336,8 @@ void engine_finish(struct engine *e, struct job *j, enum job_status st, const vo
     slab_free(&e->slab, j->out_off);
     if (j->stream)
         stream_release_job(e, j);
-    j->where = JOB_FREE;
-    TAILQ_INSERT_HEAD(&e->free_jobs, j, link);
-    e->outstanding--;
+    TAILQ_INSERT_HEAD(&e->jobs.free, j, link);
+    e->jobs.outstanding--;
 }
 
 void engine_finishf(struct engine *e, struct job *j, enum job_status st, const char *fmt, ...)
@@ -337,20 +354,30 @@ void engine_finishf(struct engine *e, struct job *j, enum job_status st, const c
 
 size_t engine_outstanding(const struct engine *e)
 {
-    return e->outstanding;
+    return e->jobs.outstanding;
 }
 
 unsigned engine_live_workers(const struct engine *e)
 {
     unsigned n = 0;
-    for (unsigned i = 0; i < e->nslots; i++)
-        n += pool_takes_jobs(&e->workers[i]);
+    for (unsigned i = 0; i < e->pool.nslots; i++)
+        n += pool_takes_jobs(&e->pool.workers[i]);
     return n;
 }
 
 unsigned engine_target(const struct engine *e)
 {
-    return e->target;
+    return e->pool.target;
+}
+
+unsigned engine_set_target(struct engine *e, unsigned target)
+{
+    return pool_set_target(e, target);
+}
+
+unsigned engine_scale_manual(struct engine *e, int delta, const char *who)
+{
+    return scale_manual(e, delta, who);
 }
 
 void engine_stop_accepting(struct engine *e)
@@ -360,16 +387,10 @@ void engine_stop_accepting(struct engine *e)
 
 size_t engine_abandon(struct engine *e)
 {
-    size_t running = e->outstanding - e->queued, total = e->outstanding;
+    size_t total = e->jobs.outstanding, running = total - engine_queued(e);
     e->accepting = false;
     pool_shutdown(e);
-    for (int p = 0; p < PRIO_COUNT; p++) {
-        struct job *j;
-        while ((j = TAILQ_FIRST(&e->pending[p]))) {
-            pending_remove(e, j);
-            engine_finishf(e, j, JOB_E_SHUTDOWN, "abandoned: the daemon stopped first");
-        }
-    }
+    queue_abandon(e);
     if (total)
         log_warn("abandoned %zu jobs (%zu running, %zu queued): answered with a shutdown error",
                  total, running, total - running);
@@ -383,8 +404,8 @@ size_t engine_abandon(struct engine *e)
 unsigned engine_stale_workers(const struct engine *e)
 {
     unsigned n = 0;
-    for (unsigned i = 0; i < e->nslots && e->workers; i++)
-        n += e->workers[i].pid > 0 && e->workers[i].kinds_gen < e->kinds_gen;
+    for (unsigned i = 0; i < e->pool.nslots && e->pool.workers; i++)
+        n += e->pool.workers[i].pid > 0 && e->pool.workers[i].kinds_gen < e->kinds_gen;
     return n;
 }
 
@@ -401,7 +422,8 @@ void engine_free(struct engine *e)
     if (e->efd >= 0)
         close(e->efd);
     pool_free(e);
-    dispatch_free(e);
+    streams_free(e);
+    free(e->jobs.all);
     for (unsigned k = 0; k < e->nkinds; k++)
         kind_undefine(e, k);
     if (e->started) {
@@ -425,5 +447,5 @@ struct segment *engine_segment(struct engine *e)
 
 int engine_worker_pid(const struct engine *e, unsigned slot)
 {
-    return slot < e->nslots && e->workers ? e->workers[slot].pid : 0;
+    return slot < e->pool.nslots && e->pool.workers ? e->pool.workers[slot].pid : 0;
 }

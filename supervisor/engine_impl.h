@@ -1,14 +1,25 @@
-/* engine_impl.h - the engine's private state, shared by its three parts:
- * engine.c (the API, outcomes, stats), dispatch.c (queues, streams, choosing
- * a worker) and pool.c (forking, deaths, timeouts, recycling, scaling).
+/* engine_impl.h - the engine's private state, in one part per owner. Each
+ * part is changed only by the code of its owner, through the owner's
+ * functions; the others only read it:
  *
- * Ownership: a struct job lives in the engine's job pool from submit until
- * its outcome; at any moment it is in exactly one place - a pending queue, a
- * stream's waiting list, or one worker's in-flight list - and job->where
- * says which. */
+ *   struct jobs       engine.c            the job pool; accepted, not answered
+ *   struct queues     engine_queue.[ch]   the pending queues, by priority
+ *   struct streams    engine_streams.c    the stream table, its waiting jobs
+ *   worker in flight  engine_inflight.[ch] what each worker holds, its cost
+ *   struct pool       pool.c              the worker slots, their states, target
+ *   struct scaler     scale.c             the autoscaler
+ *   struct kind       kinds.c, reload.c   the kind table
+ *
+ * The moves on the hot path (submit -> dispatch -> collect) are inline, in
+ * the owner's header or below. dispatch.c moves jobs from the queues to the
+ * workers through them. A struct job lives in the job pool from submit
+ * until its outcome; job->state says where it is, and every move asserts
+ * (in debug builds) that it comes from where it must, so a job queued,
+ * sent or answered twice aborts under the tests. */
 #ifndef MQFORK_SUPERVISOR_ENGINE_IMPL_H
 #define MQFORK_SUPERVISOR_ENGINE_IMPL_H
 
+#include <assert.h>
 #include <sys/queue.h>
 #include <sys/types.h>
 
@@ -24,7 +35,15 @@
 #include "worker/registry.h"
 #include "worker/worker.h"
 
-enum job_where { JOB_FREE, JOB_PENDING, JOB_STREAM_WAIT, JOB_INFLIGHT };
+/* Where a job is. A job leaves a list as JOB_TAKEN, and only a taken job
+ * goes into a list or is answered:
+ *
+ *   FREE -> TAKEN (submit) -> PENDING | STREAM_WAIT
+ *   STREAM_WAIT -> TAKEN -> PENDING (its turn), or answered (route removed)
+ *   PENDING -> TAKEN -> INFLIGHT (sent), PENDING (the send failed), or answered
+ *   INFLIGHT -> TAKEN -> PENDING (its worker died), or answered
+ *   answered: TAKEN -> FREE (engine_finish) */
+enum job_state { JOB_FREE, JOB_TAKEN, JOB_PENDING, JOB_STREAM_WAIT, JOB_INFLIGHT };
 
 /* Why a worker died, as the supervisor saw it. */
 enum death_cause { DEATH_NONE, DEATH_CRASH, DEATH_TIMEOUT, DEATH_WILD, DEATH_RETIRED };
@@ -34,7 +53,7 @@ struct stream;
 struct job {
     TAILQ_ENTRY(job) link;
     uint64_t id;
-    enum job_where where;
+    enum job_state state; /* changed only by job_move */
     uint32_t kind;
     uint8_t prio;
     bool sent_fresh; /* its dispatch carried JOB_STREAM_FRESH */
@@ -57,6 +76,15 @@ struct job {
 };
 
 TAILQ_HEAD(job_list, job);
+
+/* Move J from state FROM to TO; from any other state is a bug (asserted,
+ * so compiled out with NDEBUG). */
+static inline void job_move(struct job *j, enum job_state from, enum job_state to)
+{
+    assert(j->state == from);
+    (void)from;
+    j->state = to;
+}
 
 struct stream {
     TAILQ_ENTRY(stream) lru; /* on the idle list while it has no job */
@@ -120,9 +148,10 @@ struct worker {
     pid_t pid;
     int pidfd;
     uint32_t generation;
-    uint32_t kinds_gen;       /* the kind table it was forked with */
-    struct ring jobs;         /* we produce */
-    struct ring results;      /* we consume */
+    uint32_t kinds_gen;  /* the kind table it was forked with */
+    struct ring jobs;    /* we produce */
+    struct ring results; /* we consume */
+    /* Its in-flight jobs (engine_inflight.c) */
     struct job_list inflight; /* in the order the worker runs them */
     uint32_t ninflight;
     uint64_t est_ns;          /* sum of the estimates of its in-flight jobs */
@@ -147,6 +176,41 @@ struct worker {
 /* Per-second samples of the accepted and answered counters, for rates. */
 #define RATE_SAMPLES 61
 
+/* The job pool (engine.c). */
+struct jobs {
+    struct job *all;
+    size_t n;
+    struct job_list free;
+    size_t outstanding; /* accepted, not yet answered */
+    uint64_t next_id;
+};
+
+/* The pending queues, served high priority first (engine_queue.c). */
+struct queues {
+    struct job_list pending[PRIO_COUNT];
+    size_t n; /* jobs in them */
+    uint64_t next_expire_ns;
+};
+
+/* The stream table (engine_streams.c). */
+struct streams {
+    struct stream *all; /* streams.max records */
+    struct stream **buckets;
+    size_t nbuckets;
+    struct stream_list idle;  /* idle, holding state; least recently used first */
+    struct stream_list spare; /* idle, nothing to lose; least recently used first */
+    struct stream_list free;
+    struct loop_timer expiry; /* the least recently used idle stream expires */
+    size_t waiting;           /* jobs waiting behind their stream's active job */
+};
+
+/* The worker slots (pool.c). */
+struct pool {
+    struct worker *workers;
+    unsigned nslots; /* workers.max */
+    unsigned target;
+};
+
 struct engine {
     const struct registry *registry; /* the caller's: handlers by name */
     struct conf_workers wconf;
@@ -170,36 +234,22 @@ struct engine {
     struct loop_timer second; /* rates, workers' CPU and memory */
     struct loop_timer batch;  /* the end of a sleep that batches results */
 
+    /* The kind table (kinds.c; reload.c swaps its entries) */
     struct kind kinds[SEG_MAX_KINDS];
     unsigned nkinds;
     uint32_t kinds_gen; /* bumped by each reload that changes the kind table */
     size_t max_alloc;   /* largest block the slab was set up for */
+    uint32_t stream_slot_size;
 
     struct scaler scale;
     bool drop_privs; /* workers run as uid/gid (conf user:) */
     uid_t uid;
     gid_t gid;
 
-    struct worker *workers;
-    unsigned nslots; /* workers.max */
-    unsigned target;
-
-    struct job *jobs; /* the job pool */
-    size_t njobs;
-    struct job_list free_jobs;
-    size_t outstanding; /* accepted, not yet answered */
-    size_t queued;      /* pending + waiting on a stream */
-    struct job_list pending[PRIO_COUNT];
-    uint64_t next_id;
-
-    struct stream *streams; /* streams.max records */
-    struct stream **buckets;
-    size_t nbuckets;
-    struct stream_list idle_streams;  /* idle, holding state; least recently used first */
-    struct stream_list spare_streams; /* idle, nothing to lose; least recently used first */
-    struct stream_list free_streams;
-    struct loop_timer stream_idle; /* the least recently used idle stream expires */
-    uint32_t stream_slot_size;
+    struct pool pool;
+    struct jobs jobs;
+    struct queues q;
+    struct streams st;
 
     struct stats_global g;     /* private copy, published each turn */
     struct stats_block *stats; /* its block "engine" in the segment */
@@ -207,14 +257,19 @@ struct engine {
     unsigned ndeclared;
     bool g_dirty;
     uint64_t now_ns; /* the loop's time, as of the round or timer running */
-    uint64_t next_expire_ns;
     uint64_t rate_accepted[RATE_SAMPLES], rate_answered[RATE_SAMPLES];
     unsigned rate_pos, rate_count;
 };
 
+/* Jobs accepted and not yet started: pending, or waiting on their stream. */
+static inline size_t engine_queued(const struct engine *e)
+{
+    return e->q.n + e->st.waiting;
+}
+
 static inline struct worker *engine_worker(struct engine *e, unsigned slot)
 {
-    return &e->workers[slot];
+    return &e->pool.workers[slot];
 }
 
 /* Bring the engine's clock to the loop's, never backwards: a worker reaped
@@ -242,6 +297,11 @@ static inline void engine_wake_at(struct engine *e, uint64_t at_ns)
 }
 
 /* engine.c */
+void engine_finish(struct engine *e, struct job *j, enum job_status st, const void *data,
+                   size_t len, uint64_t run_ns);
+void engine_finishf(struct engine *e, struct job *j, enum job_status st, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* kinds.c */
 size_t kinds_largest_alloc(const struct engine *e);
 /* A worker died in kind K's init(), HOW ("crashed: signal 11"). */
@@ -261,10 +321,6 @@ void kind_undefine(struct engine *e, unsigned idx);
 int kind_preload(const char *name, const struct mqfork_handler *h,
                  const struct mqfork_params *params, void **out);
 void engine_publish_kind(struct engine *e, unsigned idx);
-void engine_finish(struct engine *e, struct job *j, enum job_status st, const void *data,
-                   size_t len, uint64_t run_ns);
-void engine_finishf(struct engine *e, struct job *j, enum job_status st, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
 
 /* engine_stats.c */
 int engine_stats_start(struct engine *e);
@@ -280,17 +336,43 @@ void engine_loop_start(struct engine *e);
 void engine_loop_fini(struct engine *e);
 void engine_publish(struct engine *e);
 
-/* dispatch.c */
-int dispatch_init(struct engine *e);
-void dispatch_free(struct engine *e);
+/* engine_queue.c (the moves in and out: engine_queue.h) */
+void queue_init(struct engine *e);
+/* Answer pending job J as expired (queue_overdue). */
+void queue_answer_expired(struct engine *e, struct job *j);
+/* Answer pending jobs past their deadline (at most every 50 ms). */
+void queue_expire(struct engine *e);
+/* Answer every pending job with a shutdown error. */
+void queue_abandon(struct engine *e);
+
+/* engine_streams.c */
+int streams_init(struct engine *e);
+void streams_free(struct engine *e);
 struct stream *stream_get(struct engine *e, uint32_t kind, const void *key, size_t len);
+/* A new job J of stream S (taken) goes to the queue, or waits behind the
+ * stream's active job. */
+void stream_enter(struct engine *e, struct stream *s, struct job *j);
+/* J, waiting on its stream, is taken out to be answered (reload). */
+void stream_unwait(struct engine *e, struct job *j);
+/* J is answered: its stream's next job may go. */
 void stream_release_job(struct engine *e, struct job *j);
-void stream_expire(void *engine); /* the stream_idle timer */
+/* J goes to a worker: the state is its to initialize when fresh. */
+void stream_job_sent(struct job *j);
+/* J was running and its worker died: its stream's state is suspect when it
+ * was J's to change (CULPRIT) or J was to initialize it. */
+void stream_job_lost(struct engine *e, struct job *j, bool culprit);
+void stream_expire(void *engine); /* the streams' expiry timer */
 void stream_forget_kind(struct engine *e, uint32_t kind, bool drop);
-void pending_push(struct engine *e, struct job *j, bool front);
-void pending_remove(struct engine *e, struct job *j);
+
+/* dispatch.c */
 void dispatch(struct engine *e);
-void dispatch_expire(struct engine *e);
+
+/* engine_inflight.c (the moves on the hot path: engine_inflight.h) */
+/* W is gone: its jobs go back to the queues, or are answered (REASON: its
+ * running job killed it). */
+void inflight_rescue(struct engine *e, struct worker *w, const char *reason);
+/* The daemon stops: W's jobs are answered as abandoned. */
+void inflight_abandon(struct engine *e, struct worker *w);
 
 /* pool.c */
 int pool_init(struct engine *e);
@@ -306,5 +388,20 @@ bool pool_takes_jobs(const struct worker *w);
 void pool_publish_worker(struct engine *e, struct worker *w);
 void pool_shutdown(struct engine *e);
 void pool_count(struct engine *e);
+/* The wanted pool size, clamped to [workers.min, workers.max]. */
+unsigned pool_set_target(struct engine *e, unsigned target);
+
+/* W was sent a job (dispatch.c): it is busy, and it counts toward its
+ * recycling at workers.max_jobs, whose exit message then queues right
+ * behind its last job. pool.c's, inline for the hot path. */
+static inline void pool_job_sent(struct engine *e, struct worker *w)
+{
+    if (w->state == WORKER_IDLE) {
+        w->state = WORKER_BUSY;
+        pool_publish_worker(e, w);
+    }
+    if (e->wconf.max_jobs && ++w->jobs_sent >= e->wconf.max_jobs)
+        pool_drain(e, w);
+}
 
 #endif

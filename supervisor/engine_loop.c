@@ -4,7 +4,7 @@
  * its periodic work runs on timers: the housekeeping tick, the per-second
  * sample, and the end of a sleep that batches results. The stream-expiry
  * and scaling timers are set up here too; their functions live with the
- * state they look at (dispatch.c, scale.c). */
+ * state they look at (engine_streams.c, scale.c). */
 #include <string.h>
 
 #include "shm/clock.h"
@@ -39,9 +39,9 @@ static void sample_rates(struct engine *e)
 
 void engine_publish(struct engine *e)
 {
-    e->g.inflight = (uint32_t)(e->outstanding - e->queued);
+    e->g.inflight = (uint32_t)(e->jobs.outstanding - engine_queued(e));
     e->g.slab_used = slab_used(&e->slab);
-    e->g.workers_target = e->target;
+    e->g.workers_target = e->pool.target;
     e->g.updated_ns = e->now_ns;
     engine_stats_publish(e);
     e->g_dirty = false;
@@ -57,12 +57,12 @@ void engine_publish(struct engine *e)
 static void on_tick(void *ctx)
 {
     struct engine *e = engine_of_timer(ctx);
-    dispatch_expire(e);
+    queue_expire(e);
     pool_tick(e);
     kinds_retry(e);
     pool_count(e);
     scale_sample(e);
-    uint64_t every = e->outstanding ? TICK_BUSY_NS : TICK_IDLE_NS;
+    uint64_t every = e->jobs.outstanding ? TICK_BUSY_NS : TICK_IDLE_NS;
     loop_timer_arm_by(e->loop, &e->tick, e->now_ns + every);
 }
 
@@ -100,7 +100,7 @@ static bool round_work(void *ctx)
 /* Whether any worker has something for us: results, or word that it is ready. */
 static bool results_waiting(struct engine *e)
 {
-    for (unsigned i = 0; i < e->nslots; i++) {
+    for (unsigned i = 0; i < e->pool.nslots; i++) {
         struct worker *w = engine_worker(e, i);
         if (w->state == WORKER_STARTING && atomic_load(&seg_worker_ctl(&e->seg, i)->ready))
             return true;
@@ -117,12 +117,12 @@ static bool results_waiting(struct engine *e)
  * instead of an eventfd write per result (DESIGN.md, principle 7). */
 static uint64_t batch_sleep_ns(const struct engine *e)
 {
-    if (e->queued == 0)
+    if (engine_queued(e) == 0)
         return 0;
     uint64_t least = UINT64_MAX;
-    for (unsigned i = 0; i < e->nslots; i++)
-        if (pool_takes_jobs(&e->workers[i]) && e->workers[i].est_ns < least)
-            least = e->workers[i].est_ns;
+    for (unsigned i = 0; i < e->pool.nslots; i++)
+        if (pool_takes_jobs(&e->pool.workers[i]) && e->pool.workers[i].est_ns < least)
+            least = e->pool.workers[i].est_ns;
     if (least == UINT64_MAX || least < BATCH_MIN_NS)
         return 0;
     return least / 2 < BATCH_MAX_SLEEP_NS ? least / 2 : BATCH_MAX_SLEEP_NS;
@@ -155,7 +155,7 @@ static bool round_may_sleep(void *ctx)
         return true;
     }
     e->sleep_start_ns = mono_ns();
-    if (e->outstanding && e->spin && spin_for_results(e, e->sleep_start_ns + SPIN_NS))
+    if (e->jobs.outstanding && e->spin && spin_for_results(e, e->sleep_start_ns + SPIN_NS))
         return false;
     atomic_store(&e->seg.hdr->supervisor_sleeping, 1);
     e->flag_raised = true;
@@ -187,7 +187,7 @@ int engine_loop_init(struct engine *e)
     if (loop_timer_init(l, &e->tick, on_tick, e) < 0 ||
         loop_timer_init(l, &e->second, on_second, e) < 0 ||
         loop_timer_init(l, &e->batch, on_batch_done, e) < 0 ||
-        loop_timer_init(l, &e->stream_idle, stream_expire, e) < 0 ||
+        loop_timer_init(l, &e->st.expiry, stream_expire, e) < 0 ||
         loop_timer_init(l, &e->scale.check, scale_check, e) < 0)
         return -1;
     return 0;
@@ -207,8 +207,7 @@ void engine_loop_start(struct engine *e)
 void engine_loop_fini(struct engine *e)
 {
     loop_hook_remove(e->loop, &e->hook);
-    struct loop_timer *timers[] = {&e->tick, &e->second, &e->batch, &e->stream_idle,
-                                   &e->scale.check};
+    struct loop_timer *timers[] = {&e->tick, &e->second, &e->batch, &e->st.expiry, &e->scale.check};
     for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++)
         loop_timer_fini(e->loop, timers[i]);
 }

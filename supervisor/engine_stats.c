@@ -2,8 +2,9 @@
  * table that names and explains each of its figures (mqforkstat prints them
  * from this table, with the names scripts have always used), the blocks
  * declared before start, and each handler's own counters
- * ("plugin.<handler>", one instance per worker slot). The figures themselves are counted in
- * engine.c, dispatch.c and pool.c into a private struct stats_global. */
+ * ("plugin.<handler>", one instance per worker slot). The figures
+ * themselves are counted, each by the part of the engine it describes,
+ * into a private struct stats_global. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

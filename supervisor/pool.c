@@ -1,12 +1,10 @@
-/* pool.c - the worker processes: fork them, take their answers, notice their
- * deaths, and decide what happens to the jobs they held.
- *
- * A worker's death is reported by the kernel through its pidfd (DESIGN.md,
- * principle 8). The job at the head of a dead worker's in-flight list is the
- * one it was running - workers run their ring in order - so only that job is
- * charged an attempt; the jobs queued behind it go back to the front of
- * their queues untouched. A hung job is caught by its timeout: the worker is
- * killed and the job treated as if it had crashed it. */
+/* pool.c - the worker processes and their slots (struct pool): fork them,
+ * take their answers, notice their deaths, respawn them with backoff, keep
+ * their number at the target, recycle them. A worker's death is reported
+ * by the kernel through its pidfd (DESIGN.md, principle 8); the jobs it
+ * held are engine_inflight.c's. A hung job is caught by its timeout: the
+ * worker is killed and the job treated as if it had crashed it. */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -22,7 +20,7 @@
 #include "shm/clock.h"
 #include "shm/procstat.h"
 #include "shm/statblock.h"
-#include "supervisor/engine_impl.h"
+#include "supervisor/engine_inflight.h"
 #include "supervisor/log.h"
 #include "supervisor/loop.h"
 
@@ -33,11 +31,11 @@ static void on_worker_exit(void *ctx, int events);
 
 int pool_init(struct engine *e)
 {
-    e->workers = calloc(e->nslots, sizeof(*e->workers));
-    if (!e->workers)
+    e->pool.workers = calloc(e->pool.nslots, sizeof(*e->pool.workers));
+    if (!e->pool.workers)
         return -1;
-    for (unsigned i = 0; i < e->nslots; i++) {
-        struct worker *w = &e->workers[i];
+    for (unsigned i = 0; i < e->pool.nslots; i++) {
+        struct worker *w = &e->pool.workers[i];
         w->engine = e;
         w->slot = i;
         w->pidfd = -1;
@@ -48,8 +46,8 @@ int pool_init(struct engine *e)
 
 void pool_free(struct engine *e)
 {
-    free(e->workers);
-    e->workers = NULL;
+    free(e->pool.workers);
+    e->pool.workers = NULL;
 }
 
 bool pool_takes_jobs(const struct worker *w)
@@ -74,8 +72,8 @@ void pool_publish_worker(struct engine *e, struct worker *w)
 void pool_count(struct engine *e)
 {
     unsigned live = 0, busy = 0, idle = 0;
-    for (unsigned i = 0; i < e->nslots; i++) {
-        const struct worker *w = &e->workers[i];
+    for (unsigned i = 0; i < e->pool.nslots; i++) {
+        const struct worker *w = &e->pool.workers[i];
         if (w->pid <= 0 || w->state == WORKER_STARTING)
             continue;
         live++;
@@ -116,8 +114,7 @@ static void reset_slot(struct engine *e, struct worker *w)
     w->killed = DEATH_NONE;
     w->exit_sent = false;
     w->jobs_sent = 0;
-    w->ninflight = 0;
-    w->est_ns = 0;
+    assert(w->ninflight == 0 && TAILQ_EMPTY(&w->inflight)); /* engine_inflight.c emptied it */
 }
 
 static void fork_worker(struct engine *e, struct worker *w)
@@ -235,18 +232,12 @@ static void on_result(struct engine *e, struct worker *w, const struct result_de
         pool_kill(e, w, DEATH_WILD);
         return;
     }
-    TAILQ_REMOVE(&w->inflight, j, link);
-    w->ninflight--;
-    w->est_ns -= j->est_ns;
+    inflight_take_head(e, w);
     /* The worker's own figure, bounded by what it could have been: a job
      * runs no longer than its timeout before its worker is killed. */
     uint64_t run_ns = r->run_ns < j->timeout_ns ? r->run_ns : j->timeout_ns;
     update_estimate(&e->kinds[j->kind], run_ns);
-    struct job *next = TAILQ_FIRST(&w->inflight);
-    if (next) {
-        w->head_started_ns = e->now_ns;
-        next->started_ns = e->now_ns;
-    } else if (w->state == WORKER_BUSY) {
+    if (!w->ninflight && w->state == WORKER_BUSY) {
         w->state = WORKER_IDLE;
         pool_publish_worker(e, w);
     }
@@ -275,8 +266,8 @@ static bool collect_worker(struct engine *e, struct worker *w)
 bool pool_collect(struct engine *e)
 {
     bool any = false;
-    for (unsigned i = 0; i < e->nslots; i++) {
-        struct worker *w = &e->workers[i];
+    for (unsigned i = 0; i < e->pool.nslots; i++) {
+        struct worker *w = &e->pool.workers[i];
         if (w->pid <= 0)
             continue;
         if (w->state == WORKER_STARTING) {
@@ -296,46 +287,6 @@ bool pool_collect(struct engine *e)
 }
 
 /* ---- deaths ----------------------------------------------------------- */
-
-static void requeue(struct engine *e, struct job *j)
-{
-    j->worker = -1;
-    e->queued++;
-    pending_push(e, j, true);
-}
-
-/* The jobs W held when it died. REASON is set when its running job is to
- * blame; then that job is charged an attempt, the others are not. */
-static void rescue_jobs(struct engine *e, struct worker *w, const char *reason)
-{
-    struct job *culprit = reason ? TAILQ_FIRST(&w->inflight) : NULL;
-    /* Tail first, each to the front of its queue: their order is kept. */
-    struct job *j;
-    while ((j = TAILQ_LAST(&w->inflight, job_list))) {
-        TAILQ_REMOVE(&w->inflight, j, link);
-        if (j->stream && j->sent_fresh)
-            j->stream->fresh = true;
-        if (j != culprit) {
-            j->attempts--;
-            requeue(e, j);
-            continue;
-        }
-        if (j->stream) {
-            /* It may have died halfway through changing the stream's state. */
-            j->stream->fresh = true;
-            e->g.stream_resets++;
-        }
-        if (j->attempts > j->retries) {
-            engine_finishf(e, j, JOB_E_QUARANTINED, "%s (attempt %u of %u)", reason, j->attempts,
-                           j->retries + 1);
-        } else {
-            e->g.retried++;
-            requeue(e, j);
-        }
-    }
-    w->ninflight = 0;
-    w->est_ns = 0;
-}
 
 static void record_crash(struct engine *e, struct worker *w, const siginfo_t *si)
 {
@@ -444,7 +395,7 @@ static void reap(struct engine *e, struct worker *w)
         log_warn("worker %u (pid %d) %s%s", w->slot, (int)w->pid, reason,
                  TAILQ_EMPTY(&w->inflight) ? "" : "; its jobs go to other workers");
     }
-    rescue_jobs(e, w, clean || w->killed == DEATH_RETIRED ? NULL : reason);
+    inflight_rescue(e, w, clean || w->killed == DEATH_RETIRED ? NULL : reason);
     w->pid = 0;
     e->g_dirty = true;
     if (w->retiring) {
@@ -471,8 +422,8 @@ static void on_worker_exit(void *ctx, int events)
 static unsigned workers_in_use(const struct engine *e)
 {
     unsigned used = 0;
-    for (unsigned i = 0; i < e->nslots; i++)
-        used += e->workers[i].state != WORKER_EMPTY && !e->workers[i].retiring;
+    for (unsigned i = 0; i < e->pool.nslots; i++)
+        used += e->pool.workers[i].state != WORKER_EMPTY && !e->pool.workers[i].retiring;
     return used;
 }
 
@@ -483,13 +434,13 @@ static unsigned workers_in_use(const struct engine *e)
 static void fill_to_target(struct engine *e)
 {
     unsigned used = workers_in_use(e);
-    for (unsigned i = 0; i < e->nslots && used < e->target; i++) {
-        struct worker *w = &e->workers[i];
+    for (unsigned i = 0; i < e->pool.nslots && used < e->pool.target; i++) {
+        struct worker *w = &e->pool.workers[i];
         if (w->state == WORKER_EMPTY && w->pid <= 0 && pool_spawn(e, w) == 0)
             used++;
     }
-    for (unsigned i = e->nslots; i-- > 0 && used > e->target;) {
-        struct worker *w = &e->workers[i];
+    for (unsigned i = e->pool.nslots; i-- > 0 && used > e->pool.target;) {
+        struct worker *w = &e->pool.workers[i];
         if (w->state == WORKER_EMPTY || w->retiring || w->ninflight)
             continue;
         pool_retire(e, w);
@@ -504,16 +455,16 @@ static void fill_to_target(struct engine *e)
 static void recycle_stale(struct engine *e)
 {
     unsigned out = 0, stale = 0;
-    for (unsigned i = 0; i < e->nslots; i++) {
-        const struct worker *w = &e->workers[i];
+    for (unsigned i = 0; i < e->pool.nslots; i++) {
+        const struct worker *w = &e->pool.workers[i];
         if (w->pid <= 0)
             continue;
         out += w->state == WORKER_STARTING || w->state == WORKER_DRAINING;
         stale += w->kinds_gen < e->kinds_gen && pool_takes_jobs(w) && !w->exit_sent;
     }
-    unsigned limit = e->target / 2 ? e->target / 2 : 1;
-    for (unsigned i = e->nslots; i-- > 0 && stale && out < limit;) {
-        struct worker *w = &e->workers[i];
+    unsigned limit = e->pool.target / 2 ? e->pool.target / 2 : 1;
+    for (unsigned i = e->pool.nslots; i-- > 0 && stale && out < limit;) {
+        struct worker *w = &e->pool.workers[i];
         if (w->pid <= 0 || w->kinds_gen >= e->kinds_gen || !pool_takes_jobs(w) || w->exit_sent)
             continue;
         pool_drain(e, w);
@@ -524,8 +475,8 @@ static void recycle_stale(struct engine *e)
 
 void pool_tick(struct engine *e)
 {
-    for (unsigned i = 0; i < e->nslots; i++) {
-        struct worker *w = &e->workers[i];
+    for (unsigned i = 0; i < e->pool.nslots; i++) {
+        struct worker *w = &e->pool.workers[i];
         if (w->state == WORKER_BACKOFF && e->now_ns >= w->respawn_at_ns) {
             if (pool_spawn(e, w) < 0)
                 w->respawn_at_ns = e->now_ns + BACKOFF_FIRST_NS;
@@ -578,8 +529,8 @@ static void sample_worker(struct engine *e, struct worker *w)
 
 void pool_sample(struct engine *e)
 {
-    for (unsigned i = 0; i < e->nslots; i++) {
-        struct worker *w = &e->workers[i];
+    for (unsigned i = 0; i < e->pool.nslots; i++) {
+        struct worker *w = &e->pool.workers[i];
         if (w->pid > 0 && w->state != WORKER_STARTING)
             sample_worker(e, w);
     }
@@ -587,13 +538,13 @@ void pool_sample(struct engine *e)
 
 /* ---- scaling and shutdown --------------------------------------------- */
 
-unsigned engine_set_target(struct engine *e, unsigned target)
+unsigned pool_set_target(struct engine *e, unsigned target)
 {
     if (target < e->wconf.min)
         target = e->wconf.min;
     if (target > e->wconf.max)
         target = e->wconf.max;
-    e->target = target;
+    e->pool.target = target;
     fill_to_target(e);
     e->g_dirty = true;
     return target;
@@ -602,13 +553,13 @@ unsigned engine_set_target(struct engine *e, unsigned target)
 /* Kill every worker and wait for it; what it held is abandoned. */
 void pool_shutdown(struct engine *e)
 {
-    for (unsigned i = 0; i < e->nslots; i++) {
-        struct worker *w = &e->workers[i];
+    for (unsigned i = 0; i < e->pool.nslots; i++) {
+        struct worker *w = &e->pool.workers[i];
         if (w->pid > 0)
             kill(w->pid, SIGKILL);
     }
-    for (unsigned i = 0; i < e->nslots; i++) {
-        struct worker *w = &e->workers[i];
+    for (unsigned i = 0; i < e->pool.nslots; i++) {
+        struct worker *w = &e->pool.workers[i];
         if (w->watch) {
             loop_cancel(e->loop, w->watch);
             w->watch = NULL;
@@ -619,13 +570,8 @@ void pool_shutdown(struct engine *e)
             close(w->pidfd);
             w->pidfd = -1;
         }
-        struct job *j;
-        while ((j = TAILQ_FIRST(&w->inflight))) {
-            TAILQ_REMOVE(&w->inflight, j, link);
-            engine_finishf(e, j, JOB_E_SHUTDOWN, "abandoned: the daemon stopped first");
-        }
+        inflight_abandon(e, w);
         w->pid = 0;
-        w->ninflight = 0;
         w->state = WORKER_EMPTY;
         pool_publish_worker(e, w);
     }

@@ -8,12 +8,14 @@
  * Kinds are matched to routes by name. A worker holds the kind table it was
  * forked with, so each kind records the generation of its definition and a
  * worker is only given jobs of kinds its table already had (dispatch.c);
- * pool.c recycles the old-table workers a few at a time. */
+ * pool.c recycles the old-table workers a few at a time. Queued jobs of a
+ * removed route are taken from their queue or stream through the owners'
+ * functions and answered here. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "supervisor/engine_impl.h"
+#include "supervisor/engine_queue.h"
 #include "supervisor/log.h"
 
 enum kind_change { KIND_KEPT, KIND_CHANGED, KIND_NEW };
@@ -42,9 +44,9 @@ static void plan_limits(const struct engine *e, const struct conf *c, struct pla
 {
     p->w = c->workers;
     p->lim = c->limits;
-    if (p->w.max > e->nslots) {
-        needs_restart("workers.max", p->w.max, e->nslots);
-        p->w.max = e->nslots;
+    if (p->w.max > e->pool.nslots) {
+        needs_restart("workers.max", p->w.max, e->pool.nslots);
+        p->w.max = e->pool.nslots;
         if (p->w.min > p->w.max)
             p->w.min = p->w.max;
     }
@@ -62,7 +64,7 @@ static void plan_limits(const struct engine *e, const struct conf *c, struct pla
         p->lim.max_payload = e->limits.max_payload;
     }
     /* The job pool holds max_pending queued plus a full ring per worker. */
-    size_t room = e->njobs - (size_t)e->nslots * p->w.inflight;
+    size_t room = e->jobs.n - (size_t)e->pool.nslots * p->w.inflight;
     if (p->lim.max_pending > room) {
         needs_restart("limits.max_pending", p->lim.max_pending, (double)room);
         p->lim.max_pending = (uint32_t)room;
@@ -78,9 +80,9 @@ static void plan_limits(const struct engine *e, const struct conf *c, struct pla
 static void count_outstanding(const struct engine *e, size_t *by_kind)
 {
     memset(by_kind, 0, sizeof(size_t) * SEG_MAX_KINDS);
-    for (size_t i = 0; i < e->njobs; i++)
-        if (e->jobs[i].where != JOB_FREE && e->jobs[i].kind < SEG_MAX_KINDS)
-            by_kind[e->jobs[i].kind]++;
+    for (size_t i = 0; i < e->jobs.n; i++)
+        if (e->jobs.all[i].state != JOB_FREE && e->jobs.all[i].kind < SEG_MAX_KINDS)
+            by_kind[e->jobs.all[i].kind]++;
 }
 
 static int new_index(const struct engine *e, struct plan *p, const size_t *outstanding)
@@ -194,15 +196,14 @@ static size_t answer_removed(struct engine *e, const struct plan *p)
     /* Stream waiters first: answering a stream's active job would move its
      * next waiter to the pending queue. */
     for (int pass = 0; pass < 2; pass++) {
-        for (size_t i = 0; i < e->njobs; i++) {
-            struct job *j = &e->jobs[i];
+        for (size_t i = 0; i < e->jobs.n; i++) {
+            struct job *j = &e->jobs.all[i];
             if (j->kind >= SEG_MAX_KINDS || !p->removed[j->kind])
                 continue;
-            if (pass == 0 && j->where == JOB_STREAM_WAIT) {
-                TAILQ_REMOVE(&j->stream->waiting, j, link);
-                e->queued--;
-            } else if (pass == 1 && j->where == JOB_PENDING) {
-                pending_remove(e, j);
+            if (pass == 0 && j->state == JOB_STREAM_WAIT) {
+                stream_unwait(e, j);
+            } else if (pass == 1 && j->state == JOB_PENDING) {
+                queue_take(e, j);
             } else {
                 continue;
             }
@@ -266,10 +267,10 @@ int engine_reload(struct engine *e, const struct conf *c)
     atomic_fetch_add(&e->seg.hdr->generation, 1);
     e->g.workers_min = e->wconf.min;
     e->g.workers_max = e->wconf.max;
-    engine_set_target(e, e->target);
+    pool_set_target(e, e->pool.target);
     log_info("reload: routes %u kept, %u changed, %u added, %u removed (%zu queued jobs of removed "
              "routes answered); workers %u..%u, target %u; %u workers to recycle",
              p.kept, p.changed, p.added, p.nremoved, answered, e->wconf.min, e->wconf.max,
-             e->target, engine_stale_workers(e));
+             e->pool.target, engine_stale_workers(e));
     return 0;
 }

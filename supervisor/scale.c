@@ -54,8 +54,8 @@ void scale_sample(struct engine *e)
     struct scaler *s = &e->scale;
     double sum = 0;
     unsigned live = 0;
-    for (unsigned i = 0; i < e->nslots; i++) {
-        const struct worker *w = &e->workers[i];
+    for (unsigned i = 0; i < e->pool.nslots; i++) {
+        const struct worker *w = &e->pool.workers[i];
         if (pool_takes_jobs(w)) {
             sum += worker_load(e, w);
             live++;
@@ -76,8 +76,8 @@ static void measure(struct engine *e, struct figures *f)
     memset(f, 0, sizeof(*f));
     f->load = s->load_weight > 0 ? s->load_sum / s->load_weight : 0;
     uint64_t cpu = 0;
-    for (unsigned i = 0; i < e->nslots; i++) {
-        if (pool_takes_jobs(&e->workers[i])) {
+    for (unsigned i = 0; i < e->pool.nslots; i++) {
+        if (pool_takes_jobs(&e->pool.workers[i])) {
             cpu += e->seg.workers_stats[i].cpu_permille;
             f->live++;
         }
@@ -134,7 +134,7 @@ static bool cooling_down(const struct engine *e)
 static void decide(struct engine *e, const struct figures *f)
 {
     const struct conf_scaling *c = &e->scale.conf;
-    unsigned from = e->target, to = from;
+    unsigned from = e->pool.target, to = from;
     bool up = wants_up(f, c);
     if (up)
         to = from + c->step < e->wconf.max ? from + c->step : e->wconf.max;
@@ -144,7 +144,7 @@ static void decide(struct engine *e, const struct figures *f)
         return;
     char reason[192]; /* room for every figure; the stats ring keeps what fits */
     describe(reason, sizeof(reason), f, c, up);
-    engine_set_target(e, to);
+    pool_set_target(e, to);
     scale_record(e, from, to, up, reason);
 }
 
@@ -180,9 +180,9 @@ void scale_record(struct engine *e, unsigned from, unsigned to, bool up, const c
     e->scale.last_up = up;
 }
 
-unsigned engine_scale_manual(struct engine *e, int delta, const char *who)
+unsigned scale_manual(struct engine *e, int delta, const char *who)
 {
-    unsigned from = e->target;
+    unsigned from = e->pool.target;
     long want = (long)from + delta;
     if (want < (long)e->wconf.min)
         want = e->wconf.min;
@@ -194,7 +194,7 @@ unsigned engine_scale_manual(struct engine *e, int delta, const char *who)
         log_info("%s ignored: already at workers.%s (%u)", who, delta > 0 ? "max" : "min", from);
         return from;
     }
-    unsigned to = engine_set_target(e, (unsigned)want);
+    unsigned to = pool_set_target(e, (unsigned)want);
     char reason[64];
     snprintf(reason, sizeof(reason), "manual: %s", who);
     scale_record(e, from, to, delta > 0, reason);

@@ -18,7 +18,7 @@
  * cooldown of that event's direction has passed: up_cooldown_s after going
  * up, down_cooldown_s after going down. Each event is logged and written to
  * the stats area's scale ring. Manual changes come in through
- * engine_scale_manual (engine.h). */
+ * engine_scale_manual (engine.h), which is scale_manual. */
 #ifndef MQFORK_SUPERVISOR_SCALE_H
 #define MQFORK_SUPERVISOR_SCALE_H
 
@@ -37,6 +37,8 @@ void scale_restart(struct engine *e);
 void scale_sample(struct engine *e);
 /* The check, every interval: the function of the engine's scale.check timer. */
 void scale_check(void *engine);
+/* An operator's change by DELTA (engine_scale_manual, engine.h). */
+unsigned scale_manual(struct engine *e, int delta, const char *who);
 /* Log an event FROM -> TO and put it in the stats ring; starts the cooldown. */
 void scale_record(struct engine *e, unsigned from, unsigned to, bool up, const char *reason);
 
