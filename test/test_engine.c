@@ -1,15 +1,18 @@
 /* test_engine.c - the engine through its C API with real worker processes:
  * round trip, order within a stream, priority order, stream eviction and
  * refusal, refusals, every kind of crash mid-job, hang -> timeout -> retry
- * -> quarantine, crash-loop backoff, and recycling by job count and by RSS. Each test checks that every job
+ * -> quarantine, crash-loop backoff, recycling by job count and by RSS,
+ * and a second outcome for one job aborting (debug builds). Each test checks that every job
  * accepted got exactly one outcome. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "shm/segment.h"
+#include "supervisor/engine_impl.h"
 #include "test/fixture.h"
 #include "test/t.h"
 
@@ -479,6 +482,39 @@ static void test_recycle_rss(void)
     fixture_free(&f);
 }
 
+/* A job answered twice is a bug that must not pass quietly: in a debug
+ * build its second engine_finish aborts (engine_impl.h, job_move). Tried
+ * in a child, on a job the engine answered already. */
+static void test_double_finish(void)
+{
+#ifdef NDEBUG
+    T_CHECK(true, "assertions are compiled out (NDEBUG)");
+#else
+    struct fixture f;
+    fixture_init(&f, "twice", 1);
+    fixture_start(&f);
+    T_REQUIRE(fixture_submit(&f, 0, f.echo, "x", 1, NULL, PRIO_NORMAL, 0, 0) == JOB_OK, "job");
+    size_t n = 1;
+    T_REQUIRE(fixture_run_until(&f, fixture_all_answered, &n, 5), "answered");
+    struct job *j = &f.e->jobs.all[0]; /* the first job taken from the pool */
+    T_REQUIRE(j->state == JOB_FREE && j->id == 1, "job 1 is back in the pool");
+    fflush(NULL);
+    pid_t pid = fork();
+    T_REQUIRE(pid >= 0, "fork");
+    if (pid == 0) {
+        freopen("/dev/null", "w", stderr); /* the assertion's message is expected */
+        engine_finishf(f.e, j, JOB_E_FAILED, "a second outcome");
+        _exit(0);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    T_CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT,
+            "a second engine_finish aborts (status 0x%x)", status);
+    T_CHECK(f.recs[0].outcomes == 1, "the parent saw one outcome");
+    fixture_free(&f);
+#endif
+}
+
 int main(void)
 {
     test_round_trip();
@@ -494,5 +530,6 @@ int main(void)
     test_crash_loop_backoff();
     test_recycle_jobs();
     test_recycle_rss();
+    test_double_finish();
     T_DONE();
 }
