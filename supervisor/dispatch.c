@@ -74,7 +74,6 @@ static bool send_to(struct engine *e, struct worker *w, struct job *j)
     }
     if (j->stream)
         stream_job_sent(j);
-    j->attempts++;
     inflight_add(e, w, j);
     w->wake = true;
     pool_job_sent(e, w);

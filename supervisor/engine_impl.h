@@ -24,6 +24,7 @@
 #include <sys/types.h>
 
 #include "conf/config.h"
+#include "shm/clock.h"
 #include "shm/ring.h"
 #include "shm/segment.h"
 #include "shm/slab.h"
@@ -127,6 +128,16 @@ struct kind {
     uint64_t retry_at_ns;
     char failure[64]; /* what its init did, for the error reports */
 };
+
+/* A job of kind K ran RUN_NS: the estimate dispatch charges its next jobs
+ * with is a moving average over about the last eight. kinds.c's, inline
+ * for the hot path (a result). */
+static inline void kind_measured(struct kind *k, uint64_t run_ns)
+{
+    k->est_ns = k->est_ns - k->est_ns / 8 + run_ns / 8;
+    if (k->est_ns == 0)
+        k->est_ns = 1;
+}
 
 /* The autoscaler's state (scale.c). */
 struct scaler {
@@ -280,6 +291,12 @@ static inline void engine_sync_clock(struct engine *e)
     uint64_t now = loop_now_ns(e->loop);
     if (now > e->now_ns)
         e->now_ns = now;
+}
+
+/* Read the clock afresh, outside a round (a worker reaped). */
+static inline void engine_read_clock(struct engine *e)
+{
+    e->now_ns = mono_ns();
 }
 
 /* For the engine's timer functions: the engine CTX, its clock synced. */

@@ -8,11 +8,13 @@
 
 #include "supervisor/engine_impl.h"
 
-/* Taken job J, just pushed to W's ring, becomes the last of W's jobs; W is
- * charged its kind's estimate. The first one starts at once. */
+/* Taken job J, just pushed to W's ring, becomes the last of W's jobs: one
+ * attempt more (inflight_rescue gives it back when J was not to blame), and
+ * W is charged its kind's estimate. The first one starts at once. */
 static inline void inflight_add(struct engine *e, struct worker *w, struct job *j)
 {
     job_move(j, JOB_TAKEN, JOB_INFLIGHT);
+    j->attempts++;
     j->worker = (int)w->slot;
     if (w->ninflight == 0) {
         w->head_started_ns = e->now_ns;

@@ -212,14 +212,6 @@ void pool_retire(struct engine *e, struct worker *w)
     pool_drain(e, w);
 }
 
-static void update_estimate(struct kind *k, uint64_t run_ns)
-{
-    /* A moving average over about the last eight jobs. */
-    k->est_ns = k->est_ns - k->est_ns / 8 + run_ns / 8;
-    if (k->est_ns == 0)
-        k->est_ns = 1;
-}
-
 /* One answer from W. Anything that does not fit what we sent marks the
  * worker wild: it is killed and its jobs handled as after a crash. */
 static void on_result(struct engine *e, struct worker *w, const struct result_desc *r)
@@ -236,7 +228,7 @@ static void on_result(struct engine *e, struct worker *w, const struct result_de
     /* The worker's own figure, bounded by what it could have been: a job
      * runs no longer than its timeout before its worker is killed. */
     uint64_t run_ns = r->run_ns < j->timeout_ns ? r->run_ns : j->timeout_ns;
-    update_estimate(&e->kinds[j->kind], run_ns);
+    kind_measured(&e->kinds[j->kind], run_ns);
     if (!w->ninflight && w->state == WORKER_BUSY) {
         w->state = WORKER_IDLE;
         pool_publish_worker(e, w);
@@ -374,7 +366,7 @@ static void reap(struct engine *e, struct worker *w)
     }
     close(w->pidfd);
     w->pidfd = -1;
-    e->now_ns = mono_ns();
+    engine_read_clock(e);
     /* Answers it pushed before it died are good, unless we had given up on it. */
     if (!w->killed)
         collect_worker(e, w);
