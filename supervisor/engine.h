@@ -91,6 +91,13 @@ int engine_start(struct engine *e);
  * counted, and done is not called. */
 enum job_status engine_submit(struct engine *e, const struct engine_job *j, uint64_t *id);
 
+/* The source will offer no more jobs of stream KEY (LEN bytes) of kind
+ * KIND - a voice session ended, say: its state slot is freed as soon as its
+ * last job is answered, instead of streams.idle_s later, and may take a new
+ * stream (a full table refuses new streams; see streams.max). A job of the
+ * stream offered before then cancels this. Unknown streams are ignored. */
+void engine_stream_end(struct engine *e, uint32_t kind, const void *key, size_t len);
+
 /* Count a job its source refused before offering it (a reply topic no
  * broker would take, say), as engine_submit counts its own refusals: by
  * REASON in the global block and in kind KIND's block. */

@@ -97,6 +97,7 @@ struct stream {
     bool in_use;
     bool spare;         /* idle without state to lose: on spare_streams */
     bool fresh;         /* state must be initialized by the next job */
+    bool ended;         /* its source ended it: forgotten once idle */
     struct job *active; /* its one job pending or in flight, or NULL */
     struct job_list waiting;
     uint64_t last_used_ns;

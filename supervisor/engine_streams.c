@@ -4,7 +4,8 @@
  * while its active one is pending or running; an idle stream keeps its
  * state until streams.idle_s has passed. When every slot holds a job or
  * state, a new stream is refused rather than another's state reset; only
- * idle streams with nothing to lose make room. */
+ * idle streams with nothing to lose make room, and a source that knows a
+ * stream has ended frees its slot at once (engine_stream_end). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -81,17 +82,24 @@ static uint64_t idle_until(const struct engine *e, const struct stream *s)
     return s->last_used_ns + (uint64_t)(e->sconf.idle_s * 1e9);
 }
 
-static void stream_unlink(struct engine *e, struct stream *s)
+/* Forget stream S, on no list: its slot is free. */
+static void stream_drop(struct engine *e, struct stream *s)
 {
     struct stream **pp = &e->st.buckets[s->hash & (e->st.nbuckets - 1)];
     while (*pp && *pp != s)
         pp = &(*pp)->hnext;
     if (*pp)
         *pp = s->hnext;
-    TAILQ_REMOVE(idle_list(e, s), s, lru);
     s->in_use = false;
     TAILQ_INSERT_HEAD(&e->st.free, s, lru);
     e->g.streams_live--;
+}
+
+/* Forget idle stream S. */
+static void stream_unlink(struct engine *e, struct stream *s)
+{
+    TAILQ_REMOVE(idle_list(e, s), s, lru);
+    stream_drop(e, s);
 }
 
 static struct stream *stream_new(struct engine *e, uint32_t kind, uint64_t hash, const void *key,
@@ -117,6 +125,7 @@ static struct stream *stream_new(struct engine *e, uint32_t kind, uint64_t hash,
     s->klen = (uint32_t)len;
     memcpy(s->key, key, len);
     s->fresh = true;
+    s->ended = false;
     s->active = NULL;
     TAILQ_INIT(&s->waiting);
     struct stream **b = &e->st.buckets[hash & (e->st.nbuckets - 1)];
@@ -126,17 +135,36 @@ static struct stream *stream_new(struct engine *e, uint32_t kind, uint64_t hash,
     return s;
 }
 
+static struct stream *stream_find(struct engine *e, uint32_t kind, uint64_t h, const void *key,
+                                  size_t len)
+{
+    for (struct stream *s = e->st.buckets[h & (e->st.nbuckets - 1)]; s; s = s->hnext)
+        if (s->hash == h && s->kind == kind && s->klen == len && memcmp(s->key, key, len) == 0)
+            return s;
+    return NULL;
+}
+
 struct stream *stream_get(struct engine *e, uint32_t kind, const void *key, size_t len)
 {
     uint64_t h = stream_hash(kind, key, len);
-    for (struct stream *s = e->st.buckets[h & (e->st.nbuckets - 1)]; s; s = s->hnext) {
-        if (s->hash == h && s->kind == kind && s->klen == len && memcmp(s->key, key, len) == 0) {
-            if (stream_idle(s))
-                TAILQ_REMOVE(idle_list(e, s), s, lru);
-            return s;
-        }
-    }
-    return stream_new(e, kind, h, key, len);
+    struct stream *s = stream_find(e, kind, h, key, len);
+    if (!s)
+        return stream_new(e, kind, h, key, len);
+    if (stream_idle(s))
+        TAILQ_REMOVE(idle_list(e, s), s, lru);
+    s->ended = false; /* a job came after all */
+    return s;
+}
+
+void engine_stream_end(struct engine *e, uint32_t kind, const void *key, size_t len)
+{
+    if (!e->started || len > ENGINE_STREAM_KEY_MAX)
+        return;
+    struct stream *s = stream_find(e, kind, stream_hash(kind, key, len), key, len);
+    if (s && stream_idle(s))
+        stream_unlink(e, s);
+    else if (s)
+        s->ended = true; /* once its last job is answered */
 }
 
 void stream_enter(struct engine *e, struct stream *s, struct job *j)
@@ -171,6 +199,10 @@ void stream_release_job(struct engine *e, struct job *j)
         return;
     }
     s->active = NULL;
+    if (s->ended) {
+        stream_drop(e, s);
+        return;
+    }
     s->last_used_ns = e->now_ns;
     s->spare = !stream_holds_state(e, s);
     TAILQ_INSERT_TAIL(idle_list(e, s), s, lru);

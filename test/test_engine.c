@@ -1,9 +1,9 @@
 /* test_engine.c - the engine through its C API with real worker processes:
- * round trip, order within a stream, priority order, stream eviction and
- * refusal, refusals, every kind of crash mid-job, hang -> timeout -> retry
- * -> quarantine, crash-loop backoff, recycling by job count and by RSS,
- * and a second outcome for one job aborting (debug builds). Each test checks that every job
- * accepted got exactly one outcome. */
+ * round trip, order within a stream, priority order, stream eviction,
+ * refusal and end, refusals, every kind of crash mid-job, hang -> timeout
+ * -> retry -> quarantine, crash-loop backoff, recycling by job count and
+ * by RSS, and a second outcome for one job aborting (debug builds). Each
+ * test checks that every job accepted got exactly one outcome. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -248,6 +248,47 @@ static void test_stream_refusal(void)
             "the new stream is taken once a slot is free");
     n++;
     T_CHECK(fixture_run_until(&f, fixture_all_answered, &n, 5), "answered");
+    fixture_free(&f);
+}
+
+/* A source that ends a stream (engine_stream_end) frees its slot at once
+ * when it is idle, or once its last job is answered: a full table then
+ * takes a new stream without evicting or refusing anything. */
+static void test_stream_end(void)
+{
+    struct fixture f;
+    enum { N = 5 };
+    int dec;
+    fixture_init(&f, "send", N);
+    f.conf.streams.max = 2;
+    fixture_add_kind(&f, "dec", "opus.decode", NULL, &dec);
+    fixture_start(&f);
+    static const uint8_t frame[] = {0xf8}; /* 20 ms without data: concealment */
+    const char *keys[N] = {"a", "b", "c", "b", "d"};
+    size_t n = 0;
+    for (size_t i = 0; i < 2; i++) {
+        T_REQUIRE(fixture_submit(&f, i, dec, frame, 1, keys[i], PRIO_NORMAL, 0, 0) == JOB_OK,
+                  "stream %s", keys[i]);
+        n++;
+        T_REQUIRE(fixture_run_until(&f, fixture_all_answered, &n, 5), "answered");
+    }
+    engine_stream_end(f.e, (uint32_t)dec, "a", 1);
+    engine_stream_end(f.e, (uint32_t)dec, "zz", 2); /* unknown: ignored */
+    T_CHECK(fixture_submit(&f, 2, dec, frame, 1, "c", PRIO_NORMAL, 0, 0) == JOB_OK,
+            "an ended idle stream makes room at once");
+    T_REQUIRE(fixture_submit(&f, 3, dec, frame, 1, "b", PRIO_NORMAL, 0, 0) == JOB_OK, "b again");
+    engine_stream_end(f.e, (uint32_t)dec, "b", 1); /* its job still out */
+    n += 2;
+    T_REQUIRE(fixture_run_until(&f, fixture_all_answered, &n, 5), "answered");
+    T_CHECK(fixture_submit(&f, 4, dec, frame, 1, "d", PRIO_NORMAL, 0, 0) == JOB_OK,
+            "an ended stream's slot is free once its last job is answered");
+    n++;
+    T_REQUIRE(fixture_run_until(&f, fixture_all_answered, &n, 5), "answered");
+    struct stats_global g;
+    fixture_stats(&f, &g);
+    T_CHECK(g.stream_refusals == 0 && g.stream_evictions == 0 && g.streams_live == 2,
+            "%lu refused, %lu evicted, %u live", (unsigned long)g.stream_refusals,
+            (unsigned long)g.stream_evictions, g.streams_live);
     fixture_free(&f);
 }
 
@@ -524,6 +565,7 @@ int main(void)
     test_deadline();
     test_stream_eviction();
     test_stream_refusal();
+    test_stream_end();
     test_refusals();
     test_crashes();
     test_hang_timeout();
