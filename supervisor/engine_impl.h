@@ -253,16 +253,17 @@ struct engine {
     size_t max_alloc;   /* largest block the slab was set up for */
     uint32_t stream_slot_size;
 
-    struct scaler scale;
-    bool drop_privs; /* workers run as uid/gid (conf user:) */
+    struct scaler scale; /* scale.c */
+    bool drop_privs;     /* workers run as uid/gid (conf user:) */
     uid_t uid;
     gid_t gid;
 
-    struct pool pool;
-    struct jobs jobs;
-    struct queues q;
-    struct streams st;
+    struct pool pool;  /* pool.c */
+    struct jobs jobs;  /* engine.c */
+    struct queues q;   /* engine_queue.[ch] */
+    struct streams st; /* engine_streams.c */
 
+    /* Each figure is counted by the part it describes. */
     struct stats_global g;     /* private copy, published each turn */
     struct stats_block *stats; /* its block "engine" in the segment */
     const struct stats_block_spec *declared[STATS_MAX_BLOCKS]; /* added at start */
