@@ -226,8 +226,8 @@ static void warn(struct loader *ld, const yaml_node_t *node, const char *fmt, ..
 {
     va_list ap;
     va_start(ap, fmt);
-    diag_add(ld->diags, ld->path, (int)node->start_mark.line + 1, (int)node->start_mark.column + 1,
-             xvasprintf(fmt, ap), true);
+    diag_add(ld->diags, ld->path, node ? (int)node->start_mark.line + 1 : 0,
+             node ? (int)node->start_mark.column + 1 : 0, xvasprintf(fmt, ap), true);
     va_end(ap);
 }
 
@@ -671,7 +671,7 @@ void conf_defaults(struct conf *c)
                         .ctl = xstrdup("voice/{device}/ctl"),
                         .forward = xstrdup("mqfork/voice/{device}/forward"),
                     },
-                .max_sessions = 10000,
+                .max_sessions = 1000,
                 .idle_s = 120,
                 .uplink_modes = UPLINK_RELAY,
                 .pcm_batch_ms = 600,
@@ -1669,6 +1669,13 @@ static void check_voice(struct loader *ld)
     if (!strncmp(v->topics.up, "$share/", 7) && strcmp(ld->conf->broker.protocol, "5") != 0)
         report(ld, lookup(ld, "voice.topics.up"),
                "voice.topics.up: a shared subscription needs broker.protocol 5");
+    /* Each session may hold a decoder's and an encoder's stream. */
+    uint64_t streams = (uint64_t)v->max_sessions * ((v->uplink_modes & UPLINK_DECODE) ? 2 : 1);
+    if (ld->conf->streams.max < streams)
+        warn(ld, lookup(ld, "voice.max_sessions") ?: lookup(ld, "voice"),
+             "voice.max_sessions: %u sessions may need %llu codec streams, and streams.max is "
+             "%u: past it a new session's audio is refused",
+             v->max_sessions, (unsigned long long)streams, ld->conf->streams.max);
     bool wildcard = !strcmp(v->bind, "0.0.0.0") || !strcmp(v->bind, "::");
     if (wildcard && !v->public_host)
         report(ld, lookup(ld, "voice.bind"),

@@ -154,7 +154,7 @@ struct conf_voice {
     char *public_host; /* udp.server of the hello reply; NULL = bind */
     int public_port;   /* 0 (default) = port */
     struct conf_voice_topics topics;
-    uint32_t max_sessions;      /* 1..1000000, default 10000 */
+    uint32_t max_sessions;      /* 1..1000000, default 1000 */
     double idle_s;              /* default 120 */
     struct conf_strings uplink; /* "relay", "decode"; default relay */
     unsigned uplink_modes;      /* enum conf_uplink, from uplink */

@@ -169,6 +169,9 @@ void voice_end_session(struct voice *v, struct voice_session *s, enum voice_end 
     cJSON_AddStringToObject(e, "reason", end_names[why]);
     voice_event_send(v, s, e);
     v->n.down_aborted += s->q_frames;
+    if (v->decode_kind >= 0) /* the codecs' slots take new sessions at once */
+        engine_stream_end(v->engine, (uint32_t)v->decode_kind, s->id, strlen(s->id));
+    engine_stream_end(v->engine, (uint32_t)v->encode_kind, s->id, strlen(s->id));
     v->n.ended[why]++;
     v->n.active--;
     v->changed = true;
