@@ -32,17 +32,23 @@ struct up_job {
     uint32_t slot, gen;
     uint32_t concealed;
     uint64_t arrived_ns;
+    char device[VOICE_DEVICE_MAX + 1]; /* for PCM that outlives its session */
 };
 
 /* ---- uplink ------------------------------------------------------------------- */
 
-void voice_up_flush_pcm(struct voice *v, struct voice_session *s)
+static void publish_pcm(struct voice *v, const char *device, const void *pcm, size_t len)
 {
     char topic[VOICE_TOPIC_MAX];
-    if (voice_topic(v->vc->topics.pcm, s->device, topic, sizeof(topic)) == 0) {
-        mqtt_publish(v->mqtt, topic, s->pcm, s->pcm_len, 0, false, NULL, 0);
+    if (voice_topic(v->vc->topics.pcm, device, topic, sizeof(topic)) == 0) {
+        mqtt_publish(v->mqtt, topic, pcm, len, 0, false, NULL, 0);
         v->n.pcm_out++;
     }
+}
+
+void voice_up_flush_pcm(struct voice *v, struct voice_session *s)
+{
+    publish_pcm(v, s->device, s->pcm, s->pcm_len);
     s->pcm_len = 0;
 }
 
@@ -75,6 +81,8 @@ static void on_decoded(void *ctx, const struct engine_outcome *o)
         stats_hist_add(&v->n.decode_latency, mono_ns() - j->arrived_ns);
         if (s)
             add_pcm(v, s, o->data, o->len);
+        else /* the session ended with this in flight: its PCM goes alone */
+            publish_pcm(v, j->device, o->data, o->len);
     } else {
         v->n.decode_failed++; /* the decoder state is reset with the next packet */
     }
@@ -90,7 +98,12 @@ static void decode(struct voice *v, struct voice_session *s, const uint8_t *opus
         v->n.decode_failed++;
         return;
     }
-    *j = (struct up_job){v, s->slot, s->gen, lost < VOICE_CONCEAL ? lost : VOICE_CONCEAL, now};
+    *j = (struct up_job){.v = v,
+                         .slot = s->slot,
+                         .gen = s->gen,
+                         .concealed = lost < VOICE_CONCEAL ? lost : VOICE_CONCEAL,
+                         .arrived_ns = now};
+    memcpy(j->device, s->device, sizeof(j->device));
     struct engine_job job = {
         .kind = (uint32_t)v->decode_kind,
         .payload = opus,
