@@ -75,21 +75,8 @@ grep -qF "$TMP/abi.yaml:3:5: error: plugins[0]: example-abi.so: built for handle
 
 # ---- a private broker -------------------------------------------------------
 
-start_broker() {
-    local try
-    for try in 1 2 3 4 5; do
-        PORT=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
-        printf 'listener %d 127.0.0.1\nallow_anonymous true\n' "$PORT" >"$TMP/mosquitto.conf"
-        mosquitto -c "$TMP/mosquitto.conf" >"$TMP/mosquitto.log" 2>&1 &
-        BROKER_PID=$!
-        if wait_for 5 mosquitto_pub -h 127.0.0.1 -p "$PORT" -t probe -m x 2>/dev/null; then
-            return 0
-        fi
-        kill -9 "$BROKER_PID" 2>/dev/null
-    done
-    return 1
-}
 start_broker || { fail "mosquitto does not start"; exit 1; }
+BROKER_PID=$BROKER
 
 # ---- the plugin as a route --------------------------------------------------
 

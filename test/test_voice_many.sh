@@ -22,12 +22,6 @@ PIDS=()
 A=voicea-$$
 B=voiceb-$$
 
-kill_tree() {
-    local c
-    for c in $(pgrep -P "$1"); do kill_tree "$c"; done
-    kill -9 "$1" 2>/dev/null
-}
-
 cleanup() {
     for p in "${PIDS[@]}"; do kill_tree "$p"; done
     wait 2>/dev/null
@@ -39,23 +33,8 @@ trap cleanup EXIT
 # shellcheck source=test/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-start_broker() {
-    local try
-    for try in 1 2 3 4 5; do
-        PORT=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
-        printf 'listener %d 127.0.0.1\nallow_anonymous true\nplugin %s\n' "$PORT" "$P2P" \
-            >"$TMP/mosquitto.conf"
-        mosquitto -c "$TMP/mosquitto.conf" >"$TMP/mosquitto.log" 2>&1 &
-        BROKER=$!
-        if wait_for 5 mosquitto_pub -h 127.0.0.1 -p "$PORT" -t probe -m x 2>/dev/null; then
-            PIDS+=("$BROKER")
-            return 0
-        fi
-        kill -9 "$BROKER" 2>/dev/null
-    done
-    return 1
-}
-start_broker || { fail "mosquitto does not start"; exit 1; }
+start_broker "plugin $P2P" || { fail "mosquitto does not start"; exit 1; }
+PIDS+=("$BROKER")
 
 # start_daemon INSTANCE UDP_PORT: its pid in DAEMON
 start_daemon() {
