@@ -555,6 +555,7 @@ static const struct key voice_topic_keys[] = {
     STR("play", V(topics.play), 0, check_device_topic),
     STR("say_pcm", V(topics.say_pcm), 0, check_device_topic),
     STR("ctl", V(topics.ctl), 0, check_device_topic),
+    STR("stt", V(topics.stt), 0, check_device_topic),
     STR("forward", V(topics.forward), 0, check_device_topic),
     {0},
 };
@@ -569,6 +570,7 @@ static const struct key voice_keys[] = {
     NUM("idle_s", V(idle_s), 1, 86400),
     {.name = "uplink", .kind = KEY_STRINGS, V(uplink), .check = check_uplink},
     INT("pcm_batch_ms", V(pcm_batch_ms), 60, 6000),
+    INT("max_utterance_s", V(max_utterance_s), 1, 300),
     INT("downlink_rate", V(downlink_rate), 8000, 48000),
     INT("downlink_frame_ms", V(downlink_frame_ms), 20, 60),
     INT("queue_frames", V(queue_frames), 1, 100000),
@@ -669,12 +671,14 @@ void conf_defaults(struct conf *c)
                         .play = xstrdup("voice/{device}/play"),
                         .say_pcm = xstrdup("voice/{device}/say_pcm"),
                         .ctl = xstrdup("voice/{device}/ctl"),
+                        .stt = xstrdup("voice/{device}/stt"),
                         .forward = xstrdup("mqfork/voice/{device}/forward"),
                     },
                 .max_sessions = 1000,
                 .idle_s = 120,
                 .uplink_modes = UPLINK_RELAY,
                 .pcm_batch_ms = 600,
+                .max_utterance_s = 15,
                 .downlink_rate = 24000,
                 .downlink_frame_ms = 60,
                 .queue_frames = 500,
@@ -717,9 +721,9 @@ static void route_free(struct conf_route *r)
 
 static void voice_free(struct conf_voice *v)
 {
-    char **topics[] = {&v->topics.up,      &v->topics.down, &v->topics.events,  &v->topics.opus,
-                       &v->topics.pcm,     &v->topics.play, &v->topics.say_pcm, &v->topics.ctl,
-                       &v->topics.forward, &v->bind,        &v->public_host};
+    char **topics[] = {&v->topics.up,  &v->topics.down,    &v->topics.events,  &v->topics.opus,
+                       &v->topics.pcm, &v->topics.play,    &v->topics.say_pcm, &v->topics.ctl,
+                       &v->topics.stt, &v->topics.forward, &v->bind,           &v->public_host};
     for (size_t i = 0; i < sizeof(topics) / sizeof(topics[0]); i++)
         free(*topics[i]);
     for (size_t i = 0; i < v->uplink.count; i++)
@@ -941,12 +945,12 @@ static bool check_device_filter(struct loader *ld, const yaml_node_t *n, const c
 
 static bool check_uplink(struct loader *ld, const yaml_node_t *n, const char *path, const char *s)
 {
-    static const char *const modes[] = {"relay", "decode"};
-    for (size_t i = 0; i < 2; i++)
+    static const char *const modes[] = {"relay", "decode", "recognize"};
+    for (size_t i = 0; i < 3; i++)
         if (!strcmp(s, modes[i]))
             return true;
-    const char *near = conf_suggest(s, modes, 2);
-    report(ld, n, "%s: '%s' is not an uplink mode (relay, decode)%s%s%s", path, s,
+    const char *near = conf_suggest(s, modes, 3);
+    report(ld, n, "%s: '%s' is not an uplink mode (relay, decode, recognize)%s%s%s", path, s,
            near ? "; did you mean '" : "", near ? near : "", near ? "'?" : "");
     return false;
 }
@@ -1649,7 +1653,17 @@ static void check_voice(struct loader *ld)
     if (v->uplink.count)
         v->uplink_modes = 0;
     for (size_t i = 0; i < v->uplink.count; i++)
-        v->uplink_modes |= !strcmp(v->uplink.items[i], "relay") ? UPLINK_RELAY : UPLINK_DECODE;
+        v->uplink_modes |= !strcmp(v->uplink.items[i], "relay") ? UPLINK_RELAY
+                           : !strcmp(v->uplink.items[i], "decode")
+                               ? UPLINK_DECODE
+                               : UPLINK_RECOGNIZE | UPLINK_DECODE;
+    /* An utterance travels to the recognizer as one job. */
+    uint64_t utterance = (uint64_t)v->max_utterance_s * 16000 * 2;
+    if ((v->uplink_modes & UPLINK_RECOGNIZE) && ld->conf->limits.max_payload < utterance)
+        report(ld, lookup(ld, "limits.max_payload") ?: lookup(ld, "voice.uplink"),
+               "limits.max_payload (%u bytes) cannot hold an utterance of voice.max_utterance_s "
+               "(%u s: %llu bytes of 16 kHz PCM)",
+               ld->conf->limits.max_payload, v->max_utterance_s, (unsigned long long)utterance);
     static const uint32_t rates[] = {8000, 12000, 16000, 24000, 48000};
     bool rate_ok = false;
     for (size_t i = 0; i < sizeof(rates) / sizeof(rates[0]); i++)

@@ -131,7 +131,11 @@ struct conf_scaling {
 };
 
 /* The voice gateway (VOICE.md): on when the file has a voice: mapping. */
-enum conf_uplink { UPLINK_RELAY = 1u << 0, UPLINK_DECODE = 1u << 1 };
+enum conf_uplink {
+    UPLINK_RELAY = 1u << 0,
+    UPLINK_DECODE = 1u << 1,
+    UPLINK_RECOGNIZE = 1u << 2, /* decode, and transcribe each utterance (speech plugin) */
+};
 
 struct conf_voice_topics {
     char *up;      /* filter the devices publish on; its one '+' is the device, default
@@ -143,6 +147,7 @@ struct conf_voice_topics {
     char *play;    /* downlink Opus from the backend, default "voice/{device}/play" */
     char *say_pcm; /* downlink PCM from the backend, default "voice/{device}/say_pcm" */
     char *ctl;     /* JSON for the device from the backend, default "voice/{device}/ctl" */
+    char *stt; /* transcripts for the backend (uplink recognize), default "voice/{device}/stt" */
     char *forward; /* between instances when up is shared, default
                       "mqfork/voice/{device}/forward" */
 };
@@ -156,9 +161,10 @@ struct conf_voice {
     struct conf_voice_topics topics;
     uint32_t max_sessions;      /* 1..1000000, default 1000 */
     double idle_s;              /* default 120 */
-    struct conf_strings uplink; /* "relay", "decode"; default relay */
+    struct conf_strings uplink; /* "relay", "decode", "recognize"; default relay */
     unsigned uplink_modes;      /* enum conf_uplink, from uplink */
     uint32_t pcm_batch_ms;      /* multiple of 60, 60..6000, default 600 */
+    uint32_t max_utterance_s;   /* audio kept for one transcript, 1..300, default 15 */
     uint32_t downlink_rate;     /* 8000|12000|16000|24000|48000, default 24000 */
     uint32_t downlink_frame_ms; /* 20, 40 or 60 (default) */
     uint32_t queue_frames;      /* downlink frames held per session, 1..100000, default 500 */

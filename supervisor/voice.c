@@ -165,6 +165,7 @@ void voice_end_session(struct voice *v, struct voice_session *s, enum voice_end 
     }
     if (s->pcm_len)
         voice_up_flush_pcm(v, s);
+    voice_stt_end(v, s);
     cJSON *e = voice_event_new(s, "ended");
     cJSON_AddStringToObject(e, "reason", end_names[why]);
     voice_event_send(v, s, e);
@@ -199,6 +200,8 @@ static void on_listen(struct voice *v, struct voice_session *s, const struct voi
     if (m->listen == VOICE_LISTEN_DETECT)
         cJSON_AddStringToObject(e, "text", m->text);
     voice_event_send(v, s, e);
+    if (m->listen != VOICE_LISTEN_DETECT)
+        voice_stt_listen(v, s, m->listen == VOICE_LISTEN_START);
 }
 
 /* mcp and any other message: passed to the backend as the device sent it. */
@@ -339,7 +342,15 @@ static int add_kinds(struct voice *v)
         (v->decode_kind = engine_add_kind(v->engine, "voice.decode", "opus.decode", &decp)) < 0)
         return -1;
     v->encode_kind = engine_add_kind(v->engine, "voice.encode", "opus.encode", &encp);
-    return v->encode_kind < 0 ? -1 : 0;
+    if (v->encode_kind < 0)
+        return -1;
+    if ((v->modes & UPLINK_RECOGNIZE) &&
+        (v->stt_kind = engine_add_kind(v->engine, "voice.stt", "speech.transcribe", NULL)) < 0) {
+        log_error("voice: uplink recognize needs speech.transcribe: load the speech plugin "
+                  "(plugins: [.../mqfork_speech.so])");
+        return -1;
+    }
+    return 0;
 }
 
 static void voice_free(void *self);
@@ -356,6 +367,7 @@ static void *voice_create(const struct conf *c, struct engine *e, struct loop *l
                         .fd = -1,
                         .decode_kind = -1,
                         .encode_kind = -1,
+                        .stt_kind = -1,
                         .modes = c->voice.uplink_modes};
     v->up_sink = (struct mqtt_sink){.fn = on_device_message, .ctx = v};
     v->fwd_sink = (struct mqtt_sink){.fn = on_forwarded, .ctx = v};

@@ -9,6 +9,8 @@
  *                  relayed, decoded in the pool) and out (in batches)
  *   voice_down.c   what the backend sends a device: audio paced by a timer
  *                  per session, control messages in order with it
+ *   voice_stt.c    utterances: the decoded uplink from listen start to stop,
+ *                  transcribed in the pool (uplink recognize)
  *   voice_stats.c  the figures, block "voice"
  *
  * A session lives in one slot from hello to its end. Jobs and timers refer
@@ -58,6 +60,7 @@ struct voice_figures {
     uint64_t dgrams_in, bytes_in, dgrams_out, bytes_out, send_errors;
     uint64_t drops[VOICE_DROP_COUNT], lost, concealed;
     uint64_t relayed, decoded, decode_failed, pcm_out;
+    uint64_t utterances, utterances_cut, transcripts, transcripts_empty, stt_failed, stt_replays;
     uint64_t down_frames, down_underruns, down_overflow, down_aborted, down_bad;
     struct stats_hist decode_latency, down_lateness;
 };
@@ -98,7 +101,14 @@ struct voice_session {
     /* decoded uplink waiting to be published as one batch */
     uint8_t *pcm;
     uint32_t pcm_len;
-    uint32_t jobs; /* decode and encode jobs in flight */
+    uint32_t jobs;     /* decode and encode jobs in flight */
+    uint32_t decoding; /* of which decode jobs */
+    /* the utterance being heard (voice_stt.c) */
+    uint8_t *utt;
+    uint32_t utt_len;
+    bool listening, closing; /* closing: listen stop came, decodes still in flight */
+    uint64_t heard;          /* samples decoded so far: the session's stream time */
+    uint64_t utt_start;      /* heard when the utterance began */
 };
 
 struct voice {
@@ -107,10 +117,10 @@ struct voice {
     struct engine *engine;
     struct loop *loop;
     struct mqtt *mqtt;
-    struct mqtt_sink up_sink, back_sink; /* devices' messages; the backend's */
-    struct mqtt_sink fwd_sink;           /* other instances' (voice.topics.up is shared) */
-    bool shared;                         /* voice.topics.up is a $share subscription */
-    int decode_kind, encode_kind;        /* job kinds, -1: none */
+    struct mqtt_sink up_sink, back_sink;    /* devices' messages; the backend's */
+    struct mqtt_sink fwd_sink;              /* other instances' (voice.topics.up is shared) */
+    bool shared;                            /* voice.topics.up is a $share subscription */
+    int decode_kind, encode_kind, stt_kind; /* job kinds, -1: none */
     bool draining;
     unsigned modes; /* enum conf_uplink, as started (changes need a restart) */
     /* the sessions (voice_table.c) */
@@ -183,6 +193,13 @@ void voice_down_abort(struct voice *v, struct voice_session *s);
 void voice_down_clear(struct voice_session *s);
 /* A session's pacing timer (ctx: the session): the next frame is due. */
 void voice_pace_fired(void *ctx);
+
+/* voice_stt.c */
+void voice_stt_listen(struct voice *v, struct voice_session *s, bool start);
+/* Decoded uplink of S (its decode job finished: s->decoding counts the rest). */
+void voice_stt_audio(struct voice *v, struct voice_session *s, const uint8_t *pcm, size_t len);
+/* S ends: what it heard is still transcribed. */
+void voice_stt_end(struct voice *v, struct voice_session *s);
 
 /* voice_stats.c */
 int voice_stats_add(struct voice *v);

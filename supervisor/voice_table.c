@@ -190,6 +190,7 @@ void voice_session_free(struct voice *v, struct voice_session *s)
     voice_cipher_free(&s->cipher);
     voice_down_clear(s);
     free(s->pcm);
+    free(s->utt);
     uint32_t slot = s->slot, gen = s->gen;
     *s = (struct voice_session){.owner = v, .slot = slot, .gen = gen};
     v->free_list[v->free_top++] = slot;

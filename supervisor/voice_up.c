@@ -73,9 +73,12 @@ static void on_decoded(void *ctx, const struct engine_outcome *o)
     struct up_job *j = ctx;
     struct voice *v = j->v;
     struct voice_session *s = voice_by_slot(v, j->slot, j->gen);
-    if (s)
+    bool ok = o->status == JOB_OK;
+    if (s) {
         s->jobs--;
-    if (o->status == JOB_OK) {
+        s->decoding--;
+    }
+    if (ok) {
         v->n.decoded++;
         v->n.concealed += j->concealed;
         stats_hist_add(&v->n.decode_latency, mono_ns() - j->arrived_ns);
@@ -86,6 +89,8 @@ static void on_decoded(void *ctx, const struct engine_outcome *o)
     } else {
         v->n.decode_failed++; /* the decoder state is reset with the next packet */
     }
+    if (s)
+        voice_stt_audio(v, s, ok ? o->data : NULL, ok ? o->len : 0);
     v->changed = true;
     free(j);
 }
@@ -123,6 +128,7 @@ static void decode(struct voice *v, struct voice_session *s, const uint8_t *opus
         return;
     }
     s->jobs++;
+    s->decoding++;
 }
 
 static void relay(struct voice *v, struct voice_session *s, const uint8_t *opus, size_t len)

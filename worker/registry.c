@@ -349,12 +349,23 @@ struct load_step {
     bool with_plugins;
 };
 
+/* The voice gateway's handlers: speech.transcribe comes from a plugin. */
+static void check_voice(const struct registry *r, const struct conf *c, struct conf_diags *d)
+{
+    if (c->voice.enabled && (c->voice.uplink_modes & UPLINK_RECOGNIZE) &&
+        !registry_find(r, "speech.transcribe"))
+        conf_diag(d, file_of(c), 0, 0,
+                  "voice.uplink: recognize needs the handler speech.transcribe: load the speech "
+                  "plugin (plugins: [.../mqfork_speech.so])");
+}
+
 static void plugins_and_routes(void *ctx, const struct conf *c, struct conf_diags *d)
 {
     struct load_step *s = ctx;
     if (s->with_plugins)
         registry_load_plugins(s->r, c, d);
     registry_check_routes(s->r, c, d);
+    check_voice(s->r, c, d);
 }
 
 int registry_load_config(struct registry *r, const char *path, struct conf *c, bool with_plugins,
