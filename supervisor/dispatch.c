@@ -5,9 +5,9 @@
  * workers.inflight jobs: a slow job then holds up only its own worker. A
  * job of a stream reaches the queues only when its turn has come
  * (engine_streams.c). */
+#include "common/log.h"
 #include "supervisor/engine_inflight.h"
 #include "supervisor/engine_queue.h"
-#include "supervisor/log.h"
 
 #define SKIP_MAX 64 /* jobs passed over per queue while a reload recycles */
 

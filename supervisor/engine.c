@@ -18,11 +18,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "shm/clock.h"
 #include "shm/lock.h"
 #include "supervisor/engine_impl.h"
 #include "supervisor/engine_queue.h"
-#include "supervisor/log.h"
 #include "supervisor/loop.h"
 #include "supervisor/privs.h"
 

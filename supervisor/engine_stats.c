@@ -10,9 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/log.h"
 #include "shm/statblock.h"
 #include "supervisor/engine_impl.h"
-#include "supervisor/log.h"
 
 #define FIELD(kind, name, label, member, divide, help)                                             \
     STATS_DESC(kind, struct stats_global, member, name, label, divide, help)

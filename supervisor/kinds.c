@@ -8,8 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/log.h"
 #include "supervisor/engine_impl.h"
-#include "supervisor/log.h"
 
 #define INIT_TRIES      2           /* init deaths in a row before a kind is set aside */
 #define RETRY_FIRST_NS  1000000000u /* then tried again after 1 s, 2 s, 4 s ... */

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/log.h"
 #include "shm/clock.h"
-#include "supervisor/log.h"
 
 #define TIMER_SLACK_NS 50000
 

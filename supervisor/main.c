@@ -17,10 +17,10 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "conf/config.h"
 #include "shm/clock.h"
 #include "supervisor/engine.h"
-#include "supervisor/log.h"
 #include "supervisor/loop.h"
 #include "supervisor/mqtt.h"
 #include "supervisor/notify.h"

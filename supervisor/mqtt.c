@@ -20,10 +20,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "shm/clock.h"
 #include "shm/segment.h"
 #include "shm/statblock.h"
-#include "supervisor/log.h"
 #include "supervisor/loop.h"
 #include "supervisor/mqtt_impl.h"
 

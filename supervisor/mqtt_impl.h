@@ -8,7 +8,7 @@
 
 #include <mosquitto.h>
 
-#include "supervisor/log.h"
+#include "common/log.h"
 #include "supervisor/loop.h"
 #include "supervisor/mqtt.h"
 

@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/log.h"
 #include "proto/topic.h"
-#include "supervisor/log.h"
 #include "supervisor/mqtt_impl.h"
 
 /* A message held while the broker is away; topic, payload and correlation

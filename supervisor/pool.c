@@ -17,11 +17,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "shm/clock.h"
 #include "shm/procstat.h"
 #include "shm/statblock.h"
 #include "supervisor/engine_inflight.h"
-#include "supervisor/log.h"
 #include "supervisor/loop.h"
 
 #define WORKER_SPIN_NS   50000

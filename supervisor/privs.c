@@ -8,7 +8,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
-#include "supervisor/log.h"
+#include "common/log.h"
 
 int privs_plan(const char *user, bool *drop, uid_t *uid, gid_t *gid)
 {

@@ -15,8 +15,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/log.h"
 #include "supervisor/engine_queue.h"
-#include "supervisor/log.h"
 
 enum kind_change { KIND_KEPT, KIND_CHANGED, KIND_NEW };
 

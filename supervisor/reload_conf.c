@@ -12,8 +12,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "shm/clock.h"
-#include "supervisor/log.h"
 
 struct reload_conf {
     struct loop *loop;

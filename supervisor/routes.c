@@ -13,11 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/log.h"
 #include "proto/report.h"
 #include "proto/topic.h"
 #include "shm/statblock.h"
 #include "supervisor/engine.h"
-#include "supervisor/log.h"
 #include "supervisor/source.h"
 
 #define TOPIC_MAX 1024

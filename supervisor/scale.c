@@ -7,9 +7,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/log.h"
 #include "shm/clock.h"
 #include "supervisor/engine_impl.h"
-#include "supervisor/log.h"
 
 /* What one interval looked like. */
 struct figures {

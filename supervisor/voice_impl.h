@@ -25,11 +25,11 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "common/log.h"
 #include "conf/config.h"
 #include "proto/voice_json.h"
 #include "proto/voice_udp.h"
 #include "shm/stats.h"
-#include "supervisor/log.h"
 #include "supervisor/loop.h"
 #include "supervisor/mqtt.h"
 

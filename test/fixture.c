@@ -6,10 +6,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "shm/clock.h"
 #include "shm/segment.h"
 #include "shm/statread.h"
-#include "supervisor/log.h"
 #include "supervisor/loop.h"
 
 double fixture_now(void)

@@ -19,9 +19,9 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "shm/clock.h"
 #include "shm/ring.h"
-#include "supervisor/log.h"
 
 /* Where handlers write their output: a private mapping as large as the slab
  * whose next page is unmapped. A job's buffer ends SCRATCH_SLACK bytes or a

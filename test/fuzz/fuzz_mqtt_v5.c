@@ -26,12 +26,12 @@
 #include <mqtt_protocol.h>
 #include <openssl/evp.h>
 
+#include "common/log.h"
 #include "fuzz.h"
 #include "proto/job.h"
 #include "proto/topic.h"
 #include "shm/statblock.h"
 #include "supervisor/engine.h"
-#include "supervisor/log.h"
 #include "supervisor/routes.h"
 
 #define ERRORS_TOPIC "fuzz/errors"

@@ -1,6 +1,6 @@
 /* log.c - format log lines for the journal or a terminal (see log.h). The
  * level and tag are process-wide on purpose: a process has one log. */
-#include "supervisor/log.h"
+#include "common/log.h"
 
 #include <inttypes.h>
 #include <stdarg.h>

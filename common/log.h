@@ -1,8 +1,8 @@
 /* log.h - the daemon's log: one line per event on stderr, which systemd's
  * journal captures. Under the journal each line carries its priority as a
  * "<N>" prefix; on a terminal it carries the time and the level's name. */
-#ifndef MQFORK_SUPERVISOR_LOG_H
-#define MQFORK_SUPERVISOR_LOG_H
+#ifndef MQFORK_COMMON_LOG_H
+#define MQFORK_COMMON_LOG_H
 
 #include <stdint.h>
 
