@@ -556,6 +556,7 @@ static const struct key voice_topic_keys[] = {
     STR("say_pcm", V(topics.say_pcm), 0, check_device_topic),
     STR("ctl", V(topics.ctl), 0, check_device_topic),
     STR("stt", V(topics.stt), 0, check_device_topic),
+    STR("say", V(topics.say), 0, check_device_topic),
     STR("forward", V(topics.forward), 0, check_device_topic),
     {0},
 };
@@ -571,6 +572,7 @@ static const struct key voice_keys[] = {
     {.name = "uplink", .kind = KEY_STRINGS, V(uplink), .check = check_uplink},
     INT("pcm_batch_ms", V(pcm_batch_ms), 60, 6000),
     INT("max_utterance_s", V(max_utterance_s), 1, 300),
+    STR("say_voice", V(say_voice), KEY_NULLABLE, NULL),
     INT("downlink_rate", V(downlink_rate), 8000, 48000),
     INT("downlink_frame_ms", V(downlink_frame_ms), 20, 60),
     INT("queue_frames", V(queue_frames), 1, 100000),
@@ -672,6 +674,7 @@ void conf_defaults(struct conf *c)
                         .say_pcm = xstrdup("voice/{device}/say_pcm"),
                         .ctl = xstrdup("voice/{device}/ctl"),
                         .stt = xstrdup("voice/{device}/stt"),
+                        .say = xstrdup("voice/{device}/say"),
                         .forward = xstrdup("mqfork/voice/{device}/forward"),
                     },
                 .max_sessions = 1000,
@@ -721,9 +724,10 @@ static void route_free(struct conf_route *r)
 
 static void voice_free(struct conf_voice *v)
 {
-    char **topics[] = {&v->topics.up,  &v->topics.down,    &v->topics.events,  &v->topics.opus,
-                       &v->topics.pcm, &v->topics.play,    &v->topics.say_pcm, &v->topics.ctl,
-                       &v->topics.stt, &v->topics.forward, &v->bind,           &v->public_host};
+    char **topics[] = {&v->topics.up,   &v->topics.down, &v->topics.events,  &v->topics.opus,
+                       &v->topics.pcm,  &v->topics.play, &v->topics.say_pcm, &v->topics.ctl,
+                       &v->topics.stt,  &v->topics.say,  &v->topics.forward, &v->bind,
+                       &v->public_host, &v->say_voice};
     for (size_t i = 0; i < sizeof(topics) / sizeof(topics[0]); i++)
         free(*topics[i]);
     for (size_t i = 0; i < v->uplink.count; i++)

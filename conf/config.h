@@ -148,6 +148,7 @@ struct conf_voice_topics {
     char *say_pcm; /* downlink PCM from the backend, default "voice/{device}/say_pcm" */
     char *ctl;     /* JSON for the device from the backend, default "voice/{device}/ctl" */
     char *stt; /* transcripts for the backend (uplink recognize), default "voice/{device}/stt" */
+    char *say; /* text to speak, from the backend, default "voice/{device}/say" */
     char *forward; /* between instances when up is shared, default
                       "mqfork/voice/{device}/forward" */
 };
@@ -165,6 +166,7 @@ struct conf_voice {
     unsigned uplink_modes;      /* enum conf_uplink, from uplink */
     uint32_t pcm_batch_ms;      /* multiple of 60, 60..6000, default 600 */
     uint32_t max_utterance_s;   /* audio kept for one transcript, 1..300, default 15 */
+    char *say_voice;            /* speech.synthesize's voice for say; NULL: say is off */
     uint32_t downlink_rate;     /* 8000|12000|16000|24000|48000, default 24000 */
     uint32_t downlink_frame_ms; /* 20, 40 or 60 (default) */
     uint32_t queue_frames;      /* downlink frames held per session, 1..100000, default 500 */

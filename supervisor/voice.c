@@ -224,10 +224,10 @@ static void on_session_message(struct voice *v, struct voice_session *s, const s
         on_listen(v, s, m);
         break;
     case VOICE_MSG_ABORT: {
-        voice_down_abort(v, s);
         cJSON *e = voice_event_new(s, "abort");
         cJSON_AddStringToObject(e, "reason", m->text);
         voice_event_send(v, s, e);
+        voice_down_abort(v, s); /* last: a goodbye it lets out ends the session */
         break;
     }
     case VOICE_MSG_GOODBYE:
@@ -344,6 +344,16 @@ static int add_kinds(struct voice *v)
     v->encode_kind = engine_add_kind(v->engine, "voice.encode", "opus.encode", &encp);
     if (v->encode_kind < 0)
         return -1;
+    char rate2[16];
+    snprintf(rate2, sizeof(rate2), "%u", v->vc->downlink_rate);
+    struct conf_param tts[] = {{.key = "sample_rate", .value = rate2}};
+    struct conf_params ttsp = {tts, 1};
+    if (v->vc->say_voice &&
+        (v->tts_kind = engine_add_kind(v->engine, "voice.tts", "speech.synthesize", &ttsp)) < 0) {
+        log_error("voice: voice.say_voice needs speech.synthesize: load the speech plugin "
+                  "(plugins: [.../mqfork_speech.so])");
+        return -1;
+    }
     if ((v->modes & UPLINK_RECOGNIZE) &&
         (v->stt_kind = engine_add_kind(v->engine, "voice.stt", "speech.transcribe", NULL)) < 0) {
         log_error("voice: uplink recognize needs speech.transcribe: load the speech plugin "
@@ -368,6 +378,7 @@ static void *voice_create(const struct conf *c, struct engine *e, struct loop *l
                         .decode_kind = -1,
                         .encode_kind = -1,
                         .stt_kind = -1,
+                        .tts_kind = -1,
                         .modes = c->voice.uplink_modes};
     v->up_sink = (struct mqtt_sink){.fn = on_device_message, .ctx = v};
     v->fwd_sink = (struct mqtt_sink){.fn = on_forwarded, .ctx = v};
@@ -389,13 +400,13 @@ static int back_filter(const char *tmpl, char *out, size_t len)
 
 static int subscribe(struct voice *v, const struct conf_voice *vc)
 {
-    const char *back[] = {vc->topics.play, vc->topics.say_pcm, vc->topics.ctl};
+    const char *back[] = {vc->topics.play, vc->topics.say_pcm, vc->topics.ctl, vc->topics.say};
     char f[VOICE_TOPIC_MAX];
     if (mqtt_subscribe(v->mqtt, vc->topics.up, 0, &v->up_sink) < 0 ||
         (v->shared && (back_filter(vc->topics.forward, f, sizeof(f)) < 0 ||
                        mqtt_subscribe(v->mqtt, f, 0, &v->fwd_sink) < 0)))
         return -1;
-    for (size_t i = 0; i < 3; i++)
+    for (size_t i = 0; i < 4; i++)
         if (back_filter(back[i], f, sizeof(f)) < 0 ||
             mqtt_subscribe(v->mqtt, f, 0, &v->back_sink) < 0)
             return -1;
@@ -404,12 +415,12 @@ static int subscribe(struct voice *v, const struct conf_voice *vc)
 
 static void unsubscribe(struct voice *v, const struct conf_voice *vc)
 {
-    const char *back[] = {vc->topics.play, vc->topics.say_pcm, vc->topics.ctl};
+    const char *back[] = {vc->topics.play, vc->topics.say_pcm, vc->topics.ctl, vc->topics.say};
     char f[VOICE_TOPIC_MAX];
     mqtt_unsubscribe(v->mqtt, vc->topics.up, &v->up_sink);
     if (v->shared && back_filter(vc->topics.forward, f, sizeof(f)) == 0)
         mqtt_unsubscribe(v->mqtt, f, &v->fwd_sink);
-    for (size_t i = 0; i < 3; i++)
+    for (size_t i = 0; i < 4; i++)
         if (back_filter(back[i], f, sizeof(f)) == 0)
             mqtt_unsubscribe(v->mqtt, f, &v->back_sink);
 }

@@ -11,6 +11,8 @@
  *                  per session, control messages in order with it
  *   voice_stt.c    utterances: the decoded uplink from listen start to stop,
  *                  transcribed in the pool (uplink recognize)
+ *   voice_say.c    text the backend wants spoken: sentences synthesized in
+ *                  the pool, then encoded and played as any downlink
  *   voice_stats.c  the figures, block "voice"
  *
  * A session lives in one slot from hello to its end. Jobs and timers refer
@@ -61,17 +63,22 @@ struct voice_figures {
     uint64_t drops[VOICE_DROP_COUNT], lost, concealed;
     uint64_t relayed, decoded, decode_failed, pcm_out;
     uint64_t utterances, utterances_cut, transcripts, transcripts_empty, stt_failed, stt_replays;
+    uint64_t says, sentences, say_failed;
     uint64_t down_frames, down_underruns, down_overflow, down_aborted, down_bad;
     struct stats_hist decode_latency, down_lateness;
 };
 
-/* One entry of a session's downlink queue: an Opus packet, or a control
- * message for the device that waits for the audio queued before it. */
+/* One entry of a session's downlink queue. Audio still being encoded in
+ * the pool holds its place as OUT_PENDING, so nothing queued after it (a
+ * tts stop) can overtake it; its packets are put in after it, and it is
+ * then skipped as OUT_DONE. */
+enum voice_out_kind { OUT_AUDIO, OUT_CONTROL, OUT_GOODBYE, OUT_PENDING, OUT_DONE };
+
 struct voice_out {
     struct voice_out *next;
-    bool control;
-    uint16_t len;
-    uint8_t data[]; /* the packet, or the JSON text (NUL-terminated) */
+    uint8_t kind;   /* enum voice_out_kind */
+    uint16_t len;   /* of data */
+    uint8_t data[]; /* the Opus packet, or the JSON text (NUL-terminated) */
 };
 
 struct voice_session {
@@ -90,13 +97,16 @@ struct voice_session {
     } peer;
     socklen_t peer_len; /* 0: no valid datagram yet */
     uint32_t up_seq;    /* the last uplink sequence accepted */
+    uint32_t unheard;   /* accepted packets the pool refused: concealed with the next */
     uint64_t seen_ns;   /* the last datagram or message */
     struct loop_timer idle;
     /* downlink */
     struct voice_out *q_head, *q_tail;
-    uint32_t q_frames; /* audio entries queued */
-    uint32_t down_seq; /* the last sent */
-    uint64_t next_ns;  /* when the next frame is due while pacing; else 0 */
+    uint32_t q_frames;  /* audio entries queued */
+    uint32_t down_seq;  /* the last sent */
+    uint32_t epoch;     /* raised by an abort: audio encoded for before is dropped */
+    uint32_t say_parts; /* synthesis and encode jobs of the speech being made */
+    uint64_t next_ns;   /* when the next frame is due while pacing; else 0 */
     struct loop_timer pace;
     /* decoded uplink waiting to be published as one batch */
     uint8_t *pcm;
@@ -117,10 +127,10 @@ struct voice {
     struct engine *engine;
     struct loop *loop;
     struct mqtt *mqtt;
-    struct mqtt_sink up_sink, back_sink;    /* devices' messages; the backend's */
-    struct mqtt_sink fwd_sink;              /* other instances' (voice.topics.up is shared) */
-    bool shared;                            /* voice.topics.up is a $share subscription */
-    int decode_kind, encode_kind, stt_kind; /* job kinds, -1: none */
+    struct mqtt_sink up_sink, back_sink; /* devices' messages; the backend's */
+    struct mqtt_sink fwd_sink;           /* other instances' (voice.topics.up is shared) */
+    bool shared;                         /* voice.topics.up is a $share subscription */
+    int decode_kind, encode_kind, stt_kind, tts_kind; /* job kinds, -1: none */
     bool draining;
     unsigned modes; /* enum conf_uplink, as started (changes need a restart) */
     /* the sessions (voice_table.c) */
@@ -191,6 +201,15 @@ void voice_up_flush_pcm(struct voice *v, struct voice_session *s);
 void voice_down_message(void *ctx, const struct mqtt_message *m);
 void voice_down_abort(struct voice *v, struct voice_session *s);
 void voice_down_clear(struct voice_session *s);
+/* Queue a control message for S's device, in order with its audio; it
+ * leaves with voice_down_kick (which may end S: a goodbye). */
+void voice_down_control(struct voice *v, struct voice_session *s, const char *json);
+void voice_down_kick(struct voice *v, struct voice_session *s);
+/* Encode LEN bytes of PCM (downlink rate) for S in the pool and queue the
+ * packets, with BEFORE (malloc'd JSON, or NULL; taken) ahead of them; SAY:
+ * part of a say. 0, or -1 when refused (counted). */
+int voice_down_pcm(struct voice *v, struct voice_session *s, const uint8_t *pcm, size_t len,
+                   char *before, bool say);
 /* A session's pacing timer (ctx: the session): the next frame is due. */
 void voice_pace_fired(void *ctx);
 
@@ -200,6 +219,12 @@ void voice_stt_listen(struct voice *v, struct voice_session *s, bool start);
 void voice_stt_audio(struct voice *v, struct voice_session *s, const uint8_t *pcm, size_t len);
 /* S ends: what it heard is still transcribed. */
 void voice_stt_end(struct voice *v, struct voice_session *s);
+
+/* voice_say.c */
+void voice_say_message(struct voice *v, struct voice_session *s, const struct mqtt_message *m);
+/* The speech being made for S is all queued (or cut): tts stop is queued
+ * to follow it. */
+void voice_say_done(struct voice *v, struct voice_session *s);
 
 /* voice_stats.c */
 int voice_stats_add(struct voice *v);

@@ -124,9 +124,11 @@ static void decode(struct voice *v, struct voice_session *s, const uint8_t *opus
     };
     if (engine_submit(v->engine, &job, NULL) != JOB_OK) {
         v->n.decode_failed++; /* refused: overloaded or shutting down */
+        s->unheard++;         /* the next one conceals it, so the PCM has no hole */
         free(j);
         return;
     }
+    s->unheard = 0;
     s->jobs++;
     s->decoding++;
 }
@@ -176,7 +178,7 @@ static void on_datagram(struct voice *v, uint8_t *d, size_t len, bool cut,
     if (v->modes & UPLINK_RELAY)
         relay(v, s, d + VOICE_HDR_LEN, h.payload_len);
     if (v->modes & UPLINK_DECODE)
-        decode(v, s, d + VOICE_HDR_LEN, h.payload_len, lost, now);
+        decode(v, s, d + VOICE_HDR_LEN, h.payload_len, lost + s->unheard, now);
 }
 
 /* Read until the socket is empty; a batch at a time. */

@@ -357,6 +357,10 @@ static void check_voice(const struct registry *r, const struct conf *c, struct c
         conf_diag(d, file_of(c), 0, 0,
                   "voice.uplink: recognize needs the handler speech.transcribe: load the speech "
                   "plugin (plugins: [.../mqfork_speech.so])");
+    if (c->voice.enabled && c->voice.say_voice && !registry_find(r, "speech.synthesize"))
+        conf_diag(d, file_of(c), 0, 0,
+                  "voice.say_voice: needs the handler speech.synthesize: load the speech plugin "
+                  "(plugins: [.../mqfork_speech.so])");
 }
 
 static void plugins_and_routes(void *ctx, const struct conf *c, struct conf_diags *d)
