@@ -28,6 +28,7 @@
 
 #include "shm/clock.h"
 #include "tools/numarg.h"
+#include "tools/sigfd.h"
 
 #define EXIT_CONN       1
 #define EXIT_USAGE      2
@@ -632,19 +633,6 @@ static void on_subscribe(struct mosquitto *m, void *obj, int mid, int n, const i
         if (granted[i] >= 128)
             c->sub_refused = true;
     c->subacks_wanted--;
-}
-
-/* SIGINT and SIGTERM arrive through a descriptor the loop polls, so a stop
- * request is just another event and no handler state is needed. */
-static int signals_fd(void)
-{
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigprocmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 }
 
 /* Let libmosquitto read what arrived. FIONREAD bounds the loop: loop_read
