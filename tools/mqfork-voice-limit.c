@@ -78,7 +78,7 @@ static double cpu_s(void)
            (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
-static void die(const char *what)
+static _Noreturn void die(const char *what)
 {
     fprintf(stderr, "mqfork-voice-limit: %s\n", what);
     exit(1);
@@ -595,7 +595,7 @@ static int run_hist(const char *instance, const char *field)
         die("no such instance, or no block voice in it");
     struct stats_field *f = calloc(e.nfields, sizeof(*f));
     uint64_t *data = calloc(1, e.size + sizeof(uint64_t));
-    const struct stats_field *hf;
+    const struct stats_field *hf = NULL;
     if (!f || !data || stats_fields(&seg, &e, f) < 0 || !stats_read(&seg, &e, f, data, 1000) ||
         !(hf = stats_field_find(f, e.nfields, field)) || hf->type != STATS_HISTOGRAM)
         die("cannot read the histogram");
