@@ -141,7 +141,8 @@ static const char *field_cell(char *buf, size_t len, const struct snap *s,
     return buf;
 }
 
-/* A block: its counters and gauges two to a row, a histogram to a row. */
+/* A block: its counters and gauges two to a row, a histogram to a row
+ * (the first under a heading of its columns). */
 static void draw_block(struct screen *sc, const struct snap *s, const struct snap_block *b)
 {
     char head[96], cell[2][STATS_STATES_LEN], cols[64];
@@ -150,9 +151,13 @@ static void draw_block(struct screen *sc, const struct snap *s, const struct sna
         snprintf(head, sizeof(head), "%s  (sum of %u worker slots)", b->e.name, b->e.instances);
     title(sc, head);
     const struct stats_field *pending = NULL; /* the left half of a row */
+    bool hist_head = false;
     for (uint32_t i = 0; !b->busy && i < b->e.nfields; i++) {
         const struct stats_field *f = &b->fields[i];
         if (f->type == STATS_HISTOGRAM) {
+            if (!hist_head)
+                put(sc, "  %-20s %9s %8s %8s %8s %8s", "", "count", "p50", "p90", "p99", "max");
+            hist_head = true;
             put(sc, "  %-20.20s %s", f->name,
                 hist_cols(cols, sizeof(cols), field_hist(f, b->data)));
         } else if (!pending) {
