@@ -984,7 +984,9 @@ static void test_stalled_broker(struct broker *b)
     /* 12 MB of replies against a stopped reader: more than the socket holds */
     bool dropped = false;
     struct daemon_figures g = {0};
-    for (int i = 0; i < 500 && !dropped; i++) {
+    /* every job answered (12,000 through one worker: seconds on a busy
+     * machine), some of the answers dropped */
+    for (int i = 0; i < 3000 && !dropped; i++) {
         g = daemon_stats(&d);
         dropped = g.mqtt_dropped > 0 && g.completed >= N + 1;
         usleep(10000);
