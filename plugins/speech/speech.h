@@ -1,0 +1,29 @@
+/* speech.h - what the two handlers of mqfork_speech.so share. */
+#ifndef MQFORK_SPEECH_H
+#define MQFORK_SPEECH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <mqfork/handler.h>
+
+extern const struct mqfork_handler speech_transcribe;
+extern const struct mqfork_handler speech_synthesize;
+
+/* Monotonic time in nanoseconds. */
+uint64_t speech_now_ns(void);
+
+/* Append S (LEN bytes) to OUT (capacity CAP, *POS bytes used) as the body of
+ * a JSON string, escaped. Returns 0, or -1 (nothing appended past *POS) when
+ * it does not fit. */
+int speech_json_escape(char *out, size_t cap, size_t *pos, const char *s, size_t len);
+
+/* Whether S (LEN bytes) is well-formed UTF-8; *CHARS gets its code points. */
+int speech_utf8_valid(const uint8_t *s, size_t len, size_t *chars);
+
+/* Report a param that names a file (or, DIR, a directory) that cannot be
+ * read. */
+void speech_check_path(const struct mqfork_params *p, const char *key, const char *fallback,
+                       int dir, struct mqfork_check *c);
+
+#endif

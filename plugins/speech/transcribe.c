@@ -1,0 +1,213 @@
+/* transcribe.c - speech.transcribe: one whole utterance of PCM (16 kHz mono
+ * s16le) in, its transcript out as JSON
+ *
+ *   {"text": "go forward ten meters", "audio_s": 2.860, "decode_s": 0.412}
+ *
+ * (empty text for noise only). The recognizer is pocketsphinx (Debian's
+ * libpocketsphinx3, 0.8+5prealpha). Params:
+ *   hmm    acoustic model directory   (default: pocketsphinx-en-us's)
+ *   dict   pronunciation dictionary   (default: pocketsphinx-en-us's)
+ *   lm     language model             (default: pocketsphinx-en-us's)
+ *   log    where pocketsphinx logs    (default: /dev/null)
+ *
+ * The decoder is made once per route in preload, by the supervisor before it
+ * forks: every worker uses its own copy-on-write copy of it, so the models
+ * (tens of MiB) stay shared and a worker owns only the pages a decode
+ * writes. A worker that dies mid-utterance takes only its copy with it; the
+ * engine replays the job on another worker. */
+#include "speech.h"
+
+#include <pocketsphinx.h>
+
+#define MODEL_DIR    "/usr/share/pocketsphinx/model/en-us/"
+#define DEFAULT_HMM  MODEL_DIR "en-us"
+#define DEFAULT_DICT MODEL_DIR "cmudict-en-us.dict"
+#define DEFAULT_LM   MODEL_DIR "en-us.lm.bin"
+
+#define SAMPLE_RATE 16000
+/* The JSON answer at most: a transcript longer than this is cut at a word
+ * and marked "truncated": true. */
+#define OUT_FIXED 4096
+
+enum { C_UTTERANCES, C_EMPTY, C_AUDIO_MS, C_DECODE_MS, NCOUNTERS };
+
+static const struct mqfork_counter counters[NCOUNTERS] = {
+    [C_UTTERANCES] = {.name = "utterances", .help = "Utterances recognized."},
+    [C_EMPTY] = {.name = "empty", .help = "Utterances with no words (noise only)."},
+    [C_AUDIO_MS] = {.name = "audio_ms", .help = "Milliseconds of audio recognized."},
+    [C_DECODE_MS] = {.name = "decode_ms", .help = "Milliseconds spent recognizing."},
+};
+
+static const char *const known[] = {"hmm", "dict", "lm", "log", NULL};
+
+struct preload {
+    cmd_ln_t *config;
+    ps_decoder_t *ps;
+};
+
+struct transcribe {
+    ps_decoder_t *ps;
+    uint64_t *counters;
+};
+
+static const char *param_or(const struct mqfork_params *p, const char *key, const char *fallback)
+{
+    const struct mqfork_param *param = mqfork_param_find(p, key);
+    return param ? param->value : fallback;
+}
+
+static void transcribe_check(const struct mqfork_params *p, struct mqfork_check *c)
+{
+    mqfork_params_known(p, known, "speech.transcribe", c);
+    speech_check_path(p, "hmm", DEFAULT_HMM, 1, c);
+    speech_check_path(p, "dict", DEFAULT_DICT, 0, c);
+    speech_check_path(p, "lm", DEFAULT_LM, 0, c);
+}
+
+static void transcribe_bound(const struct mqfork_params *p, struct mqfork_out_bound *b)
+{
+    *b = (struct mqfork_out_bound){.fixed = OUT_FIXED};
+}
+
+static void *transcribe_preload(const struct mqfork_params *p)
+{
+    struct preload *pl = calloc(1, sizeof(*pl));
+    if (!pl)
+        return NULL;
+    pl->config =
+        cmd_ln_init(NULL, ps_args(), TRUE, "-hmm", param_or(p, "hmm", DEFAULT_HMM), "-dict",
+                    param_or(p, "dict", DEFAULT_DICT), "-lm", param_or(p, "lm", DEFAULT_LM),
+                    "-logfn", param_or(p, "log", "/dev/null"), NULL);
+    if (pl->config)
+        pl->ps = ps_init(pl->config);
+    if (!pl->ps) {
+        fprintf(stderr, "speech.transcribe: pocketsphinx cannot load the model (hmm %s)\n",
+                param_or(p, "hmm", DEFAULT_HMM));
+        if (pl->config)
+            cmd_ln_free_r(pl->config);
+        free(pl);
+        return NULL;
+    }
+    return pl;
+}
+
+static void transcribe_unload(void *preloaded)
+{
+    struct preload *pl = preloaded;
+    ps_free(pl->ps);
+    cmd_ln_free_r(pl->config);
+    free(pl);
+}
+
+static void *transcribe_init(const struct mqfork_init *in)
+{
+    struct preload *pl = in->preloaded;
+    if (!pl)
+        return NULL;
+    struct transcribe *t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    t->ps = pl->ps;
+    t->counters = in->counters;
+    return t;
+}
+
+static void transcribe_fini(void *ctx)
+{
+    free(ctx);
+}
+
+/* The answer, within OUT_FIXED bytes: the transcript cut at a word if need
+ * be. */
+static void answer(struct mqfork_job *job, const char *hyp, double audio_s, double decode_s)
+{
+    char tail[128];
+    size_t cap = job->out_cap < OUT_FIXED ? job->out_cap : OUT_FIXED;
+    char *out = (char *)job->out;
+    size_t len = strlen(hyp);
+    if (cap < 256) { /* cannot happen: out_bound asks for OUT_FIXED */
+        mqfork_job_error(job, "speech.transcribe: no room for the answer");
+        return;
+    }
+    for (;;) {
+        int truncated = len < strlen(hyp);
+        int n = snprintf(tail, sizeof(tail), "\", \"audio_s\": %.3f, \"decode_s\": %.3f%s}",
+                         audio_s, decode_s, truncated ? ", \"truncated\": true" : "");
+        size_t pos = 0;
+        const char *head = "{\"text\": \"";
+        memcpy(out, head, strlen(head));
+        pos = strlen(head);
+        if (speech_json_escape(out, cap - (size_t)n, &pos, hyp, len) == 0) {
+            memcpy(out + pos, tail, (size_t)n);
+            job->out_len = pos + (size_t)n;
+            return;
+        }
+        /* Too long: drop the last word and try again. */
+        while (len > 0 && hyp[len - 1] != ' ')
+            len--;
+        while (len > 0 && hyp[len - 1] == ' ')
+            len--;
+    }
+}
+
+static enum mqfork_status transcribe_run(void *ctx, struct mqfork_job *job)
+{
+    struct transcribe *t = ctx;
+    if (job->in_len % 2) {
+        mqfork_job_error(job, "speech.transcribe: %zu bytes is not whole s16le samples",
+                         job->in_len);
+        return MQFORK_BAD_INPUT;
+    }
+    size_t samples = job->in_len / 2;
+    uint64_t t0 = speech_now_ns();
+    const char *hyp = NULL;
+    if (samples > 0) {
+        /* pocketsphinx reads host-order int16: copy, since the input may be
+         * unaligned (and so the decoder never reads shared memory twice). */
+        int16_t *pcm = malloc(samples * sizeof(*pcm));
+        if (!pcm) {
+            mqfork_job_error(job, "speech.transcribe: out of memory");
+            return MQFORK_FAILED;
+        }
+        for (size_t i = 0; i < samples; i++)
+            pcm[i] = (int16_t)(job->in[2 * i] | job->in[2 * i + 1] << 8);
+        if (ps_start_utt(t->ps) < 0) {
+            free(pcm);
+            mqfork_job_error(job, "speech.transcribe: pocketsphinx cannot start an utterance");
+            return MQFORK_FAILED;
+        }
+        int rc = ps_process_raw(t->ps, pcm, samples, FALSE, TRUE);
+        free(pcm);
+        if (ps_end_utt(t->ps) < 0 || rc < 0) {
+            mqfork_job_error(job, "speech.transcribe: pocketsphinx failed to decode");
+            return MQFORK_FAILED;
+        }
+        int32 score;
+        hyp = ps_get_hyp(t->ps, &score);
+    }
+    uint64_t decode_ns = speech_now_ns() - t0;
+    if (!hyp)
+        hyp = "";
+    double audio_s = (double)samples / SAMPLE_RATE;
+    answer(job, hyp, audio_s, (double)decode_ns / 1e9);
+    mqfork_count(t->counters, C_UTTERANCES, 1);
+    if (!*hyp)
+        mqfork_count(t->counters, C_EMPTY, 1);
+    mqfork_count(t->counters, C_AUDIO_MS, samples * 1000 / SAMPLE_RATE);
+    mqfork_count(t->counters, C_DECODE_MS, decode_ns / 1000000);
+    return MQFORK_OK;
+}
+
+const struct mqfork_handler speech_transcribe = {
+    .abi = MQFORK_HANDLER_ABI,
+    .name = "speech.transcribe",
+    .check = transcribe_check,
+    .out_bound = transcribe_bound,
+    .preload = transcribe_preload,
+    .unload = transcribe_unload,
+    .init = transcribe_init,
+    .fini = transcribe_fini,
+    .run = transcribe_run,
+    .counters = counters,
+    .ncounters = NCOUNTERS,
+};
