@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# test_speech.sh - mqfork_speech.so (plugins/speech/) in a real daemon
+# through a real mosquitto: goforward.raw (pocketsphinx-testdata) is
+# transcribed "go forward ten meters"; flite's rms says "turn on the kitchen
+# light" at 16 kHz, and that speech, transcribed again, holds "kitchen" and
+# "light"; espeak-ng speaks Mandarin for a plausible time; mqforkd -t places
+# a missing model at its file:line:column; a worker killed (-9) while it
+# transcribes costs nothing: the job is retried and answered exactly once.
+# It prints each worker's private and shared memory with the model loaded.
+# Skipped (77) when the speech packages are missing.
+#
+#   test_speech.sh MQFORKD MQFORKSTAT PLUGIN
+set -u
+MQFORKD=$1
+MQFORKSTAT=$2
+PLUGIN=$3
+TESTDATA=/usr/share/pocketsphinx/test/data
+MODEL=/usr/share/pocketsphinx/model/en-us
+TMP=$(mktemp -d)
+FAILS=0
+BROKER_PID=
+DAEMON_PID=
+SUB_PID=
+INSTANCE=speech-$$
+
+cleanup() {
+    for p in $SUB_PID $DAEMON_PID $BROKER_PID; do kill -9 "$p" 2>/dev/null; done
+    wait 2>/dev/null
+    rm -rf "$TMP"
+    rm -f "/dev/shm/mqfork.$INSTANCE"
+}
+trap cleanup EXIT
+
+# shellcheck source=test/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+for f in "$PLUGIN" "$TESTDATA/goforward.raw" "$MODEL/en-us/mdef"; do
+    [ -e "$f" ] || {
+        echo "SKIP: $f is missing (apt-get install pocketsphinx-en-us pocketsphinx-testdata)"
+        exit 77
+    }
+done
+for tool in mosquitto mosquitto_sub jq xxd; do
+    command -v $tool >/dev/null || { echo "SKIP: no $tool"; exit 77; }
+done
+
+# ---- mqforkd -t: a model that is not there ----------------------------------
+
+cat >"$TMP/bad.yaml" <<YAML
+instance: $INSTANCE
+plugins:
+  - $PLUGIN
+routes:
+  - name: stt
+    subscribe: stt/+/in
+    job: speech.transcribe
+    params:
+      hmm: /nonexistent/en-us
+  - name: tts
+    subscribe: tts/+/in
+    job: speech.synthesize
+    params:
+      voice: bogus
+YAML
+out=$("$MQFORKD" -t -c "$TMP/bad.yaml" 2>&1) && fail "-t accepted a missing model"
+grep -qF "$TMP/bad.yaml:9:7: error: routes[0].params.hmm: /nonexistent/en-us: No such file or directory" <<<"$out" ||
+    fail "-t does not place the missing hmm: $out"
+grep -qF "$TMP/bad.yaml:14:7: error: routes[1].params.voice: unknown voice 'bogus'" <<<"$out" ||
+    fail "-t does not place the unknown voice: $out"
+
+
+# ---- a private broker ---------------------------------------------------------
+
+start_broker || { fail "mosquitto does not start"; exit 1; }
+BROKER_PID=$BROKER
+
+# ---- the daemon with the routes -------------------------------------------------
+
+# speech.synthesize bounds its output by its input's length (3 s + 125 ms a
+# byte): for a max_payload of 128 KiB (4 s of 16 kHz speech to transcribe)
+# the route at 24 kHz needs a 1 GiB block of the slab (sparse in /dev/shm).
+cat >"$TMP/run.yaml" <<YAML
+instance: $INSTANCE
+broker:
+  host: 127.0.0.1
+  port: $PORT
+plugins:
+  - $PLUGIN
+workers:
+  min: 2
+  max: 2
+limits:
+  max_payload: 131072
+  slab_mb: 1024
+errors:
+  topic: err/$INSTANCE
+routes:
+  - name: stt
+    subscribe: stt/+/in
+    job: speech.transcribe
+    reply: stt/{1}/out
+    retries: 2
+  - name: tts
+    subscribe: tts/+/in
+    job: speech.synthesize
+    reply: tts/{1}/out
+    params:
+      voice: rms
+      sample_rate: 16000
+  - name: tts-cmn
+    subscribe: cmn/+/in
+    job: speech.synthesize
+    reply: cmn/{1}/out
+    params:
+      voice: espeak:cmn
+      sample_rate: 24000
+YAML
+out=$("$MQFORKD" -t -c "$TMP/run.yaml" 2>&1) || fail "-t rejects the good configuration: $out"
+
+# Every payload in hex, one line per message: binary PCM survives.
+mosquitto_sub -h 127.0.0.1 -p "$PORT" -F '%t %x' -t "mqfork/$INSTANCE/status" -t 'stt/+/out' \
+    -t 'tts/+/out' -t 'cmn/+/out' -t "err/$INSTANCE" >"$TMP/sub.out" 2>&1 &
+SUB_PID=$!
+"$MQFORKD" -c "$TMP/run.yaml" >"$TMP/daemon.log" 2>&1 &
+DAEMON_PID=$!
+
+count() { grep -c "^$1 " "$TMP/sub.out"; }
+# The payload of the Nth message on TOPIC, as bytes.
+payload() { grep "^$1 " "$TMP/sub.out" | sed -n "${2:-1}p" | cut -d' ' -f2 | xxd -r -p; }
+has() { [ "$(count "$1")" -ge "${2:-1}" ]; }
+online() { payload "mqfork/$INSTANCE/status" | grep -q online; }
+wait_for 30 online || { fail "the daemon never came online: $(tail -5 "$TMP/daemon.log")"; exit 1; }
+
+pub_file() { mosquitto_pub -h 127.0.0.1 -p "$PORT" -t "$1" -f "$2"; }
+pub() { mosquitto_pub -h 127.0.0.1 -p "$PORT" -t "$1" -m "$2"; }
+errors() { payload "err/$INSTANCE" 1; }
+
+# ---- transcribe -----------------------------------------------------------------
+
+pub_file stt/a/in "$TESTDATA/goforward.raw"
+wait_for 60 has stt/a/out || fail "no transcript of goforward.raw: $(errors)"
+text=$(payload stt/a/out | jq -r .text)
+echo "goforward.raw: $(payload stt/a/out)"
+[ "$text" = "go forward ten meters" ] || fail "goforward.raw transcribed '$text'"
+
+# ---- synthesize, and back -------------------------------------------------------
+
+pub tts/b/in "turn on the kitchen light"
+wait_for 60 has tts/b/out || fail "no speech from rms: $(errors)"
+payload tts/b/out >"$TMP/rms.raw"
+bytes=$(stat -c %s "$TMP/rms.raw")
+echo "rms 'turn on the kitchen light': $bytes bytes ($((bytes / 32)) ms at 16 kHz)"
+[ "$bytes" -ge 32000 ] && [ "$bytes" -le 128000 ] || fail "rms speech of $bytes bytes is not 1-4 s"
+pub_file stt/b/in "$TMP/rms.raw"
+wait_for 60 has stt/b/out || fail "no transcript of rms's speech: $(errors)"
+text=$(payload stt/b/out | jq -r .text)
+echo "rms's speech transcribed: '$text'"
+grep -qw kitchen <<<"$text" && grep -qw light <<<"$text" ||
+    fail "rms's speech transcribed '$text', without kitchen and light"
+
+# JSON input, another voice.
+pub tts/c/in '{"text": "hello world", "voice": "slt"}'
+wait_for 60 has tts/c/out || fail "no speech from JSON with slt: $(errors)"
+bytes=$(payload tts/c/out | wc -c)
+echo "slt 'hello world': $bytes bytes"
+[ "$bytes" -ge 16000 ] && [ "$bytes" -le 96000 ] || fail "slt 'hello world' is $bytes bytes"
+
+# Mandarin with espeak-ng at 24 kHz: six syllables.
+pub cmn/d/in '今天天气很好'
+wait_for 60 has cmn/d/out || fail "no Mandarin speech: $(errors)"
+bytes=$(payload cmn/d/out | wc -c)
+echo "espeak:cmn '今天天气很好': $bytes bytes ($((bytes / 48)) ms at 24 kHz)"
+[ "$bytes" -ge 48000 ] && [ "$bytes" -le 192000 ] || fail "Mandarin speech of $bytes bytes is not 1-4 s"
+
+# Too long a text is refused with a reason.
+pub tts/e/in "$(head -c 1500 /dev/zero | tr '\0' a)"
+wait_for 30 has "err/$INSTANCE" || fail "1500 characters were not refused"
+errors | grep -q 'more than max_chars' || fail "no reason: $(errors)"
+
+# ---- memory: the model is shared ------------------------------------------------
+
+kb() { awk -v f="$1:" '$1 == f { print $2 }' "/proc/$2/smaps_rollup"; }
+mib() { echo "$(($1 / 1024)).$(($1 % 1024 * 10 / 1024))"; }
+workers=$(pgrep -P "$DAEMON_PID" -f 'mqforkd: worker')
+[ "$(wc -w <<<"$workers")" -eq 2 ] || fail "2 workers expected, found: $workers"
+for p in $DAEMON_PID $workers; do
+    private=$(($(kb Private_Dirty "$p") + $(kb Private_Clean "$p")))
+    shared=$(($(kb Shared_Dirty "$p") + $(kb Shared_Clean "$p")))
+    echo "$(tr '\0' ' ' <"/proc/$p/cmdline" | cut -c1-20): rss $(mib "$(kb Rss "$p")") MiB," \
+        "private $(mib $private) MiB, shared $(mib $shared) MiB"
+done
+
+# ---- kill -9 mid-utterance --------------------------------------------------------
+
+# The worker transcribing is the one whose CPU time grows.
+# (Its name holds spaces: the fields counted after the last ')'.)
+utime() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 }'; }
+pub_file stt/k/in "$TESTDATA/goforward.raw"
+victim=
+end=$((SECONDS + 10))
+while [ -z "$victim" ] && [ $SECONDS -lt $end ] && ! has stt/k/out; do
+    declare -A before=()
+    for w in $workers; do before[$w]=$(utime "$w"); done
+    sleep 0.05
+    for w in $workers; do
+        [ $(($(utime "$w") - before[$w])) -ge 3 ] && victim=$w
+    done
+done
+if [ -z "$victim" ] || has stt/k/out; then
+    fail "no worker caught transcribing (victim '$victim', answered: $(count stt/k/out))"
+else
+    kill -9 "$victim"
+    echo "killed worker $victim while it transcribed"
+    wait_for 60 has stt/k/out || fail "the transcript never came after the kill: $(errors)"
+    # A later job's answer: a duplicate of the first would have come before.
+    pub_file stt/z/in "$TESTDATA/goforward.raw"
+    wait_for 60 has stt/z/out || fail "no transcript after the kill"
+    [ "$(count stt/k/out)" -eq 1 ] || fail "$(count stt/k/out) transcripts of the killed job"
+    [ "$(payload stt/k/out | jq -r .text)" = "go forward ten meters" ] ||
+        fail "the retried job transcribed: $(payload stt/k/out)"
+    grep -q 'signal 9' "$TMP/daemon.log" || fail "the daemon did not log the kill"
+fi
+
+# ---- counters --------------------------------------------------------------------
+
+stats=$("$MQFORKSTAT" -1 -n "$INSTANCE" | grep '^plugin\.speech')
+echo "$stats"
+grep -qx 'plugin.speech.transcribe.utterances [4-9]' <<<"$stats" || fail "utterances not counted"
+grep -q '^plugin.speech.transcribe.audio_ms [1-9]' <<<"$stats" || fail "audio_ms not counted"
+grep -q '^plugin.speech.synthesize.characters [1-9]' <<<"$stats" || fail "characters not counted"
+grep -q '^plugin.speech.synthesize.audio_ms [1-9]' <<<"$stats" || fail "audio_ms not counted"
+
+kill -TERM "$DAEMON_PID"
+wait "$DAEMON_PID"
+rc=$?
+DAEMON_PID=
+[ "$rc" -eq 0 ] || fail "the daemon exited $rc on SIGTERM"
+
+if [ "$FAILS" -gt 0 ]; then
+    echo "--- daemon log" >&2
+    tail -20 "$TMP/daemon.log" >&2
+    exit 1
+fi
+echo "test_speech: all checks passed"
