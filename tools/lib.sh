@@ -8,6 +8,9 @@
 #             libclang-rt-dev: clang's sanitizer and libFuzzer runtimes, only
 #             recommended by clang, so --no-install-recommends leaves it out)
 #   tests:    mosquitto (private broker), mosquitto-clients, openssl (TLS certs)
+#   speech:   libpocketsphinx-dev flite1-dev libespeak-ng-dev libsoxr-dev
+#             (plugins/speech, mqfork_speech.so), pocketsphinx-en-us (the
+#             model), pocketsphinx-testdata (test_speech's recordings), jq
 #   demo/ops: espeak-ng + sox + opus-tools (voice samples), prometheus
 #             (promtool checks the -p exposition), tmux (demo panes)
 MQFORK_DEB_PACKAGES=(
@@ -15,6 +18,8 @@ MQFORK_DEB_PACKAGES=(
     libmosquitto-dev liburing-dev libopus-dev libyaml-dev libssl-dev
     libsystemd-dev libcjson-dev libncurses-dev libxxhash-dev mosquitto-dev
     mosquitto mosquitto-clients openssl
+    libpocketsphinx-dev pocketsphinx-en-us pocketsphinx-testdata flite1-dev libespeak-ng-dev
+    libsoxr-dev jq xxd
     espeak-ng sox opus-tools prometheus tmux
 )
 
