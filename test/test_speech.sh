@@ -143,6 +143,12 @@ text=$(payload stt/a/out | jq -r .text)
 echo "goforward.raw: $(payload stt/a/out)"
 [ "$text" = "go forward ten meters" ] || fail "goforward.raw transcribed '$text'"
 
+# One second of silence: no words, an empty text.
+head -c 32000 /dev/zero >"$TMP/silence.raw"
+pub_file stt/s/in "$TMP/silence.raw"
+wait_for 60 has stt/s/out || fail "no transcript of silence: $(errors)"
+[ "$(payload stt/s/out | jq -r .text)" = "" ] || fail "silence transcribed: $(payload stt/s/out)"
+
 # ---- synthesize, and back -------------------------------------------------------
 
 pub tts/b/in "turn on the kitchen light"
@@ -172,10 +178,15 @@ bytes=$(payload cmn/d/out | wc -c)
 echo "espeak:cmn '今天天气很好': $bytes bytes ($((bytes / 48)) ms at 24 kHz)"
 [ "$bytes" -ge 48000 ] && [ "$bytes" -le 192000 ] || fail "Mandarin speech of $bytes bytes is not 1-4 s"
 
-# Too long a text is refused with a reason.
+# Too long a text, and a voice espeak-ng does not have, are refused with
+# a reason.
 pub tts/e/in "$(head -c 1500 /dev/zero | tr '\0' a)"
 wait_for 30 has "err/$INSTANCE" || fail "1500 characters were not refused"
 errors | grep -q 'more than max_chars' || fail "no reason: $(errors)"
+pub tts/f/in '{"text": "hello", "voice": "espeak:nosuchvoice"}'
+wait_for 30 has "err/$INSTANCE" 2 || fail "an unknown espeak voice was not refused"
+payload "err/$INSTANCE" 2 | grep -q "espeak-ng has no voice 'nosuchvoice'" ||
+    fail "no reason: $(payload "err/$INSTANCE" 2)"
 
 # ---- memory: the model is shared ------------------------------------------------
 
@@ -225,8 +236,9 @@ fi
 
 stats=$("$MQFORKSTAT" -1 -n "$INSTANCE" | grep '^plugin\.speech')
 echo "$stats"
-grep -qx 'plugin.speech.transcribe.utterances [4-9]' <<<"$stats" || fail "utterances not counted"
+grep -qx 'plugin.speech.transcribe.utterances [5-9]' <<<"$stats" || fail "utterances not counted"
 grep -q '^plugin.speech.transcribe.audio_ms [1-9]' <<<"$stats" || fail "audio_ms not counted"
+grep -qx 'plugin.speech.transcribe.empty 1' <<<"$stats" || fail "the silence not counted empty"
 grep -q '^plugin.speech.synthesize.characters [1-9]' <<<"$stats" || fail "characters not counted"
 grep -q '^plugin.speech.synthesize.audio_ms [1-9]' <<<"$stats" || fail "audio_ms not counted"
 

@@ -78,8 +78,8 @@ int speech_utf8_valid(const uint8_t *s, size_t len, size_t *chars)
     return 1;
 }
 
-void speech_check_path(const struct mqfork_params *p, const char *key, const char *fallback,
-                       int dir, struct mqfork_check *c)
+int speech_check_path(const struct mqfork_params *p, const char *key, const char *fallback, int dir,
+                      struct mqfork_check *c)
 {
     const struct mqfork_param *param = mqfork_param_find(p, key);
     const char *path = param ? param->value : fallback;
@@ -87,18 +87,21 @@ void speech_check_path(const struct mqfork_params *p, const char *key, const cha
     if (stat(path, &st) < 0) {
         c->problem(c, param, "%s: %s: %s%s", key, path, strerror(errno),
                    param ? "" : " (the default; apt-get install pocketsphinx-en-us)");
-        return;
+        return -1;
     }
     if (dir && !S_ISDIR(st.st_mode)) {
         c->problem(c, param, "%s: %s: not a directory", key, path);
-        return;
+        return -1;
     }
     if (!dir && !S_ISREG(st.st_mode)) {
         c->problem(c, param, "%s: %s: not a regular file", key, path);
-        return;
+        return -1;
     }
-    if (access(path, dir ? R_OK | X_OK : R_OK) < 0)
+    if (access(path, dir ? R_OK | X_OK : R_OK) < 0) {
         c->problem(c, param, "%s: %s: %s", key, path, strerror(errno));
+        return -1;
+    }
+    return 0;
 }
 
 static int register_speech(struct mqfork_registry *r)

@@ -21,9 +21,9 @@ int speech_json_escape(char *out, size_t cap, size_t *pos, const char *s, size_t
 /* Whether S (LEN bytes) is well-formed UTF-8; *CHARS gets its code points. */
 int speech_utf8_valid(const uint8_t *s, size_t len, size_t *chars);
 
-/* Report a param that names a file (or, DIR, a directory) that cannot be
- * read. */
-void speech_check_path(const struct mqfork_params *p, const char *key, const char *fallback,
-                       int dir, struct mqfork_check *c);
+/* Report a param KEY (FALLBACK when absent) that names a file (or, DIR, a
+ * directory) that cannot be read: 0, or -1 when reported. */
+int speech_check_path(const struct mqfork_params *p, const char *key, const char *fallback, int dir,
+                      struct mqfork_check *c);
 
 #endif

@@ -17,6 +17,8 @@
  * engine replays the job on another worker. */
 #include "speech.h"
 
+#include <unistd.h>
+
 #include <pocketsphinx.h>
 
 #define MODEL_DIR    "/usr/share/pocketsphinx/model/en-us/"
@@ -59,7 +61,16 @@ static const char *param_or(const struct mqfork_params *p, const char *key, cons
 static void transcribe_check(const struct mqfork_params *p, struct mqfork_check *c)
 {
     mqfork_params_known(p, known, "speech.transcribe", c);
-    speech_check_path(p, "hmm", DEFAULT_HMM, 1, c);
+    if (speech_check_path(p, "hmm", DEFAULT_HMM, 1, c) == 0) {
+        /* A directory, but a model? Its mdef says so first. */
+        const char *hmm = param_or(p, "hmm", DEFAULT_HMM);
+        char mdef[4096];
+        snprintf(mdef, sizeof(mdef), "%s/mdef", hmm);
+        if (access(mdef, R_OK) < 0)
+            c->problem(c, mqfork_param_find(p, "hmm"),
+                       "hmm: %s: not an acoustic model (no readable mdef: %s)", hmm,
+                       strerror(errno));
+    }
     speech_check_path(p, "dict", DEFAULT_DICT, 0, c);
     speech_check_path(p, "lm", DEFAULT_LM, 0, c);
 }
