@@ -134,6 +134,7 @@ wait_for 30 online || { fail "the daemon never came online: $(tail -5 "$TMP/daem
 pub_file() { mosquitto_pub -h 127.0.0.1 -p "$PORT" -t "$1" -f "$2"; }
 pub() { mosquitto_pub -h 127.0.0.1 -p "$PORT" -t "$1" -m "$2"; }
 errors() { payload "err/$INSTANCE" 1; }
+in_range() { [ "$1" -ge "$2" ] && [ "$1" -le "$3" ]; }
 
 # ---- transcribe -----------------------------------------------------------------
 
@@ -156,12 +157,12 @@ wait_for 60 has tts/b/out || fail "no speech from rms: $(errors)"
 payload tts/b/out >"$TMP/rms.raw"
 bytes=$(stat -c %s "$TMP/rms.raw")
 echo "rms 'turn on the kitchen light': $bytes bytes ($((bytes / 32)) ms at 16 kHz)"
-[ "$bytes" -ge 32000 ] && [ "$bytes" -le 128000 ] || fail "rms speech of $bytes bytes is not 1-4 s"
+in_range "$bytes" 32000 128000 || fail "rms speech of $bytes bytes is not 1-4 s"
 pub_file stt/b/in "$TMP/rms.raw"
 wait_for 60 has stt/b/out || fail "no transcript of rms's speech: $(errors)"
 text=$(payload stt/b/out | jq -r .text)
 echo "rms's speech transcribed: '$text'"
-grep -qw kitchen <<<"$text" && grep -qw light <<<"$text" ||
+{ grep -qw kitchen <<<"$text" && grep -qw light <<<"$text"; } ||
     fail "rms's speech transcribed '$text', without kitchen and light"
 
 # JSON input, another voice.
@@ -169,14 +170,14 @@ pub tts/c/in '{"text": "hello world", "voice": "slt"}'
 wait_for 60 has tts/c/out || fail "no speech from JSON with slt: $(errors)"
 bytes=$(payload tts/c/out | wc -c)
 echo "slt 'hello world': $bytes bytes"
-[ "$bytes" -ge 16000 ] && [ "$bytes" -le 96000 ] || fail "slt 'hello world' is $bytes bytes"
+in_range "$bytes" 16000 96000 || fail "slt 'hello world' is $bytes bytes"
 
 # Mandarin with espeak-ng at 24 kHz: six syllables.
 pub cmn/d/in '今天天气很好'
 wait_for 60 has cmn/d/out || fail "no Mandarin speech: $(errors)"
 bytes=$(payload cmn/d/out | wc -c)
 echo "espeak:cmn '今天天气很好': $bytes bytes ($((bytes / 48)) ms at 24 kHz)"
-[ "$bytes" -ge 48000 ] && [ "$bytes" -le 192000 ] || fail "Mandarin speech of $bytes bytes is not 1-4 s"
+in_range "$bytes" 48000 192000 || fail "Mandarin speech of $bytes bytes is not 1-4 s"
 
 # Too long a text, and a voice espeak-ng does not have, are refused with
 # a reason.
