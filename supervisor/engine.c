@@ -208,8 +208,8 @@ enum job_status engine_submit(struct engine *e, const struct engine_job *r, uint
     if (!e->accepting)
         return refuse(e, r->kind, JOB_E_SHUTDOWN);
     uint64_t out_cap = kind_out_capacity(&e->kinds[r->kind], r->len);
-    if (r->len > e->limits.max_payload || r->stream_len > ENGINE_STREAM_KEY_MAX ||
-        out_cap > e->max_alloc)
+    if (r->len > kind_max_in(&e->kinds[r->kind], e->limits.max_payload) ||
+        r->stream_len > ENGINE_STREAM_KEY_MAX || out_cap > e->max_alloc)
         return refuse(e, r->kind, JOB_E_TOO_LARGE);
     struct job *j = TAILQ_FIRST(&e->jobs.free);
     if (!j || engine_queued(e) >= e->limits.max_pending)

@@ -331,6 +331,8 @@ void kinds_started(struct engine *e);
 void kinds_retry(struct engine *e);
 /* Output buffer for a job of IN_LEN bytes of kind K, error text included. */
 uint64_t kind_out_capacity(const struct kind *k, uint64_t in_len);
+/* The longest input a job of K may have (its handler's max_in, or MAX_PAYLOAD). */
+uint64_t kind_max_in(const struct kind *k, uint64_t max_payload);
 /* Fill kind slot IDX; it takes PRELOADED (kind_preload's result, or NULL). */
 int kind_define(struct engine *e, unsigned idx, const char *name, const struct mqfork_handler *h,
                 const struct conf_params *params, void *preloaded);

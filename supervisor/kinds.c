@@ -109,6 +109,11 @@ int engine_kind_by_name(const struct engine *e, const char *name)
     return -1;
 }
 
+uint64_t kind_max_in(const struct kind *k, uint64_t max_payload)
+{
+    return handler_max_in(k->handler && k->handler->out_bound ? &k->out : NULL, max_payload);
+}
+
 uint64_t kind_out_capacity(const struct kind *k, uint64_t in_len)
 {
     return handler_out_capacity(k->handler && k->handler->out_bound ? &k->out : NULL, in_len);
@@ -119,7 +124,8 @@ size_t kinds_largest_alloc(const struct engine *e)
 {
     uint64_t max = e->limits.max_payload;
     for (unsigned k = 0; k < e->nkinds; k++) {
-        uint64_t out = kind_out_capacity(&e->kinds[k], e->limits.max_payload);
+        uint64_t out =
+            kind_out_capacity(&e->kinds[k], kind_max_in(&e->kinds[k], e->limits.max_payload));
         if (out > max)
             max = out;
     }

@@ -104,7 +104,8 @@ static int fits_segment(const struct engine *e, const struct mqfork_handler *h,
     struct mqfork_out_bound bound = {0};
     if (h->out_bound)
         h->out_bound(params, &bound);
-    uint64_t out = handler_out_capacity(h->out_bound ? &bound : NULL, p->lim.max_payload);
+    uint64_t out = handler_out_capacity(h->out_bound ? &bound : NULL,
+                                        handler_max_in(&bound, p->lim.max_payload));
     if (state > e->stream_slot_size || out > e->max_alloc) {
         log_error("reload: route '%s' needs a restart: its %s does not fit the running segment",
                   name, state > e->stream_slot_size ? "stream state" : "output");

@@ -346,8 +346,11 @@ static int add_kinds(struct voice *v)
         return -1;
     char rate2[16];
     snprintf(rate2, sizeof(rate2), "%u", v->vc->downlink_rate);
-    struct conf_param tts[] = {{.key = "sample_rate", .value = rate2}};
-    struct conf_params ttsp = {tts, 1};
+    /* sentences of at most 300 bytes (voice_say.c), bounded at 100 ms a byte */
+    struct conf_param tts[] = {{.key = "sample_rate", .value = rate2},
+                               {.key = "max_chars", .value = "300"},
+                               {.key = "bound_ms_per_byte", .value = "100"}};
+    struct conf_params ttsp = {tts, 3};
     if (v->vc->say_voice &&
         (v->tts_kind = engine_add_kind(v->engine, "voice.tts", "speech.synthesize", &ttsp)) < 0) {
         log_error("voice: voice.say_voice needs speech.synthesize: load the speech plugin "

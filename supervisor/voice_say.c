@@ -15,7 +15,7 @@
 #include "supervisor/voice_impl.h"
 
 #define SAY_MAX      4000 /* bytes of text one say may carry */
-#define SENTENCE_MAX 600  /* a sentence longer than this is cut at a space */
+#define SENTENCE_MAX 200  /* bytes: a longer sentence is cut at a space, or by 300 anyway */
 
 struct say_job {
     struct voice *v;
@@ -63,7 +63,8 @@ static size_t sentence_end(const char *t, size_t len)
             (!memcmp(t + i, "\xe3\x80\x82", 3) || !memcmp(t + i, "\xef\xbc\x81", 3) ||
              !memcmp(t + i, "\xef\xbc\x9f", 3) || !memcmp(t + i, "\xef\xbc\x9b", 3)))
             return i + 3;
-        if (i >= SENTENCE_MAX && t[i] == ' ')
+        bool lead = (t[i] & 0xc0) != 0x80; /* not inside a UTF-8 character */
+        if (i >= SENTENCE_MAX && lead && (t[i] == ' ' || i >= SENTENCE_MAX * 3 / 2))
             return i;
     }
     return len;

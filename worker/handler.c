@@ -22,6 +22,11 @@ int handlers_register_builtin(struct mqfork_registry *r)
     return 0;
 }
 
+uint64_t handler_max_in(const struct mqfork_out_bound *b, uint64_t max_payload)
+{
+    return b && b->max_in && b->max_in < max_payload ? b->max_in : max_payload;
+}
+
 uint64_t handler_out_capacity(const struct mqfork_out_bound *b, uint64_t in_len)
 {
     uint64_t cap = MQFORK_ERROR_TEXT;

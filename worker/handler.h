@@ -11,6 +11,8 @@
 /* Output capacity of a job of IN_LEN bytes under bound B (NULL: none),
  * room for an error sentence included; never wraps. */
 uint64_t handler_out_capacity(const struct mqfork_out_bound *b, uint64_t in_len);
+/* The longest input a job may have: B's max_in, or MAX_PAYLOAD. */
+uint64_t handler_max_in(const struct mqfork_out_bound *b, uint64_t max_payload);
 
 /* Register every built-in handler with R. 0, or -1 (R's add said why). */
 int handlers_register_builtin(struct mqfork_registry *r);

@@ -309,7 +309,7 @@ static unsigned check_output_fits(const struct mqfork_handler *h, const struct c
         return 0; /* no bound: MQFORK_ERROR_TEXT bytes; out of memory: start will say */
     h->out_bound(&view, &bound);
     params_free(&view);
-    uint64_t out = handler_out_capacity(&bound, c->limits.max_payload);
+    uint64_t out = handler_out_capacity(&bound, handler_max_in(&bound, c->limits.max_payload));
     size_t block = slab_block_bytes(out);
     /* Not larger than the input: the loader has checked max_payload. */
     if (out <= c->limits.max_payload || (block && block <= (uint64_t)c->limits.slab_mb << 20))

@@ -54,7 +54,7 @@
 
 /* Bumped whenever a struct below changes shape; mqforkd refuses a plugin
  * built against another value. */
-#define MQFORK_HANDLER_ABI 1
+#define MQFORK_HANDLER_ABI 2
 
 /* How run() ended. The values are those of the engine's job statuses. */
 enum mqfork_status {
@@ -86,10 +86,14 @@ struct mqfork_check {
 /* The most output one job may produce, which the supervisor computes for
  * each job from its input length without calling the handler:
  * fixed + in_len * per_in_q16 / 65536, rounded up. Room for an error
- * sentence (MQFORK_ERROR_TEXT bytes) is always added. */
+ * sentence (MQFORK_ERROR_TEXT bytes) is always added. A handler whose
+ * output grows fast with its input (speech from text) names the longest
+ * input it takes in max_in: longer ones are refused as too_large before
+ * they reach it, and the slab is sized for max_in, not limits.max_payload. */
 struct mqfork_out_bound {
     uint32_t fixed;
     uint32_t per_in_q16; /* 65536: one output byte per input byte */
+    uint32_t max_in;     /* bytes; 0: limits.max_payload */
 };
 
 #define MQFORK_ERROR_TEXT 256

@@ -23,9 +23,9 @@
  * bound_ms_per_byte per input byte. Ordinary speech takes about half the
  * default (English ~70 ms a character, Mandarin ~80 ms a UTF-8 byte); runs
  * of digits can take more, and speech that would be longer than the bound
- * fails with a sentence saying so. The supervisor reserves the bound for
- * the largest input (limits.max_payload) in one slab block, at most 1 GiB:
- * max_payload x bound_ms_per_byte x sample_rate x 2 must stay under it. */
+ * fails with a sentence saying so. The longest input taken (max_in) is
+ * max_chars x 4 + 256 bytes: longer ones are refused as too_large, and the
+ * supervisor sizes its slab for that input's bound, not limits.max_payload's. */
 #include "speech.h"
 
 #include <ctype.h>
@@ -124,9 +124,13 @@ static void synth_bound(const struct mqfork_params *p, struct mqfork_out_bound *
     mqfork_param_long(p, "bound_ms_per_byte", 10, 1000, &ms, NULL);
     /* 48 kHz at 1000 ms a byte would not fit 32 bits: capped. */
     uint64_t q16 = bytes_per_s * (uint64_t)ms * 65536 / 1000;
+    long chars = DEFAULT_CHARS;
+    mqfork_param_long(p, "max_chars", 1, 10000, &chars, NULL);
     *b = (struct mqfork_out_bound){
         .fixed = (uint32_t)(bytes_per_s * OUT_FIXED_S),
         .per_in_q16 = q16 > UINT32_MAX ? UINT32_MAX : (uint32_t)q16,
+        /* max_chars of 4-byte UTF-8, in JSON with a voice */
+        .max_in = (uint32_t)chars * 4 + 256,
     };
 }
 
