@@ -1,6 +1,6 @@
 /* fuzz_config.c - libFuzzer harness for the configuration loader: the input
  * is a configuration file, loaded and checked as `mqforkd -t` does it
- * (conf/config.c, then every route's handler and params through the
+ * (conf/config*.c, then every route's handler and params through the
  * registry; plugins are not loaded). It must end in either a valid
  * configuration (with warnings at most) or errors, never both; a valid one
  * must keep the documented ranges and publish and subscribe only to topics

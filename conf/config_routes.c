@@ -1,0 +1,185 @@
+/* config_routes.c - the routes: and plugins: sequences: each route through
+ * its key table, then its templates against its filter, its params, and
+ * names unique across routes. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf/config_impl.h"
+#include "proto/topic.h"
+#include "shm/segment.h"
+
+/* ---- routes */
+
+void load_params(struct loader *ld, const yaml_node_t *v, struct conf_route *r, const char *path)
+{
+    char buf[64];
+    if (is_null(v))
+        return;
+    if (v->type != YAML_MAPPING_NODE) {
+        report(ld, v, "%s: expected a mapping, got %s", path, describe(v, buf, sizeof(buf)));
+        return;
+    }
+    r->params_line = (int)v->start_mark.line + 1;
+    r->params_column = (int)v->start_mark.column + 1;
+    size_t n = map_size(v);
+    r->params.items = xcalloc(n, sizeof(*r->params.items));
+    size_t *first = map_first_keys(ld, v);
+    for (size_t i = 0; i < n; i++) {
+        if (bad_key(ld, v, i, first))
+            continue;
+        yaml_node_pair_t *p = &v->data.mapping.pairs.start[i];
+        yaml_node_t *k = get_node(ld, p->key), *val = get_node(ld, p->value);
+        if (val->type != YAML_SCALAR_NODE) {
+            report(ld, val, "%s.%s: expected a plain value, got %s", path, scalar(k),
+                   describe(val, buf, sizeof(buf)));
+            continue;
+        }
+        if (strlen(scalar(val)) != val->data.scalar.length) {
+            report(ld, val, "%s.%s: must not contain a NUL character", path, scalar(k));
+            continue;
+        }
+        r->params.items[r->params.count++] = (struct conf_param){
+            .key = xstrdup(scalar(k)),
+            .value = xstrdup(is_null(val) ? "" : scalar(val)),
+            .line = (int)k->start_mark.line + 1,
+            .column = (int)k->start_mark.column + 1,
+        };
+    }
+    free(first);
+}
+
+/* The {N} of each reply_allow filter against the route's filter. */
+static void check_reply_allow(struct loader *ld, const struct conf_route *r,
+                              const yaml_node_t *item, const char *path)
+{
+    const yaml_node_t *v = map_get(ld, item, "reply_allow");
+    if (!v || (v->type != YAML_SCALAR_NODE && v->type != YAML_SEQUENCE_NODE) || is_null(v))
+        return;
+    for (size_t i = 0; i < list_count(v); i++) {
+        const yaml_node_t *f = list_item(ld, v, i);
+        if (f->type != YAML_SCALAR_NODE || was_reported(ld, f))
+            continue;
+        char *key_path = xasprintf("%s.reply_allow", path);
+        char *item_path = list_item_path(key_path, v, i);
+        check_template(ld, f, item_path, scalar(f), r->subscribe, false);
+        free(item_path);
+        free(key_path);
+    }
+}
+
+static void load_route(struct loader *ld, struct conf_route *r, const yaml_node_t *item,
+                       size_t index)
+{
+    char path[32], buf[64];
+    snprintf(path, sizeof(path), "routes[%zu]", index);
+    r->line = (int)item->start_mark.line + 1;
+    r->column = (int)item->start_mark.column + 1;
+    if (item->type != YAML_MAPPING_NODE) {
+        report(ld, item, "%s: expected a mapping, got %s", path, describe(item, buf, sizeof(buf)));
+        return;
+    }
+    uint64_t seen = load_map(ld, item, route_keys, (char *)r, path, path);
+    for (size_t i = 0; route_keys[i].name; i++)
+        if ((route_keys[i].flags & KEY_REQUIRED) && !(seen & (UINT64_C(1) << i)))
+            report(ld, item, "%s: missing required key '%s'", path, route_keys[i].name);
+
+    /* r->subscribe is only set when it is a valid filter. */
+    char key_path[48];
+    yaml_node_t *v;
+    if (r->reply && (v = map_get(ld, item, "reply"))) {
+        snprintf(key_path, sizeof(key_path), "%s.reply", path);
+        check_template(ld, v, key_path, r->reply, r->subscribe, true);
+        if (r->subscribe && !was_reported(ld, v) &&
+            topic_template_can_match(r->reply, r->subscribe))
+            report_warning(ld, v,
+                           "%s: '%s' can match the route's own filter '%s': its replies would come "
+                           "back to it as requests",
+                           key_path, r->reply, r->subscribe);
+    }
+    if (r->stream && (v = map_get(ld, item, "stream"))) {
+        snprintf(key_path, sizeof(key_path), "%s.stream", path);
+        check_template(ld, v, key_path, r->stream, r->subscribe, false);
+    }
+    check_reply_allow(ld, r, item, path);
+    if ((v = map_get(ld, item, "job"))) {
+        r->job_line = (int)v->start_mark.line + 1;
+        r->job_column = (int)v->start_mark.column + 1;
+    }
+}
+
+static void route_names_unique(struct loader *ld, const yaml_node_t *seq)
+{
+    struct conf *c = ld->conf;
+    const char **names = xcalloc(c->nroutes, sizeof(*names));
+    for (size_t j = 0; j < c->nroutes; j++)
+        names[j] = c->routes[j].name;
+    size_t *first = first_equal(names, c->nroutes);
+    for (size_t j = 0; j < c->nroutes; j++) {
+        size_t i = first[j];
+        if (i == j)
+            continue;
+        yaml_node_t *item = get_node(ld, seq->data.sequence.items.start[j]);
+        report(ld, map_get(ld, item, "name"),
+               "routes[%zu].name: '%s' is already the name of routes[%zu] (line %d)", j,
+               c->routes[j].name, i, c->routes[i].line);
+    }
+    free(first);
+    free(names);
+}
+
+void load_routes(struct loader *ld, const yaml_node_t *seq)
+{
+    char buf[64];
+    if (is_null(seq))
+        return;
+    if (seq->type != YAML_SEQUENCE_NODE) {
+        report(ld, seq, "routes: expected a sequence of routes, got %s",
+               describe(seq, buf, sizeof(buf)));
+        return;
+    }
+    struct conf *c = ld->conf;
+    size_t n = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
+    c->routes = xcalloc(n, sizeof(*c->routes));
+    c->nroutes = n;
+    for (size_t i = 0; i < n; i++) {
+        route_defaults(&c->routes[i]);
+        load_route(ld, &c->routes[i], get_node(ld, seq->data.sequence.items.start[i]), i);
+    }
+    route_names_unique(ld, seq);
+    /* Each route is a job kind, and the segment has a stats block for
+     * SEG_MAX_KINDS of them. */
+    if (n > SEG_MAX_KINDS)
+        report(ld, get_node(ld, seq->data.sequence.items.start[SEG_MAX_KINDS]),
+               "routes[%d]: at most %d routes; this file has %zu", SEG_MAX_KINDS, SEG_MAX_KINDS, n);
+}
+
+/* Paths of shared objects; loading and checking them is worker/registry.c's. */
+void load_plugins(struct loader *ld, const yaml_node_t *seq)
+{
+    char buf[64];
+    if (is_null(seq))
+        return;
+    if (seq->type != YAML_SEQUENCE_NODE) {
+        report(ld, seq, "plugins: expected a sequence of paths, got %s",
+               describe(seq, buf, sizeof(buf)));
+        return;
+    }
+    struct conf *c = ld->conf;
+    size_t n = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
+    c->plugins = xcalloc(n ? n : 1, sizeof(*c->plugins));
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *v = get_node(ld, seq->data.sequence.items.start[i]);
+        if (v->type != YAML_SCALAR_NODE || is_null(v) || !scalar(v)[0] ||
+            strlen(scalar(v)) != v->data.scalar.length) {
+            report(ld, v, "plugins[%zu]: expected the path of a shared object, got %s", i,
+                   describe(v, buf, sizeof(buf)));
+            continue;
+        }
+        c->plugins[c->nplugins++] = (struct conf_plugin){
+            .path = xstrdup(scalar(v)),
+            .line = (int)v->start_mark.line + 1,
+            .column = (int)v->start_mark.column + 1,
+        };
+    }
+}
