@@ -461,6 +461,73 @@ static void on_relayed(struct mosquitto *m, void *obj, const struct mosquitto_me
         b->counted++;
 }
 
+/* The sessions to blast: the relay's made-up ones (--bare), or each opened
+ * by a hello; false when not every hello was answered. */
+static bool blast_sessions(struct blast *b, struct mq *q)
+{
+    const struct lopts *o = b->o;
+    if (o->bare) {
+        for (long i = 0; i < o->sessions; i++)
+            bench_session(&b->ss[i], i);
+        return true;
+    }
+    struct hellos h = {.o = o, .ss = b->ss};
+    mq_subscribe(q, "devices/p2p/+");
+    say_hello(q, &h);
+    if (h.replies < o->sessions) {
+        fprintf(stderr, "mqfork-voice-limit: %ld of %ld hellos answered\n", h.replies, o->sessions);
+        return false;
+    }
+    return true;
+}
+
+/* Up to BATCH datagrams while the window has room, each the next packet of
+ * the next session in turn, into MSG (and IOV) for TO; how many. */
+static int blast_batch(struct blast *b, long *turn, struct mmsghdr *msg, struct iovec *iov,
+                       struct sockaddr_storage *to, socklen_t tolen)
+{
+    static uint8_t buf[BATCH][VOICE_HDR_LEN + 1500];
+    int n = 0;
+    while (b->outstanding + (uint64_t)n < (uint64_t)b->o->window && n < BATCH) {
+        long i = (*turn)++ % b->o->sessions;
+        struct session *s = &b->ss[i];
+        size_t k = packet_of(b, i, s->seq);
+        uint16_t len = b->rec.len[k];
+        s->seq++;
+        voice_hdr_build(buf[n], s->nonce, len, (s->seq - 1) * DEV_FRAME_MS, s->seq);
+        voice_cipher_apply(&s->cipher, buf[n], b->rec.data + b->rec.off[k], buf[n] + VOICE_HDR_LEN,
+                           len);
+        iov[n] = (struct iovec){buf[n], VOICE_HDR_LEN + (size_t)len};
+        msg[n].msg_hdr = (struct msghdr){
+            .msg_name = to, .msg_namelen = tolen, .msg_iov = &iov[n], .msg_iovlen = 1};
+        n++;
+    }
+    return n;
+}
+
+static void send_batch(int fd, struct mmsghdr *msg, int n)
+{
+    for (int done = 0; done < n;) {
+        int r = sendmmsg(fd, msg + done, (unsigned)(n - done), 0);
+        if (r <= 0)
+            die("sendmmsg");
+        done += r;
+    }
+}
+
+static void blast_report(const struct blast *b, double hello_s)
+{
+    const struct lopts *o = b->o;
+    double secs = (double)(b->t_end - b->t_start) / 1e9;
+    printf("{\"sessions\":%ld,\"window\":%ld,\"seconds\":%.3f,\"sent\":%" PRIu64
+           ",\"relayed\":%" PRIu64 ",\"lost\":%" PRIu64
+           ",\"relayed_per_s\":%.0f,\"corrupt\":%" PRIu64 ",\"unknown\":%" PRIu64
+           ",\"stalls\":%" PRIu64 ",\"hello_s\":%.3f}\n",
+           o->sessions, o->window, secs, b->sent, b->relayed,
+           b->sent > b->relayed ? b->sent - b->relayed : 0, (double)b->counted / secs, b->corrupt,
+           b->unknown, b->stalls, hello_s);
+}
+
 static int run_blast(const struct lopts *o)
 {
     struct blast b = {.o = o, .ss = calloc((size_t)o->sessions, sizeof(struct session))};
@@ -471,26 +538,14 @@ static int run_blast(const struct lopts *o)
         return 1;
     mq_open(&q, o, o->filter);
     uint64_t t_hello = now_ns();
-    if (o->bare) {
-        for (long i = 0; i < o->sessions; i++)
-            bench_session(&b.ss[i], i);
-    } else {
-        struct hellos h = {.o = o, .ss = b.ss};
-        mq_subscribe(&q, "devices/p2p/+");
-        say_hello(&q, &h);
-        if (h.replies < o->sessions) {
-            fprintf(stderr, "mqfork-voice-limit: %ld of %ld hellos answered\n", h.replies,
-                    o->sessions);
-            return 1;
-        }
-    }
+    if (!blast_sessions(&b, &q))
+        return 1;
     double hello_s = (double)(now_ns() - t_hello) / 1e9;
     blast_app = &b;
     mosquitto_message_callback_set(q.m, on_relayed);
     struct sockaddr_storage to;
     socklen_t tolen;
     int fd = udp_socket(o->host, o->udp_port, false, &to, &tolen);
-    static uint8_t buf[BATCH][VOICE_HDR_LEN + 1500];
     struct iovec iov[BATCH];
     struct mmsghdr msg[BATCH];
     long turn = 0;
@@ -500,27 +555,8 @@ static int run_blast(const struct lopts *o)
     b.t_end = stop;
     b.last_rx = t0;
     while ((now = now_ns()) < stop && !q.lost) {
-        int n = 0;
-        while (b.outstanding + (uint64_t)n < (uint64_t)o->window && n < BATCH) {
-            long i = turn++ % o->sessions;
-            struct session *s = &b.ss[i];
-            size_t k = packet_of(&b, i, s->seq);
-            uint16_t len = b.rec.len[k];
-            s->seq++;
-            voice_hdr_build(buf[n], s->nonce, len, (s->seq - 1) * DEV_FRAME_MS, s->seq);
-            voice_cipher_apply(&s->cipher, buf[n], b.rec.data + b.rec.off[k],
-                               buf[n] + VOICE_HDR_LEN, len);
-            iov[n] = (struct iovec){buf[n], VOICE_HDR_LEN + (size_t)len};
-            msg[n].msg_hdr = (struct msghdr){
-                .msg_name = &to, .msg_namelen = tolen, .msg_iov = &iov[n], .msg_iovlen = 1};
-            n++;
-        }
-        for (int done = 0; done < n;) {
-            int r = sendmmsg(fd, msg + done, (unsigned)(n - done), 0);
-            if (r <= 0)
-                die("sendmmsg");
-            done += r;
-        }
+        int n = blast_batch(&b, &turn, msg, iov, &to, tolen);
+        send_batch(fd, msg, n);
         b.sent += (uint64_t)n;
         b.outstanding += (uint64_t)n;
         /* Lost datagrams would close the window for good: after 200 ms
@@ -537,14 +573,7 @@ static int run_blast(const struct lopts *o)
     uint64_t until = now_ns() + NS;
     while (b.relayed < b.sent && !q.lost && now_ns() < until)
         mq_step(&q, 10, -1);
-    double secs = (double)(b.t_end - b.t_start) / 1e9;
-    printf("{\"sessions\":%ld,\"window\":%ld,\"seconds\":%.3f,\"sent\":%" PRIu64
-           ",\"relayed\":%" PRIu64 ",\"lost\":%" PRIu64
-           ",\"relayed_per_s\":%.0f,\"corrupt\":%" PRIu64 ",\"unknown\":%" PRIu64
-           ",\"stalls\":%" PRIu64 ",\"hello_s\":%.3f}\n",
-           o->sessions, o->window, secs, b.sent, b.relayed,
-           b.sent > b.relayed ? b.sent - b.relayed : 0, (double)b.counted / secs, b.corrupt,
-           b.unknown, b.stalls, hello_s);
+    blast_report(&b, hello_s);
     int rc = q.lost ? 1 : 0;
     mosquitto_disconnect(q.m);
     mosquitto_destroy(q.m);
@@ -634,6 +663,43 @@ static void usage(FILE *f)
         "  --bare       blast: the relay's made-up sessions instead of hellos\n");
 }
 
+/* One option of a mode into O; false when its argument is bad. */
+static bool set_lopt(struct lopts *o, int c, const char *arg)
+{
+    switch (c) {
+    case 'H':
+        o->host = arg;
+        return true;
+    case 'p':
+        return parse_long(arg, 1, 65535, &o->port);
+    case 'U':
+        return parse_long(arg, 1, 65535, &o->udp_port);
+    case 'n':
+        return parse_long(arg, 1, 1000000, &o->sessions);
+    case 'i':
+        o->prefix = arg;
+        return true;
+    case 'a':
+        o->audio = arg;
+        return true;
+    case 's':
+        return parse_double(arg, 0.1, &o->seconds);
+    case 't':
+        o->topic = arg;
+        return true;
+    case 'f':
+        o->filter = arg;
+        return true;
+    case 'w':
+        return parse_long(arg, 1, 1000000, &o->window);
+    case 'b':
+        o->bare = true;
+        return true;
+    default:
+        return false;
+    }
+}
+
 int main(int argc, char **argv)
 {
     struct lopts o = {.host = "127.0.0.1",
@@ -661,46 +727,11 @@ int main(int argc, char **argv)
     int c;
     bool ok = true;
     while ((c = getopt_long(argc, argv, "H:p:U:n:i:a:s:t:f:w:bh", longs, NULL)) != -1) {
-        switch (c) {
-        case 'H':
-            o.host = optarg;
-            break;
-        case 'p':
-            ok &= parse_long(optarg, 1, 65535, &o.port);
-            break;
-        case 'U':
-            ok &= parse_long(optarg, 1, 65535, &o.udp_port);
-            break;
-        case 'n':
-            ok &= parse_long(optarg, 1, 1000000, &o.sessions);
-            break;
-        case 'i':
-            o.prefix = optarg;
-            break;
-        case 'a':
-            o.audio = optarg;
-            break;
-        case 's':
-            ok &= parse_double(optarg, 0.1, &o.seconds);
-            break;
-        case 't':
-            o.topic = optarg;
-            break;
-        case 'f':
-            o.filter = optarg;
-            break;
-        case 'w':
-            ok &= parse_long(optarg, 1, 1000000, &o.window);
-            break;
-        case 'b':
-            o.bare = true;
-            break;
-        case 'h':
+        if (c == 'h') {
             usage(stdout);
             return 0;
-        default:
-            ok = false;
         }
+        ok &= set_lopt(&o, c, optarg);
     }
     bool udp = !strcmp(o.mode, "relay") || !strcmp(o.mode, "blast");
     if (!ok || optind != argc || (udp && !o.udp_port) ||
