@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# test_voice_speech.sh - a whole conversation through the voice gateway:
+# a simulated device says goforward.raw (pocketsphinx-testdata) in manual
+# listen mode; mqforkd decodes it in the pool and transcribes the utterance
+# (uplink recognize, speech.transcribe); the device gets the transcript as
+# stt and the backend on voice/{device}/stt; a backend of mosquitto_sub and
+# mosquitto_pub answers on voice/{device}/say; the device gets tts start,
+# a sentence_start, the spoken answer (speech.synthesize, flite rms) and tts
+# stop, and saves it as a WAV, which recognized again holds the words.
+#
+#   test_voice_speech.sh MQFORKD MQFORK-DEVICE MQFORKSTAT MQFORK_P2P.SO MQFORK_SPEECH.SO
+set -u
+MQFORKD=$1
+DEVICE=$2
+MQFORKSTAT=$3
+P2P=$4
+SPEECH=$5
+TMP=$(mktemp -d)
+FAILS=0
+PIDS=()
+INSTANCE=vspeech-$$
+RAW=/usr/share/pocketsphinx/test/data/goforward.raw
+
+cleanup() {
+    for p in "${PIDS[@]}"; do kill_tree "$p"; done
+    wait 2>/dev/null
+    rm -rf "$TMP"
+    rm -f "/dev/shm/mqfork.$INSTANCE"
+}
+trap cleanup EXIT
+
+# shellcheck source=test/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+[ -r "$RAW" ] || { echo "test_voice_speech: no $RAW (pocketsphinx-testdata): skipped"; exit 77; }
+start_broker "plugin $P2P" || { fail "mosquitto does not start"; exit 1; }
+PIDS+=("$BROKER")
+
+cat >"$TMP/voice.yaml" <<EOF
+instance: $INSTANCE
+broker: {host: 127.0.0.1, port: $PORT}
+workers: {min: 2, max: 2}
+limits: {max_payload: 500000}
+streams: {max: 4096}
+plugins: [$SPEECH]
+voice:
+  port: $((PORT + 1))
+  uplink: [recognize]
+  say_voice: rms
+  downlink_rate: 16000
+routes:
+  - {name: again, subscribe: test/again, job: speech.transcribe, reply: test/again/out}
+EOF
+"$MQFORKD" -t -c "$TMP/voice.yaml" >/dev/null || fail "mqforkd -t refuses the configuration"
+"$MQFORKD" -c "$TMP/voice.yaml" >"$TMP/daemon.log" 2>&1 &
+PIDS+=($!)
+wait_for 20 grep -q "subscribed to voice/+/say" "$TMP/daemon.log" || fail "the daemon does not subscribe"
+
+# The backend: each transcript is answered with "you said ...".
+backend() {
+    mosquitto_sub -h 127.0.0.1 -p "$PORT" -t 'voice/+/stt' -t test/again/out -F '%t %p' |
+        while read -r topic payload; do
+            echo "$topic $payload" >>"$TMP/backend.log"
+            case $topic in
+            voice/*/stt)
+                dev=${topic#voice/}
+                dev=${dev%/stt}
+                text=$(sed -E 's/.*"text":"([^"]*)".*/\1/' <<<"$payload")
+                mosquitto_pub -h 127.0.0.1 -p "$PORT" -t "voice/$dev/say" -m "You said $text."
+                ;;
+            esac
+        done
+}
+backend &
+PIDS+=($!)
+listens() {
+    mosquitto_pub -h 127.0.0.1 -p "$PORT" -t test/again/out -m probe
+    grep -q probe "$TMP/backend.log" 2>/dev/null
+}
+wait_for 10 listens || fail "the backend does not listen"
+
+"$DEVICE" -p "$PORT" -n 1 -a "$RAW" -m manual -W 10 -w "$TMP/heard" -v \
+    >"$TMP/device.out" 2>"$TMP/device.err" || fail "mqfork-device: $(tail -n 3 "$TMP/device.err")"
+grep -q '"type":"stt".*"text":"go forward ten meters"' "$TMP/device.err" ||
+    fail "the device got no stt 'go forward ten meters'"
+grep -q 'voice/dev-1/stt .*"text":"go forward ten meters".*"audio_s"' "$TMP/backend.log" ||
+    fail "no transcript on voice/dev-1/stt"
+for state in '"state":"start"' '"state":"sentence_start","text":"You said go forward ten meters."' \
+    '"state":"stop"'; do
+    grep -q "\"type\":\"tts\".*$state" "$TMP/device.err" || fail "the device got no tts $state"
+done
+WAV=$TMP/heard/dev-1.wav
+SIZE=$(stat -c %s "$WAV" 2>/dev/null || echo 0)
+# "You said go forward ten meters." is about 2 s at 16 kHz: 64 kB
+((SIZE > 30000 && SIZE < 200000)) || fail "the answer saved is $SIZE bytes"
+
+# What the device heard, recognized again.
+tail -c +45 "$WAV" >"$TMP/heard.raw"
+for _ in 1 2 3; do
+    mosquitto_pub -h 127.0.0.1 -p "$PORT" -t test/again -f "$TMP/heard.raw"
+    wait_for 20 grep -q 'test/again/out .*forward' "$TMP/backend.log" && break
+done
+grep -Eq 'test/again/out .*"text": *"[^"]*forward[^"]*meters' "$TMP/backend.log" ||
+    fail "the answer recognized again: $(grep test/again/out "$TMP/backend.log" | tail -n 1)"
+stat_is() {
+    "$MQFORKSTAT" -n "$INSTANCE" -1 2>/dev/null | grep -qx "$1 $2"
+}
+stat_is voice.transcripts 1 || fail "voice.transcripts is not 1"
+stat_is voice.sentences 1 || fail "voice.sentences is not 1"
+
+if ((FAILS > 0)); then
+    echo "--- device"; tail -n 20 "$TMP/device.err"
+    echo "--- daemon"; tail -n 20 "$TMP/daemon.log"
+    exit 1
+fi
+echo "test_voice_speech: all checks passed"
