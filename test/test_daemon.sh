@@ -174,7 +174,7 @@ if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null; then
     # still be able to replace it.
     UCONF=$TMP/user.yaml
     { echo "user: nobody"; cat "$CONF"; } >"$UCONF"
-    unit_caps=$(sed -n 's/^CapabilityBoundingSet=//p' "$SRC/../conf/mqforkd.service" |
+    unit_caps=$(sed -n 's/^CapabilityBoundingSet=//p' "$SRC/../conf/mqforkd.service.in" |
         tr ' ' '\n' | sed 's/^CAP_//' | tr 'A-Z' 'a-z' | sed 's/^/+/' | paste -sd, -)
     start_as_unit() {
         setpriv --bounding-set "-all,$unit_caps" "$MQFORKD" -c "$UCONF" 2>>"$TMP/log" &
