@@ -6,7 +6,8 @@
 #   build:    meson ninja-build pkg-config gcc clang + the -dev libraries
 #             (mosquitto-dev: the broker plugin headers for mqfork_p2p.so;
 #             libclang-rt-dev: clang's sanitizer and libFuzzer runtimes, only
-#             recommended by clang, so --no-install-recommends leaves it out)
+#             recommended by clang, so --no-install-recommends leaves it out;
+#             scdoc: the manual pages of doc/, which test_man checks)
 #   tests:    mosquitto (private broker), mosquitto-clients, openssl (TLS certs)
 #   speech:   libpocketsphinx-dev flite1-dev libespeak-ng-dev libsoxr-dev
 #             (plugins/speech, mqfork_speech.so), pocketsphinx-en-us (the
@@ -16,7 +17,7 @@
 MQFORK_DEB_PACKAGES=(
     meson ninja-build pkg-config gcc clang libclang-rt-dev
     libmosquitto-dev liburing-dev libopus-dev libyaml-dev libssl-dev
-    libsystemd-dev libcjson-dev libncurses-dev libxxhash-dev mosquitto-dev
+    libsystemd-dev libcjson-dev libncurses-dev libxxhash-dev mosquitto-dev scdoc
     mosquitto mosquitto-clients openssl
     libpocketsphinx-dev pocketsphinx-en-us pocketsphinx-testdata flite1-dev libespeak-ng-dev
     libsoxr-dev jq xxd
