@@ -150,8 +150,13 @@ kill -0 "$DAEMON_PID" 2>/dev/null || fail "the daemon died"
 kb() { # FIELD PID: a field of smaps_rollup in kB
     awk -v f="$1:" '$1 == f { print $2 }' "/proc/$2/smaps_rollup"
 }
-workers=$(pgrep -P "$DAEMON_PID" -f 'mqforkd: worker')
-[ "$(wc -w <<<"$workers")" -eq 2 ] || fail "2 workers expected, found: $workers"
+# The set-aside route's init is retried now and then: a worker may be
+# between its crash and its replacement when looked at.
+two_workers() {
+    workers=$(pgrep -P "$DAEMON_PID" -f 'mqforkd: worker')
+    [ "$(wc -w <<<"$workers")" -eq 2 ]
+}
+wait_for 10 two_workers || fail "2 workers expected, found: $workers"
 for w in $workers; do
     private=$(($(kb Private_Dirty "$w") + $(kb Private_Clean "$w")))
     shared=$(($(kb Shared_Dirty "$w") + $(kb Shared_Clean "$w")))

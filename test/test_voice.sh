@@ -103,11 +103,11 @@ backend_listens() {
     mosquitto_pub -h 127.0.0.1 -p "$PORT" -t voice/probe/events -m probe
     grep -q probe "$TMP/events.log" 2>/dev/null
 }
-wait_for 5 backend_listens || fail "the backend does not listen"
+wait_for 15 backend_listens || fail "the backend does not listen"
 
 # ---- two devices talking ------------------------------------------------------
 
-"$DEVICE" -p "$PORT" -n 2 -d 1.2 -W 2 -j >"$TMP/devices.json" 2>"$TMP/devices.err" ||
+"$DEVICE" -p "$PORT" -n 2 -d 1.2 -W 6 -j >"$TMP/devices.json" 2>"$TMP/devices.err" ||
     fail "mqfork-device: $(cat "$TMP/devices.err")"
 for d in 0 1; do
     python3 - "$TMP/devices.json" "$d" <<'EOF' || fail "device $d: $(cat "$TMP/devices.json")"
@@ -119,8 +119,8 @@ sys.exit(0 if ok else 1)
 EOF
 done
 SENT=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["total"]["sent"])' "$TMP/devices.json")
-wait_for 5 stat_is voice.sessions_ended.goodbye 2 || fail "two sessions ended by goodbye"
-wait_for 5 stat_is voice.decoded "$SENT" || fail "decoded $(stat_of voice.decoded) of $SENT"
+wait_for 15 stat_is voice.sessions_ended.goodbye 2 || fail "two sessions ended by goodbye"
+wait_for 15 stat_is voice.decoded "$SENT" || fail "decoded $(stat_of voice.decoded) of $SENT"
 stat_is voice.relayed "$SENT" || fail "relayed $(stat_of voice.relayed) of $SENT"
 stat_is voice.downlink_frames 40 || fail "downlink frames $(stat_of voice.downlink_frames), want 40"
 stat_is voice.lost 0 || fail "lost $(stat_of voice.lost)"
@@ -132,7 +132,7 @@ printf 'xx' >/dev/udp/127.0.0.1/$VPORT
 printf '\002\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000' >/dev/udp/127.0.0.1/$VPORT
 printf '\001\000\000\001\000\000\000\000\000\000\000\000\000\000\000\001x' >/dev/udp/127.0.0.1/$VPORT
 printf '\001\000\000\005\000\000\000\000\000\000\000\000\000\000\000\001x' >/dev/udp/127.0.0.1/$VPORT
-wait_for 5 stat_is voice.dropped.short 1 || fail "a short datagram is not counted"
+wait_for 15 stat_is voice.dropped.short 1 || fail "a short datagram is not counted"
 stat_is voice.dropped.bad_type 1 || fail "a datagram of type 2 is not counted"
 stat_is voice.dropped.unknown 1 || fail "a datagram of no session is not counted"
 stat_is voice.dropped.bad_length 1 || fail "a datagram of the wrong length is not counted"
@@ -146,17 +146,17 @@ p2p_listens() {
     mosquitto_pub -h 127.0.0.1 -p "$PORT" -t devices/p2p/probe -m probe
     grep -q probe "$TMP/p2p.log"
 }
-wait_for 5 p2p_listens || fail "the p2p listener does not listen"
+wait_for 15 p2p_listens || fail "the p2p listener does not listen"
 for d in a b a c d; do
     mosquitto_pub -h 127.0.0.1 -p "$PORT" -t "xiaozhi/fake-$d/up" -m "$HELLO"
 done
-wait_for 5 stat_is voice.sessions_ended.replaced 1 || fail "a second hello does not replace"
-wait_for 5 stat_is voice.hello_refused.full 1 ||
+wait_for 15 stat_is voice.sessions_ended.replaced 1 || fail "a second hello does not replace"
+wait_for 15 stat_is voice.hello_refused.full 1 ||
     fail "a hello past max_sessions is not refused: $(stat_of voice.hello_refused.full)"
 grep -q 'devices/p2p/fake-d {"type":"alert"' "$TMP/p2p.log" || fail "no alert for the refused hello"
-wait_for 10 stat_is voice.sessions_ended.idle 3 ||
+wait_for 20 stat_is voice.sessions_ended.idle 3 ||
     fail "idle sessions do not end: $(stat_of voice.sessions_ended.idle)"
-wait_for 5 grep -q 'devices/p2p/fake-a {"type":"goodbye"' "$TMP/p2p.log" ||
+wait_for 15 grep -q 'devices/p2p/fake-a {"type":"goodbye"' "$TMP/p2p.log" ||
     fail "no goodbye for an idle session"
 grep -c '"type":"ended"' "$TMP/events.log" | grep -qx 6 ||
     fail "not one ended event per session: $(grep -c '"type":"ended"' "$TMP/events.log")"
