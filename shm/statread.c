@@ -60,8 +60,8 @@ static bool field_sane(const struct stats_field *f, uint32_t data_size)
 {
     return terminated(f->name, sizeof(f->name)) && f->name[0] != '\0' &&
            terminated(f->label, sizeof(f->label)) && terminated(f->states, sizeof(f->states)) &&
-           terminated(f->help, sizeof(f->help)) && stats_size_fits(f->type, f->size) && f->divide >= 1 &&
-           inside(f->offset, f->size, data_size, f->size == 4 ? 4 : 8);
+           terminated(f->help, sizeof(f->help)) && stats_size_fits(f->type, f->size) &&
+           f->divide >= 1 && inside(f->offset, f->size, data_size, f->size == 4 ? 4 : 8);
 }
 
 int stats_fields(const struct segment *s, const struct stats_block_entry *e,
