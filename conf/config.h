@@ -130,7 +130,7 @@ struct conf_scaling {
     double down_p95_ms;           /* default 10 */
 };
 
-/* The voice gateway (VOICE.md): on when the file has a voice: mapping. */
+/* The voice gateway (doc/VOICE.md): on when the file has a voice: mapping. */
 enum conf_uplink {
     UPLINK_RELAY = 1u << 0,
     UPLINK_DECODE = 1u << 1,

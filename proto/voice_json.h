@@ -1,5 +1,5 @@
 /* voice_json.h - the JSON control messages of xiaozhi voice devices
- * (VOICE.md): what a device sends, checked field by field, and what the
+ * (doc/VOICE.md): what a device sends, checked field by field, and what the
  * server sends back. Every input is hostile: a message that does not fit is
  * refused with a sentence saying why, never half-read. */
 #ifndef MQFORK_PROTO_VOICE_JSON_H

@@ -1,4 +1,4 @@
-/* voice_udp.h - the audio datagrams of xiaozhi voice devices (VOICE.md):
+/* voice_udp.h - the audio datagrams of xiaozhi voice devices (doc/VOICE.md):
  * the 16-byte header, and AES-128-CTR with the header as the counter
  * block. Pure functions over bytes, plus one OpenSSL context per session.
  *

@@ -6,7 +6,7 @@
  * and its own index, so nothing the other process writes can make it index
  * outside the ring: the other side's index is checked against the capacity
  * every time it is read, and a value that cannot be right reads as "full"
- * to a producer and as an error to a consumer (DESIGN.md, principle 1).
+ * to a producer and as an error to a consumer (doc/DESIGN.md, principle 1).
  *
  * Indices are free-running 32-bit counters; capacity is a power of two. */
 #ifndef MQFORK_SHM_RING_H

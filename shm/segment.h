@@ -54,7 +54,7 @@ struct seg_header {
     uint64_t off_streams;
     uint64_t off_slab, slab_size;
     /* the supervisor is parked in its event loop: a worker that pushes a
-     * result must write the eventfd (DESIGN.md, principle 7) */
+     * result must write the eventfd (doc/DESIGN.md, principle 7) */
     _Alignas(64) _Atomic uint32_t supervisor_sleeping;
 };
 

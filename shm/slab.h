@@ -4,7 +4,7 @@
  * Workers can write the slab, so none of the allocator's bookkeeping lives in
  * it: every bit of metadata is in the supervisor's private memory (one malloc
  * at init), and a wild worker can scribble over payloads but never over the
- * allocator (DESIGN.md, principles 1 and 3). Only the supervisor calls these.
+ * allocator (doc/DESIGN.md, principles 1 and 3). Only the supervisor calls these.
  *
  * Blocks are powers of two from 256 bytes (order 0) up to the largest block,
  * the smallest power of two >= max_alloc. The region is managed as a row of

@@ -1,6 +1,6 @@
 /* engine_loop.c - the engine in the event loop. Its round (collect results,
  * dispatch, publish the statistics) is a before-sleep hook; its say in the
- * loop's sleep is how results wake the supervisor (DESIGN.md, principle 7);
+ * loop's sleep is how results wake the supervisor (doc/DESIGN.md, principle 7);
  * its periodic work runs on timers: the housekeeping tick, the per-second
  * sample, and the end of a sleep that batches results. The stream-expiry
  * and scaling timers are set up here too; their functions live with the
@@ -114,7 +114,7 @@ static bool results_waiting(struct engine *e)
  * work to stay busy a while - being woken for each result only takes CPU
  * from the workers. Then sleep on a timer for half of what the least loaded
  * worker holds, without raising the sleeper flag: one wake-up per batch
- * instead of an eventfd write per result (DESIGN.md, principle 7). */
+ * instead of an eventfd write per result (doc/DESIGN.md, principle 7). */
 static uint64_t batch_sleep_ns(const struct engine *e)
 {
     if (engine_queued(e) == 0)

@@ -1,6 +1,6 @@
 /* engine_streams.c - the stream table: jobs of one kind that share a
  * stream key run one at a time, in arrival order, and share a state slot
- * in the segment (DESIGN.md, principle 5). A stream's next job waits here
+ * in the segment (doc/DESIGN.md, principle 5). A stream's next job waits here
  * while its active one is pending or running; an idle stream keeps its
  * state until streams.idle_s has passed. When every slot holds a job or
  * state, a new stream is refused rather than another's state reset; only

@@ -1,7 +1,7 @@
 /* pool.c - the worker processes and their slots (struct pool): fork them,
  * take their answers, notice their deaths, respawn them with backoff, keep
  * their number at the target, recycle them. A worker's death is reported
- * by the kernel through its pidfd (DESIGN.md, principle 8); the jobs it
+ * by the kernel through its pidfd (doc/DESIGN.md, principle 8); the jobs it
  * held are engine_inflight.c's. A hung job is caught by its timeout: the
  * worker is killed and the job treated as if it had crashed it. */
 #include <assert.h>
@@ -90,7 +90,7 @@ void pool_count(struct engine *e)
 }
 
 /* A slot's rings and control word start clean for each new worker: a dead
- * worker can only have wedged its own pair (DESIGN.md, principle 2). */
+ * worker can only have wedged its own pair (doc/DESIGN.md, principle 2). */
 static void reset_slot(struct engine *e, struct worker *w)
 {
     uint32_t cap = e->seg.hdr->ring_cap;

@@ -1,5 +1,5 @@
 /* voice.c - the voice gateway as a source (source.h): xiaozhi devices
- * (VOICE.md) say hello over MQTT, get a session with its own key, nonce and
+ * (doc/VOICE.md) say hello over MQTT, get a session with its own key, nonce and
  * ssrc, stream Opus over UDP (voice_up.c) and hear what the backend sends
  * them (voice_down.c). This file is the control path: the devices' JSON
  * messages, the session events the backend reads on voice/{device}/events,

@@ -6,7 +6,7 @@
  * probing, sized to twice the sessions at most, so a probe is short; removal
  * shifts the entries after it back, so no tombstones pile up. A session's
  * ssrc is random and unique among live sessions: it is the only thing that
- * ties a datagram to its session (VOICE.md: there is no MAC), so it must not
+ * ties a datagram to its session (doc/VOICE.md: there is no MAC), so it must not
  * be guessable from the slot. */
 #include <openssl/rand.h>
 #include <stdlib.h>

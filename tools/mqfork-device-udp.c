@@ -1,5 +1,5 @@
 /* mqfork-device-udp.c - a simulated device's audio channel, byte for byte
- * as the firmware's (VOICE.md): uplink datagrams built from the session's
+ * as the firmware's (doc/VOICE.md): uplink datagrams built from the session's
  * nonce and encrypted with AES-128-CTR; downlink datagrams checked, their
  * sequence numbers compared with the last accepted one (lower or equal:
  * out of order, dropped; a jump: lost), decrypted, decoded, timed for

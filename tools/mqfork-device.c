@@ -1,7 +1,7 @@
 /* mqfork-device.c - the device simulator's entry: reads the options, loads
  * and encodes the recording, raises the descriptor limit for thousands of
  * devices, runs them all in one event loop and prints what they measured.
- * The protocol it speaks is /work/shared/VOICE.md; its manual is
+ * The protocol it speaks is doc/VOICE.md; its manual is
  * tools/mqfork-device.md. */
 #include <errno.h>
 #include <getopt.h>

@@ -3,7 +3,7 @@
  * prefixed with its length as a 2-byte big-endian number).
  *
  * With a stream, the libopus state lives in the stream's slot in shared
- * memory (DESIGN.md, principle 5): a small header of ours, then the state
+ * memory (doc/DESIGN.md, principle 5): a small header of ours, then the state
  * itself, so whichever worker takes the stream's next job continues it.
  * Without a stream, each worker keeps one private decoder or encoder and
  * resets it before every job, so independent jobs stay independent.

@@ -1,6 +1,6 @@
 /* fuzz_voice_udp.c - libFuzzer harness for the voice devices' audio
  * datagrams (proto/voice_udp.c): any datagram through voice_hdr_parse,
- * whose verdict and fields must follow the header bytes (VOICE.md); a
+ * whose verdict and fields must follow the header bytes (doc/VOICE.md); a
  * parsed one's payload through AES-128-CTR with the session's reused
  * context, which must match a fresh context's output, in place too, and
  * decrypt back; a header built from the session's nonce must parse to what
