@@ -6,7 +6,8 @@
  *
  * Signals arrive through a signalfd in the loop, never as handlers:
  * SIGUSR1 / SIGUSR2 one worker more / fewer, SIGTERM / SIGINT drain and exit
- * 0, a second one or SIGQUIT exit at once. */
+ * 0, a second one or SIGQUIT exit at once with 3. Exit status 1 is a
+ * configuration with errors or a start that failed, 2 a usage error. */
 #include <errno.h>
 #include <getopt.h>
 #include <poll.h>
