@@ -319,7 +319,9 @@ out:
     /* The engine first: jobs it abandons are reported through MQTT, and a
      * graceful exit hands every report to the broker before it goes. */
     engine_free(d.engine);
-    if (d.state == DRAINING)
+    /* A drain, finished or cut short by shutdown_timeout_s (exit 0): not
+     * a second signal or SIGQUIT (exit 3), which mean now. */
+    if (d.state != RUNNING && d.exit_code == 0)
         mqtt_flush(d.mqtt, mono_ns() + FLUSH_MAX_NS);
     mqtt_free(d.mqtt);
     for (size_t i = d.nsources; i-- > 0;)
