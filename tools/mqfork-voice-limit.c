@@ -45,30 +45,17 @@
 
 #include "proto/voice_json.h"
 #include "proto/voice_udp.h"
+#include "shm/clock.h"
 #include "shm/segment.h"
 #include "shm/statread.h"
 #include "shm/stats.h"
 #include "tools/mqfork-device.h"
+#include "tools/mqfork-voice-limit.h"
 #include "tools/numarg.h"
 #include "tools/sigfd.h"
 
 #define BATCH     32
 #define DGRAM_MAX 2048
-#define NS        1000000000ull
-
-struct lopts {
-    const char *mode, *host, *audio, *prefix, *topic, *filter;
-    long port, udp_port, sessions, window;
-    double seconds;
-    bool bare;
-};
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * NS + (uint64_t)ts.tv_nsec;
-}
 
 static double cpu_s(void)
 {
@@ -76,167 +63,6 @@ static double cpu_s(void)
     getrusage(RUSAGE_SELF, &ru);
     return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
            (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
-
-static _Noreturn void die(const char *what)
-{
-    fprintf(stderr, "mqfork-voice-limit: %s\n", what);
-    exit(1);
-}
-
-/* ---- sessions ------------------------------------------------------------- */
-
-struct session {
-    char id[DEV_ID_MAX];
-    uint8_t nonce[VOICE_HDR_LEN];
-    struct voice_cipher cipher;
-    uint32_t ssrc, seq, checked; /* seq: last sent or accepted; checked: relayed seen */
-    char topic[DEV_TOPIC_MAX];   /* relay: where its packets go */
-    bool ready;
-};
-
-static uint64_t splitmix(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-/* Session I of the bare relay, the same in the relay and in blast --bare:
- * key and nonce from its index (ssrc I + 1: unique). */
-static void bench_session(struct session *s, long i)
-{
-    uint64_t x = (uint64_t)i * 7919u + 1, w;
-    uint8_t key[VOICE_KEY_LEN];
-    for (int j = 0; j < VOICE_KEY_LEN; j += 8) {
-        w = splitmix(&x);
-        memcpy(key + j, &w, 8);
-        w = splitmix(&x);
-        memcpy(s->nonce + j, &w, 8);
-    }
-    s->ssrc = (uint32_t)i + 1;
-    s->nonce[0] = VOICE_TYPE;
-    s->nonce[1] = 0;
-    for (int j = 0; j < 4; j++)
-        s->nonce[4 + j] = (uint8_t)(s->ssrc >> (24 - 8 * j));
-    if (voice_cipher_init(&s->cipher, key) < 0)
-        die("AES-128-CTR");
-    s->ready = true;
-}
-
-/* ---- MQTT, without libmosquitto's thread ----------------------------------- */
-
-struct mq {
-    struct mosquitto *m;
-    bool connected, lost;
-    int subacks;
-};
-
-static void on_connect(struct mosquitto *m, void *obj, int rc)
-{
-    struct mq *q = obj;
-    q->connected = rc == 0;
-    q->lost = rc != 0;
-}
-
-static void on_disconnect(struct mosquitto *m, void *obj, int rc)
-{
-    ((struct mq *)obj)->lost = true;
-}
-
-static void on_subscribe(struct mosquitto *m, void *obj, int mid, int n, const int *granted)
-{
-    ((struct mq *)obj)->subacks--;
-}
-
-static int sigfd = -1; /* SIGINT and SIGTERM, once signals() ran */
-static bool stopping;
-
-/* Wait up to TIMEOUT_MS for the socket, a signal or FD (if not -1: the
- * caller reads it), then let libmosquitto read what came (FIONREAD bounds
- * it: one loop_read may take one packet), write and keep alive. Returns
- * FD's revents. */
-static short mq_step(struct mq *q, int timeout_ms, int fd)
-{
-    int s = mosquitto_socket(q->m), rc = MOSQ_ERR_SUCCESS, avail = 0;
-    struct pollfd p[3] = {{.fd = s, .events = POLLIN | (mosquitto_want_write(q->m) ? POLLOUT : 0)},
-                          {.fd = fd, .events = POLLIN},
-                          {.fd = sigfd, .events = POLLIN}};
-    if (s < 0) {
-        q->lost = true;
-        return 0;
-    }
-    if (poll(p, 3, timeout_ms) < 0 && errno != EINTR)
-        die("poll");
-    if (p[2].revents & POLLIN)
-        stopping = true;
-    if (p[0].revents & (POLLIN | POLLERR | POLLHUP))
-        for (int i = 0; i < 4096 && rc == MOSQ_ERR_SUCCESS; i++) {
-            rc = mosquitto_loop_read(q->m, 1);
-            if (ioctl(s, FIONREAD, &avail) < 0 || avail <= 0)
-                break;
-        }
-    if (rc == MOSQ_ERR_SUCCESS && mosquitto_want_write(q->m))
-        rc = mosquitto_loop_write(q->m, 64);
-    if (rc == MOSQ_ERR_SUCCESS)
-        rc = mosquitto_loop_misc(q->m);
-    if (rc != MOSQ_ERR_SUCCESS)
-        q->lost = true;
-    return fd >= 0 ? p[1].revents : 0;
-}
-
-static void mq_subscribe(struct mq *q, const char *filter)
-{
-    uint64_t until = now_ns() + 10 * NS;
-    q->subacks = 1;
-    mosquitto_subscribe(q->m, NULL, filter, 0);
-    while (q->subacks > 0 && !q->lost && now_ns() < until)
-        mq_step(q, 10, -1);
-    if (q->subacks > 0)
-        die("no SUBACK from the broker");
-}
-
-static void mq_open(struct mq *q, const struct lopts *o, const char *filter)
-{
-    if (!(q->m = mosquitto_new(NULL, true, q)))
-        die("mosquitto_new");
-    mosquitto_int_option(q->m, MOSQ_OPT_TCP_NODELAY, 1);
-    mosquitto_connect_callback_set(q->m, on_connect);
-    mosquitto_disconnect_callback_set(q->m, on_disconnect);
-    mosquitto_subscribe_callback_set(q->m, on_subscribe);
-    if (mosquitto_connect(q->m, o->host, (int)o->port, 60) != MOSQ_ERR_SUCCESS)
-        die("cannot connect to the broker");
-    uint64_t until = now_ns() + 10 * NS;
-    while (!q->connected && !q->lost && now_ns() < until)
-        mq_step(q, 10, -1);
-    if (!q->connected)
-        die("no CONNACK from the broker");
-    if (filter)
-        mq_subscribe(q, filter);
-}
-
-/* "<prefix><n>" somewhere in TOPIC as a whole level: session n - 1, or -1. */
-static long session_of(const char *topic, const char *prefix, long n)
-{
-    size_t pl = strlen(prefix);
-    for (const char *t = topic; t; t = strchr(t, '/') ? strchr(t, '/') + 1 : NULL) {
-        if (strncmp(t, prefix, pl) != 0)
-            continue;
-        char *end;
-        long i = strtol(t + pl, &end, 10);
-        if (end != t + pl && (*end == '/' || !*end) && i >= 1 && i <= n)
-            return i - 1;
-    }
-    return -1;
-}
-
-static void topic_of(char *out, size_t len, const char *tmpl, const char *device)
-{
-    const char *at = strstr(tmpl, "{device}");
-    if (!at)
-        die("a topic template needs {device}");
-    snprintf(out, len, "%.*s%s%s", (int)(at - tmpl), tmpl, device, at + 8);
 }
 
 /* ---- decode: the decoding limit -------------------------------------------- */
@@ -251,14 +77,14 @@ static int run_decode(const struct lopts *o)
     if (!dec)
         die("opus_decoder_create");
     int16_t pcm[DEV_FRAME_SAMPLES];
-    uint64_t n = 0, errors = 0, t0 = now_ns(), t;
+    uint64_t n = 0, errors = 0, t0 = mono_ns(), t;
     double c0 = cpu_s();
     do {
         for (int i = 0; i < 50; i++, n++) {
             size_t k = n % r.frames;
             errors += opus_decode(dec, r.data + r.off[k], r.len[k], pcm, DEV_FRAME_SAMPLES, 0) < 0;
         }
-    } while ((t = now_ns()) - t0 < (uint64_t)(o->seconds * 1e9));
+    } while ((t = mono_ns()) - t0 < (uint64_t)(o->seconds * 1e9));
     double secs = (double)(t - t0) / 1e9, cpu = cpu_s() - c0;
     printf("{\"frames\":%" PRIu64 ",\"seconds\":%.3f,\"frames_per_s\":%.0f,"
            "\"frames_per_cpu_s\":%.0f,\"errors\":%" PRIu64 ",\"packets\":%zu}\n",
@@ -400,8 +226,8 @@ static void say_hello(struct mq *q, struct hellos *h)
         if (i % 256 == 255)
             mq_step(q, 0, -1); /* keep the socket moving, and read replies */
     }
-    uint64_t until = now_ns() + 20 * NS;
-    while (h->replies + h->bad < o->sessions && !q->lost && now_ns() < until)
+    uint64_t until = mono_ns() + 20 * NS;
+    while (h->replies + h->bad < o->sessions && !q->lost && mono_ns() < until)
         mq_step(q, 10, -1);
 }
 
@@ -412,10 +238,10 @@ static int run_hello(const struct lopts *o)
     if (!h.ss)
         die("out of memory");
     mq_open(&q, o, "devices/p2p/+");
-    uint64_t t0 = now_ns();
+    uint64_t t0 = mono_ns();
     say_hello(&q, &h);
     printf("{\"hellos\":%ld,\"replies\":%ld,\"bad\":%ld,\"seconds\":%.3f}\n", o->sessions,
-           h.replies, h.bad, (double)(now_ns() - t0) / 1e9);
+           h.replies, h.bad, (double)(mono_ns() - t0) / 1e9);
     mosquitto_disconnect(q.m);
     mosquitto_destroy(q.m);
     return h.replies == o->sessions ? 0 : 1;
@@ -442,7 +268,7 @@ static size_t packet_of(const struct blast *b, long i, uint32_t k)
 static void on_relayed(struct mosquitto *m, void *obj, const struct mosquitto_message *msg)
 {
     struct blast *b = blast_app;
-    uint64_t now = now_ns();
+    uint64_t now = mono_ns();
     long i = session_of(msg->topic, b->o->prefix, b->o->sessions);
     if (i < 0) {
         b->unknown++;
@@ -537,10 +363,10 @@ static int run_blast(const struct lopts *o)
     if (recording_load(&b.rec, o->audio) < 0)
         return 1;
     mq_open(&q, o, o->filter);
-    uint64_t t_hello = now_ns();
+    uint64_t t_hello = mono_ns();
     if (!blast_sessions(&b, &q))
         return 1;
-    double hello_s = (double)(now_ns() - t_hello) / 1e9;
+    double hello_s = (double)(mono_ns() - t_hello) / 1e9;
     blast_app = &b;
     mosquitto_message_callback_set(q.m, on_relayed);
     struct sockaddr_storage to;
@@ -549,12 +375,12 @@ static int run_blast(const struct lopts *o)
     struct iovec iov[BATCH];
     struct mmsghdr msg[BATCH];
     long turn = 0;
-    uint64_t t0 = now_ns(), stop = t0 + (uint64_t)(o->seconds * 1e9), now;
+    uint64_t t0 = mono_ns(), stop = t0 + (uint64_t)(o->seconds * 1e9), now;
     /* the first half second is warm-up, not counted */
     b.t_start = t0 + NS / 2;
     b.t_end = stop;
     b.last_rx = t0;
-    while ((now = now_ns()) < stop && !q.lost) {
+    while ((now = mono_ns()) < stop && !q.lost) {
         int n = blast_batch(&b, &turn, msg, iov, &to, tolen);
         send_batch(fd, msg, n);
         b.sent += (uint64_t)n;
@@ -570,8 +396,8 @@ static int run_blast(const struct lopts *o)
         mq_step(&q, b.outstanding >= (uint64_t)o->window ? 5 : 0, -1);
     }
     /* What is still on its way. */
-    uint64_t until = now_ns() + NS;
-    while (b.relayed < b.sent && !q.lost && now_ns() < until)
+    uint64_t until = mono_ns() + NS;
+    while (b.relayed < b.sent && !q.lost && mono_ns() < until)
         mq_step(&q, 10, -1);
     blast_report(&b, hello_s);
     int rc = q.lost ? 1 : 0;
