@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "shm/clock.h"
 #include "shm/statread.h"
 #include "tools/mqforkstat.h"
 
@@ -342,9 +343,7 @@ static void show(struct live *l)
 
 static double now_s(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return (double)mono_ns() / 1e9;
 }
 
 /* Move the view by key C; false when C is no scrolling key. */
