@@ -1,5 +1,6 @@
-/* main.c - mqforkd: read the configuration, start the engine with one job
- * kind per route, and run the event loop until a signal says stop.
+/* main.c - mqforkd: read the configuration, start the engine and the
+ * sources it asks for (the routes, the voice gateway: source.h), and run the
+ * event loop until a signal says stop.
  *
  *   mqforkd -c FILE       run in the foreground (systemd style)
  *   mqforkd -t -c FILE    check FILE, print every problem, exit 0 or 1

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "proto/topic.h"
 #include "shm/clock.h"
 #include "shm/segment.h"
 #include "shm/statblock.h"
@@ -471,15 +472,6 @@ static void find_only_sink(struct mqtt *m)
             m->only_sink = NULL;
 }
 
-/* FILTER without a $share/GROUP/ prefix: what a topic is matched against. */
-static const char *match_part(const char *filter)
-{
-    if (strncmp(filter, "$share/", 7) != 0)
-        return filter;
-    const char *slash = strchr(filter + 7, '/');
-    return slash ? slash + 1 : filter;
-}
-
 int mqtt_subscribe(struct mqtt *m, const char *filter, int qos, struct mqtt_sink *sink)
 {
     struct subscription *s = find_sub(m, filter, sink);
@@ -493,7 +485,7 @@ int mqtt_subscribe(struct mqtt *m, const char *filter, int qos, struct mqtt_sink
         s = &m->subs[m->nsubs];
         if (!(s->filter = strdup(filter)))
             return -1;
-        s->match = match_part(s->filter);
+        s->match = topic_filter_base(s->filter); /* what a topic is matched against */
         s->sink = sink;
         m->nsubs++;
         find_only_sink(m);

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proto/topic.h"
 #include "shm/clock.h"
 #include "supervisor/engine.h"
 #include "supervisor/source.h"
@@ -57,16 +58,6 @@ int voice_device_of(const char *pattern, const char *wildcard, const char *topic
             return p[pl] || t[tl] ? -1 : 0;
         p += pl + 1, t += tl + 1;
     }
-}
-
-/* The devices' filter without its $share/GROUP/ prefix. */
-static const char *up_pattern(const struct voice *v)
-{
-    const char *f = v->vc->topics.up;
-    if (strncmp(f, "$share/", 7) != 0)
-        return f;
-    const char *slash = strchr(f + 7, '/');
-    return slash ? slash + 1 : f;
 }
 
 void voice_to_device(struct voice *v, const char *device, const char *json)
@@ -285,7 +276,8 @@ static void on_device_message(void *ctx, const struct mqtt_message *msg)
     struct voice_msg m;
     v->n.control_in++;
     v->changed = true;
-    if (voice_device_of(up_pattern(v), "+", msg->topic, device, sizeof(device)) < 0) {
+    if (voice_device_of(topic_filter_base(v->vc->topics.up), "+", msg->topic, device,
+                        sizeof(device)) < 0) {
         v->n.refused[REFUSED_BAD_DEVICE]++;
         log_rated(&v->bad_control_log, LOG_LVL_WARN,
                   "voice: no device id of 1 to %d bytes in the topic %.64s", VOICE_DEVICE_MAX,

@@ -227,10 +227,8 @@ static void on_encoded(void *ctx, const struct engine_outcome *o)
 {
     struct down_job *j = ctx;
     struct voice *v = j->v;
-    struct voice_session *s = voice_by_slot(v, j->slot, j->gen);
+    struct voice_session *s = voice_job_back(v, j->slot, j->gen);
     bool current = s && j->epoch == s->epoch;
-    if (s)
-        s->jobs--;
     if (o->status != JOB_OK)
         v->n.down_bad++;
     struct voice_out *at = current ? j->place : NULL;

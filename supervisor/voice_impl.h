@@ -185,6 +185,8 @@ struct voice_session *voice_by_ssrc(const struct voice *v, uint32_t ssrc);
 struct voice_session *voice_by_device(const struct voice *v, const char *device);
 /* The live session of SLOT if its generation is still GEN, else NULL. */
 struct voice_session *voice_by_slot(const struct voice *v, uint32_t slot, uint32_t gen);
+/* voice_by_slot for a job's outcome, counting the job as back (s->jobs). */
+struct voice_session *voice_job_back(struct voice *v, uint32_t slot, uint32_t gen);
 
 /* voice_up.c */
 int voice_udp_open(struct voice *v);

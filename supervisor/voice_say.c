@@ -35,10 +35,8 @@ static void on_spoken(void *ctx, const struct engine_outcome *o)
 {
     struct say_job *j = ctx;
     struct voice *v = j->v;
-    struct voice_session *s = voice_by_slot(v, j->slot, j->gen);
+    struct voice_session *s = voice_job_back(v, j->slot, j->gen);
     bool current = s && j->epoch == s->epoch;
-    if (s)
-        s->jobs--;
     if (o->status != JOB_OK)
         v->n.say_failed++;
     if (current && o->status == JOB_OK)

@@ -138,6 +138,15 @@ struct voice_session *voice_by_slot(const struct voice *v, uint32_t slot, uint32
     return s && s->live && s->gen == gen ? s : NULL;
 }
 
+/* A job of SLOT's session came back from the pool: one fewer in flight. */
+struct voice_session *voice_job_back(struct voice *v, uint32_t slot, uint32_t gen)
+{
+    struct voice_session *s = voice_by_slot(v, slot, gen);
+    if (s)
+        s->jobs--;
+    return s;
+}
+
 /* ---- sessions ------------------------------------------------------------- */
 
 /* A fresh key, a nonce whose header bytes a device copies into its packets

@@ -72,12 +72,10 @@ static void on_decoded(void *ctx, const struct engine_outcome *o)
 {
     struct up_job *j = ctx;
     struct voice *v = j->v;
-    struct voice_session *s = voice_by_slot(v, j->slot, j->gen);
+    struct voice_session *s = voice_job_back(v, j->slot, j->gen);
     bool ok = o->status == JOB_OK;
-    if (s) {
-        s->jobs--;
+    if (s)
         s->decoding--;
-    }
     if (ok) {
         v->n.decoded++;
         v->n.concealed += j->concealed;

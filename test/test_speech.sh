@@ -77,8 +77,9 @@ BROKER_PID=$BROKER
 # ---- the daemon with the routes -------------------------------------------------
 
 # speech.synthesize bounds its output by its input's length (3 s + 125 ms a
-# byte): for a max_payload of 128 KiB (4 s of 16 kHz speech to transcribe)
-# the route at 24 kHz needs a 1 GiB block of the slab (sparse in /dev/shm).
+# byte) up to its max_in (max_chars x 4 + 256 bytes); max_payload is 128 KiB
+# for 4 s of 16 kHz speech to transcribe. The slab is generous (sparse in
+# /dev/shm).
 cat >"$TMP/run.yaml" <<YAML
 instance: $INSTANCE
 broker:
