@@ -276,7 +276,6 @@ static int write_conf(const struct broker *b, const struct broker_opts *o)
     }
     fprintf(f, "# written by the mqfork test harness\n"
                "per_listener_settings false\n"
-               "persistence false\n"
                "log_dest stderr\n"
                "log_timestamp_format %%H:%%M:%%S\n"
                "set_tcp_nodelay true\n"
@@ -290,6 +289,10 @@ static int write_conf(const struct broker *b, const struct broker_opts *o)
         fprintf(f, "allow_anonymous false\npassword_file %s/passwd\n", b->dir);
     else
         fprintf(f, "allow_anonymous true\n");
+    if (o->persistent)
+        fprintf(f, "persistence true\npersistence_location %s/\n", b->dir);
+    else
+        fprintf(f, "persistence false\n");
     if (o->extra_conf)
         fprintf(f, "%s\n", o->extra_conf);
     fprintf(f, "\nlistener %d 127.0.0.1\n", b->port);
@@ -523,6 +526,11 @@ void broker_stop(struct broker *b)
 void broker_kill(struct broker *b)
 {
     reap_broker(b, SIGKILL);
+}
+
+void broker_terminate(struct broker *b)
+{
+    reap_broker(b, SIGTERM);
 }
 
 int broker_restart_same_port(struct broker *b)

@@ -19,6 +19,7 @@ struct broker_opts {
     const char *password;
     const char *const *more_users; /* NULL-ended name, password, ...: also in that file */
     const char *extra_conf;        /* lines added before the listeners (plugin, acl_file) */
+    bool persistent;               /* persistence on, its database in the private dir */
 };
 
 struct broker {
@@ -50,6 +51,10 @@ void broker_stop(struct broker *b);
 
 /* SIGKILL and reap, keeping the dir and ports for broker_restart_same_port. */
 void broker_kill(struct broker *b);
+
+/* SIGTERM and reap, keeping the dir: a clean stop, after which a persistent
+ * broker has saved its sessions for broker_restart_same_port. */
+void broker_terminate(struct broker *b);
 
 /* Start mosquitto again with the same configuration and ports; waits until it
  * accepts connections. Returns 0 or -1. */
