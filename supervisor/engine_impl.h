@@ -346,10 +346,12 @@ void engine_publish_kind(struct engine *e, unsigned idx);
 /* engine_stats.c */
 int engine_stats_start(struct engine *e);
 void engine_stats_publish(struct engine *e);
-/* Slot SLOT's values of handler H's counters (its block "plugin.<name>",
- * added when missing, before the worker that writes them forks), or NULL
- * when H declares none or the block cannot be added (logged). */
-uint64_t *engine_handler_counters(struct engine *e, const struct mqfork_handler *h, unsigned slot);
+/* Slot SLOT's instance of handler H's figures (its block "plugin.<name>",
+ * added on first use): its counters from the start, its histograms from
+ * engine_handler_hist_offset(H). NULL when H keeps none or the block cannot
+ * be added. */
+void *engine_handler_figures(struct engine *e, const struct mqfork_handler *h, unsigned slot);
+size_t engine_handler_hist_offset(const struct mqfork_handler *h);
 
 /* engine_loop.c */
 int engine_loop_init(struct engine *e);

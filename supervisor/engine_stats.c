@@ -135,16 +135,18 @@ int engine_stats_start(struct engine *e)
             return -1;
         }
     for (unsigned k = 0; k < e->nkinds; k++)
-        engine_handler_counters(e, e->kinds[k].handler, 0);
+        engine_handler_figures(e, e->kinds[k].handler, 0);
     return 0;
 }
 
-/* The per-worker block "plugin.<name>" of handler H's counters: each a
- * uint64_t, in the order H declares them. NULL when it cannot be added. */
+/* The per-worker block "plugin.<name>" of handler H's figures: its counters,
+ * each a uint64_t, then its histograms, each a struct stats_hist, in the
+ * order H declares them. NULL when it cannot be added. */
 static struct stats_block *add_handler_block(struct engine *e, const struct mqfork_handler *h,
                                              const char *name)
 {
-    struct stats_field_desc *f = calloc(h->ncounters, sizeof(*f));
+    unsigned n = h->ncounters + h->nhistograms;
+    struct stats_field_desc *f = calloc(n, sizeof(*f));
     if (!f)
         return NULL;
     for (unsigned i = 0; i < h->ncounters; i++)
@@ -155,24 +157,37 @@ static struct stats_block *add_handler_block(struct engine *e, const struct mqfo
             .size = sizeof(uint64_t),
             .help = h->counters[i].help,
         };
+    for (unsigned i = 0; i < h->nhistograms; i++)
+        f[h->ncounters + i] = (struct stats_field_desc){
+            .name = h->histograms[i].name,
+            .type = STATS_HISTOGRAM,
+            .offset = engine_handler_hist_offset(h) + i * sizeof(struct stats_hist),
+            .size = sizeof(struct stats_hist),
+            .help = h->histograms[i].help,
+        };
     struct stats_block_spec spec = {
         .name = name,
         .flags = STATS_BLOCK_PER_WORKER,
         .fields = f,
-        .nfields = h->ncounters,
-        .size = h->ncounters * sizeof(uint64_t),
+        .nfields = n,
+        .size = engine_handler_hist_offset(h) + h->nhistograms * sizeof(struct stats_hist),
     };
     struct stats_block *b = stats_block_add(&e->seg, &spec);
     if (!b)
-        log_error("handler %s: cannot add its counters' block %s: %s", h->name, name,
+        log_error("handler %s: cannot add its figures' block %s: %s", h->name, name,
                   strerror(errno));
     free(f);
     return b;
 }
 
-uint64_t *engine_handler_counters(struct engine *e, const struct mqfork_handler *h, unsigned slot)
+size_t engine_handler_hist_offset(const struct mqfork_handler *h)
 {
-    if (!h || !h->ncounters)
+    return h->ncounters * sizeof(uint64_t);
+}
+
+void *engine_handler_figures(struct engine *e, const struct mqfork_handler *h, unsigned slot)
+{
+    if (!h || (!h->ncounters && !h->nhistograms))
         return NULL;
     char name[STATS_BLOCK_NAME_LEN];
     snprintf(name, sizeof(name), "plugin.%s", h->name);

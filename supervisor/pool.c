@@ -122,8 +122,14 @@ static void fork_worker(struct engine *e, struct worker *w)
     struct worker_kind kinds[SEG_MAX_KINDS];
     for (unsigned k = 0; k < e->nkinds; k++) { /* NULL handler: removed, or set aside */
         const struct mqfork_handler *h = e->kinds[k].failing ? NULL : e->kinds[k].handler;
-        kinds[k] = (struct worker_kind){h, &e->kinds[k].params, e->kinds[k].preloaded,
-                                        engine_handler_counters(e, h, w->slot)};
+        char *figures = engine_handler_figures(e, h, w->slot);
+        kinds[k] = (struct worker_kind){
+            .handler = h,
+            .params = &e->kinds[k].params,
+            .preloaded = e->kinds[k].preloaded,
+            .counters = figures && h->ncounters ? (uint64_t *)figures : NULL,
+            .histograms =
+                figures && h->nhistograms ? figures + engine_handler_hist_offset(h) : NULL};
     }
     struct worker_args args = {
         .seg = &e->seg,

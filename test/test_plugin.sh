@@ -70,7 +70,7 @@ grep -qF "$TMP/bad.yaml:10:7: error: routes[0].params.colour: unknown param for 
 
 sed -e 's/example.so/example-abi.so/' -e '/preload_mb/d' -e '/colour/d' "$TMP/bad.yaml" >"$TMP/abi.yaml"
 out=$("$MQFORKD" -t -c "$TMP/abi.yaml" 2>&1) && fail "-t accepted a plugin of another ABI"
-grep -qF "$TMP/abi.yaml:3:5: error: plugins[0]: example-abi.so: built for handler ABI 999; this mqforkd has ABI 2" <<<"$out" ||
+grep -qF "$TMP/abi.yaml:3:5: error: plugins[0]: example-abi.so: built for handler ABI 999; this mqforkd has ABI 3" <<<"$out" ||
     fail "no clear ABI message: $out"
 
 # ---- a private broker -------------------------------------------------------

@@ -101,6 +101,9 @@ routes:
     job: speech.transcribe
     reply: stt/{1}/out
     retries: 2
+    # Far above the ~1 s a transcription takes: on a machine as loaded as
+    # 15 runnable processes on 2 cores one took 10 s.
+    timeout_ms: 60000
   - name: tts
     subscribe: tts/+/in
     job: speech.synthesize
@@ -243,6 +246,13 @@ grep -q '^plugin.speech.transcribe.audio_ms [1-9]' <<<"$stats" || fail "audio_ms
 grep -qx 'plugin.speech.transcribe.empty 1' <<<"$stats" || fail "the silence not counted empty"
 grep -q '^plugin.speech.synthesize.characters [1-9]' <<<"$stats" || fail "characters not counted"
 grep -q '^plugin.speech.synthesize.audio_ms [1-9]' <<<"$stats" || fail "audio_ms not counted"
+# The handlers' histograms (handler ABI 3), merged over the workers.
+grep -qx 'plugin.speech.transcribe.recognition_count [5-9]' <<<"$stats" ||
+    fail "recognition times not observed"
+grep -q '^plugin.speech.transcribe.per_audio_second_p50_us [1-9]' <<<"$stats" ||
+    fail "no real-time factor"
+grep -q '^plugin.speech.synthesize.synthesis_count [1-9]' <<<"$stats" ||
+    fail "synthesis times not observed"
 
 kill -TERM "$DAEMON_PID"
 wait "$DAEMON_PID"

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "shm/slab.h"
+#include "shm/statblock.h"
 #include "worker/handler.h"
 
 /* ---- registration -------------------------------------------------------- */
@@ -37,6 +38,17 @@ static const char *malformed(const struct mqfork_handler *h)
     for (unsigned i = 0; i < h->ncounters; i++)
         if (!name_ok(h->counters[i].name) || strchr(h->counters[i].name, '.'))
             return "a counter's name is not 1..47 of [a-z0-9_-]";
+    if (h->nhistograms && !h->histograms)
+        return "it declares histograms without their list";
+    if (h->ncounters + (uint64_t)h->nhistograms > STATS_MAX_FIELDS)
+        return "it declares more than 256 counters and histograms";
+    for (unsigned i = 0; i < h->nhistograms; i++) {
+        if (!name_ok(h->histograms[i].name) || strchr(h->histograms[i].name, '.'))
+            return "a histogram's name is not 1..47 of [a-z0-9_-]";
+        for (unsigned j = 0; j < h->ncounters; j++)
+            if (strcmp(h->histograms[i].name, h->counters[j].name) == 0)
+                return "a histogram has the name of one of its counters";
+    }
     return NULL;
 }
 

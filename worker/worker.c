@@ -22,6 +22,7 @@
 #include "common/log.h"
 #include "shm/clock.h"
 #include "shm/ring.h"
+#include "shm/stats.h"
 
 /* Where handlers write their output: a private mapping as large as the slab
  * whose next page is unmapped. A job's buffer ends SCRATCH_SLACK bytes or a
@@ -77,6 +78,19 @@ static void schedule_as_batch(void)
         log_debug("cannot run as SCHED_BATCH: %s", strerror(errno));
 }
 
+/* A handler's histogram gets one duration: each value with one atomic
+ * operation, as its counters, so a reader's copy holds whole values. This
+ * worker is the only writer of its instance. */
+static void observe_ns(void *data, unsigned i, uint64_t ns)
+{
+    struct stats_hist *h = (struct stats_hist *)data + i;
+    __atomic_fetch_add(&h->count, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&h->sum_ns, ns, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&h->bucket[stats_hist_bucket(ns)], 1, __ATOMIC_RELAXED);
+    if (ns > __atomic_load_n(&h->max_ns, __ATOMIC_RELAXED))
+        __atomic_store_n(&h->max_ns, ns, __ATOMIC_RELAXED);
+}
+
 /* Each init() runs under a sign saying whose it is, so that if it kills us
  * the supervisor knows which handler to blame. */
 static void init_handlers(struct worker *w)
@@ -87,10 +101,12 @@ static void init_handlers(struct worker *w)
         if (!kind->handler || !kind->handler->init)
             continue; /* removed by a reload, or set aside: its index is never sent */
         atomic_store(&ctl->initializing, k + 1);
-        struct mqfork_init in = {.params = kind->params,
-                                 .preloaded = kind->preloaded,
-                                 .counters = kind->counters,
-                                 .worker = w->a->slot};
+        struct mqfork_init in = {
+            .params = kind->params,
+            .preloaded = kind->preloaded,
+            .counters = kind->counters,
+            .worker = w->a->slot,
+            .histograms = {kind->histograms, kind->histograms ? observe_ns : NULL}};
         w->ctx[k] = kind->handler->init(&in);
         if (!w->ctx[k]) {
             log_error("init of handler %s failed", kind->handler->name);

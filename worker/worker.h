@@ -21,6 +21,7 @@ struct worker_kind {
     const struct mqfork_params *params;
     void *preloaded;
     uint64_t *counters; /* this worker's instance of the handler's counters, or NULL */
+    void *histograms;   /* ... and of its histograms (struct stats_hist each), or NULL */
 };
 
 struct worker_args {

@@ -54,7 +54,7 @@
 
 /* Bumped whenever a struct below changes shape; mqforkd refuses a plugin
  * built against another value. */
-#define MQFORK_HANDLER_ABI 2
+#define MQFORK_HANDLER_ABI 3
 
 /* How run() ended. The values are those of the engine's job statuses. */
 enum mqfork_status {
@@ -120,12 +120,20 @@ struct mqfork_job {
     struct mqfork_job_meta meta;
 };
 
+/* Where this worker keeps the handler's histograms, and how to add to one:
+ * use mqfork_observe_ns(). */
+struct mqfork_histograms {
+    void *data;
+    void (*add_ns)(void *data, unsigned i, uint64_t ns);
+};
+
 /* Arguments of init(). */
 struct mqfork_init {
     const struct mqfork_params *params;
     void *preloaded;    /* what preload() returned, or NULL */
     uint64_t *counters; /* this worker's values of the handler's counters, or NULL */
     unsigned worker;    /* the worker's slot */
+    struct mqfork_histograms histograms; /* the handler's histograms (ABI 3) */
 };
 
 /* A counter or gauge the handler keeps; mqforkstat shows the sum over the
@@ -134,6 +142,15 @@ struct mqfork_counter {
     const char *name; /* [a-z0-9_]+ */
     const char *help;
     bool gauge;
+};
+
+/* A histogram of durations the handler keeps (ABI 3), such as the time of
+ * each run or the time per second of audio; mqforkstat merges the workers'
+ * and shows count, mean and percentiles under the handler's name, and a
+ * Prometheus histogram. Record with mqfork_observe_ns(). */
+struct mqfork_histogram {
+    const char *name; /* [a-z0-9_]+, not the name of one of its counters */
+    const char *help;
 };
 
 struct mqfork_handler {
@@ -149,6 +166,8 @@ struct mqfork_handler {
     enum mqfork_status (*run)(void *ctx, struct mqfork_job *job);
     const struct mqfork_counter *counters;
     unsigned ncounters;
+    const struct mqfork_histogram *histograms;
+    unsigned nhistograms;
 };
 
 /* Handed to a plugin's registration function. */
@@ -246,6 +265,14 @@ static inline void mqfork_gauge(uint64_t *counters, unsigned i, uint64_t v)
 {
     if (counters)
         __atomic_store_n(&counters[i], v, __ATOMIC_RELAXED);
+}
+
+/* Add one duration of NS nanoseconds to histogram I of the handler's
+ * histograms (H is init()'s in->histograms, kept by the handler). */
+static inline void mqfork_observe_ns(const struct mqfork_histograms *h, unsigned i, uint64_t ns)
+{
+    if (h && h->add_ns)
+        h->add_ns(h->data, i, ns);
 }
 
 #endif

@@ -56,6 +56,12 @@ static const struct mqfork_counter counters[NCOUNTERS] = {
     [C_SYNTH_MS] = {.name = "synth_ms", .help = "Milliseconds spent making speech."},
 };
 
+enum { H_SYNTHESIS, NHISTOGRAMS };
+
+static const struct mqfork_histogram histograms[NHISTOGRAMS] = {
+    [H_SYNTHESIS] = {.name = "synthesis", .help = "Time to speak one text."},
+};
+
 static const char *const known[] = {"voice", "sample_rate", "max_chars", "bound_ms_per_byte", NULL};
 
 static const struct flite_voice {
@@ -79,6 +85,7 @@ struct synth {
     long rate;
     long max_chars;
     uint64_t *counters;
+    struct mqfork_histograms histograms;
 };
 
 /* A voice name: the index of a flite voice, NFLITE for espeak:<name>, -1
@@ -189,6 +196,7 @@ static void *synth_init(const struct mqfork_init *in)
     s->max_chars = DEFAULT_CHARS;
     mqfork_param_long(in->params, "max_chars", 1, 10000, &s->max_chars, NULL);
     s->counters = in->counters;
+    s->histograms = in->histograms;
     if (!s->pl || (voice_kind(s->voice) == (int)NFLITE && !espeak_ready())) {
         free(s);
         return NULL;
@@ -396,7 +404,9 @@ static enum mqfork_status synth_run(void *ctx, struct mqfork_job *job)
         mqfork_count(s->counters, C_REQUESTS, 1);
         mqfork_count(s->counters, C_CHARACTERS, chars);
         mqfork_count(s->counters, C_AUDIO_MS, job->out_len / 2 * 1000 / (uint64_t)s->rate);
-        mqfork_count(s->counters, C_SYNTH_MS, (speech_now_ns() - t0) / 1000000);
+        uint64_t took_ns = speech_now_ns() - t0;
+        mqfork_count(s->counters, C_SYNTH_MS, took_ns / 1000000);
+        mqfork_observe_ns(&s->histograms, H_SYNTHESIS, took_ns);
     }
 out:
     free(text);
@@ -416,4 +426,6 @@ const struct mqfork_handler speech_synthesize = {
     .run = synth_run,
     .counters = counters,
     .ncounters = NCOUNTERS,
+    .histograms = histograms,
+    .nhistograms = NHISTOGRAMS,
 };

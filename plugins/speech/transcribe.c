@@ -40,6 +40,15 @@ static const struct mqfork_counter counters[NCOUNTERS] = {
     [C_DECODE_MS] = {.name = "decode_ms", .help = "Milliseconds spent recognizing."},
 };
 
+enum { H_RECOGNITION, H_PER_AUDIO_S, NHISTOGRAMS };
+
+static const struct mqfork_histogram histograms[NHISTOGRAMS] = {
+    [H_RECOGNITION] = {.name = "recognition", .help = "Time to recognize one utterance."},
+    [H_PER_AUDIO_S] = {.name = "per_audio_second",
+                       .help = "Time to recognize one second of audio: the real-time factor "
+                               "(0.25 s: four times faster than real time)."},
+};
+
 static const char *const known[] = {"hmm", "dict", "lm", "log", NULL};
 
 struct preload {
@@ -50,6 +59,7 @@ struct preload {
 struct transcribe {
     ps_decoder_t *ps;
     uint64_t *counters;
+    struct mqfork_histograms histograms;
 };
 
 static const char *param_or(const struct mqfork_params *p, const char *key, const char *fallback)
@@ -120,6 +130,7 @@ static void *transcribe_init(const struct mqfork_init *in)
         return NULL;
     t->ps = pl->ps;
     t->counters = in->counters;
+    t->histograms = in->histograms;
     return t;
 }
 
@@ -206,6 +217,10 @@ static enum mqfork_status transcribe_run(void *ctx, struct mqfork_job *job)
         mqfork_count(t->counters, C_EMPTY, 1);
     mqfork_count(t->counters, C_AUDIO_MS, samples * 1000 / SAMPLE_RATE);
     mqfork_count(t->counters, C_DECODE_MS, decode_ns / 1000000);
+    mqfork_observe_ns(&t->histograms, H_RECOGNITION, decode_ns);
+    if (samples >= SAMPLE_RATE / 10) /* a tenth of a second, or the ratio means little */
+        mqfork_observe_ns(&t->histograms, H_PER_AUDIO_S,
+                          (uint64_t)((double)decode_ns * SAMPLE_RATE / (double)samples));
     return MQFORK_OK;
 }
 
@@ -221,4 +236,6 @@ const struct mqfork_handler speech_transcribe = {
     .run = transcribe_run,
     .counters = counters,
     .ncounters = NCOUNTERS,
+    .histograms = histograms,
+    .nhistograms = NHISTOGRAMS,
 };
