@@ -8,7 +8,7 @@
 # checks run, on the sources in doc/.
 #
 #   test_man.sh SOURCE_ROOT MAN_BUILD_DIR built|none MQFORKD MQFORKSTAT \
-#               MQFORK_LOAD MQFORK_DEVICE MQFORK_PACKETS
+#               MQFORK_LOAD MQFORK_DEVICE MQFORK_PACKETS MQFORK_ECHO_AGENT
 set -u
 SRC=$1
 MAN=$2
@@ -19,7 +19,8 @@ FAILS=0
 # shellcheck source=test/lib.sh
 . "$SRC/test/lib.sh"
 
-pages="mqforkd.8 mqfork.yaml.5 mqforkstat.1 mqfork-load.1 mqfork-device.1 mqfork-packets.1"
+pages="mqforkd.8 mqfork.yaml.5 mqforkstat.1 mqfork-load.1 mqfork-device.1 mqfork-packets.1
+    mqfork-echo-agent.1"
 
 # 1. Each page built.
 if [ "$BUILT" = built ]; then
@@ -66,6 +67,7 @@ check_tool mqforkstat.1 "$("$2" -h)"
 check_tool mqfork-load.1 "$("$3" --help)"
 check_tool mqfork-device.1 "$("$4" --help)"
 check_tool mqfork-packets.1 "$("$5" -h 2>&1)"
+check_tool mqfork-echo-agent.1 "$("$6" --help)"
 
 # 3. Every key of the example configuration is in mqfork.yaml(5).
 # Keys of maps are dotted (broker.tls.ca_file); in a list item (a route)

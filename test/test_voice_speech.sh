@@ -3,18 +3,20 @@
 # a simulated device says goforward.raw (pocketsphinx-testdata) in manual
 # listen mode; mqforkd decodes it in the pool and transcribes the utterance
 # (uplink recognize, speech.transcribe); the device gets the transcript as
-# stt and the backend on voice/{device}/stt; a backend of mosquitto_sub and
-# mosquitto_pub answers on voice/{device}/say; the device gets tts start,
-# a sentence_start, the spoken answer (speech.synthesize, flite rms) and tts
+# stt and the backend on voice/{device}/stt; the backend, mqfork-echo-agent,
+# answers on voice/{device}/say; the device gets tts start, a
+# sentence_start, the spoken answer (speech.synthesize, flite rms) and tts
 # stop, and saves it as a WAV, which recognized again holds the words.
 #
-#   test_voice_speech.sh MQFORKD MQFORK-DEVICE MQFORKSTAT MQFORK_P2P.SO MQFORK_SPEECH.SO
+#   test_voice_speech.sh MQFORKD MQFORK-DEVICE MQFORKSTAT MQFORK_P2P.SO MQFORK_SPEECH.SO \
+#                        MQFORK-ECHO-AGENT
 set -u
 MQFORKD=$1
 DEVICE=$2
 MQFORKSTAT=$3
 P2P=$4
 SPEECH=$5
+AGENT=$6
 TMP=$(mktemp -d)
 FAILS=0
 PIDS=()
@@ -56,30 +58,21 @@ EOF
 PIDS+=($!)
 wait_for 20 grep -q "subscribed to voice/+/say" "$TMP/daemon.log" || fail "the daemon does not subscribe"
 
-# The backend: each transcript is answered with "you said ...".
-backend() {
-    mosquitto_sub -h 127.0.0.1 -p "$PORT" -t 'voice/+/stt' -t test/again/out -F '%t %p' |
-        while read -r topic payload; do
-            echo "$topic $payload" >>"$TMP/backend.log"
-            case $topic in
-            voice/*/stt)
-                dev=${topic#voice/}
-                dev=${dev%/stt}
-                text=$(sed -E 's/.*"text":"([^"]*)".*/\1/' <<<"$payload")
-                mosquitto_pub -h 127.0.0.1 -p "$PORT" -t "voice/$dev/say" -m "You said $text."
-                ;;
-            esac
-        done
-}
-backend &
+# The backend: mqfork-echo-agent answers each transcript with "You said
+# ..."; beside it, mosquitto_sub keeps what was published for the checks.
+"$AGENT" -p "$PORT" -T >"$TMP/agent.out" 2>"$TMP/agent.err" &
+PIDS+=($!)
+mosquitto_sub -h 127.0.0.1 -p "$PORT" -t 'voice/+/stt' -t test/again/out -F '%t %p' \
+    >"$TMP/backend.log" &
 PIDS+=($!)
 listens() {
     mosquitto_pub -h 127.0.0.1 -p "$PORT" -t test/again/out -m probe
     grep -q probe "$TMP/backend.log" 2>/dev/null
 }
 wait_for 10 listens || fail "the backend does not listen"
+wait_for 10 grep -q listening "$TMP/agent.out" || fail "mqfork-echo-agent does not listen"
 
-"$DEVICE" -p "$PORT" -n 1 -a "$RAW" -m manual -W 10 -w "$TMP/heard" -v \
+"$DEVICE" -p "$PORT" -n 1 -a "$RAW" -m manual -W 10 -w "$TMP/heard" -v -T -j \
     >"$TMP/device.out" 2>"$TMP/device.err" || fail "mqfork-device: $(tail -n 3 "$TMP/device.err")"
 grep -q '"type":"stt".*"text":"go forward ten meters"' "$TMP/device.err" ||
     fail "the device got no stt 'go forward ten meters'"
@@ -89,6 +82,14 @@ for state in '"state":"start"' '"state":"sentence_start","text":"You said go for
     '"state":"stop"'; do
     grep -q "\"type\":\"tts\".*$state" "$TMP/device.err" || fail "the device got no tts $state"
 done
+grep -q '^[0-9]*\.[0-9]\{6\} dev-1 heard "go forward ten meters", said "You said go forward ten meters."$' \
+    "$TMP/agent.out" || fail "mqfork-echo-agent's line: $(tail -n 1 "$TMP/agent.out")"
+# The agent's publish and the device's first audio, on one clock (-T).
+SAID=$(awk '/ said "/ { print $1; exit }' "$TMP/agent.out")
+HEARD=$(awk '$2 == "dev-1" && $3 == "<" && $4 == "audio" { print $1; exit }' "$TMP/device.err")
+awk -v s="${SAID:-0}" -v h="${HEARD:-0}" 'BEGIN { exit !(s > 0 && h > s && h - s < 20) }' ||
+    fail "say at ${SAID:-?}, its first audio at ${HEARD:-?}"
+grep -Eq '"stt_p50_ms":[0-9.]+' "$TMP/device.out" || fail "the device timed no transcript"
 WAV=$TMP/heard/dev-1.wav
 SIZE=$(stat -c %s "$WAV" 2>/dev/null || echo 0)
 # "You said go forward ten meters." is about 2 s at 16 kHz: 64 kB

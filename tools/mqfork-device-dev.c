@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tools/mqfork-device.h"
@@ -71,14 +72,31 @@ void dev_fail(struct device *d, const char *fmt, ...)
     va_end(ap);
     d->state = DEV_FAILED;
     if (d->sim->o.verbose)
-        fprintf(stderr, "mqfork-device: %s failed: %s\n", d->id, d->reason);
+        dev_log(d, "failed: %s", d->reason);
+}
+
+void dev_log(const struct device *d, const char *fmt, ...)
+{
+    va_list ap;
+    if (d->sim->o.timestamps) {
+        /* The wall clock, which a backend on this machine shares: the
+         * benchmark lines up its publishes with what the devices got. */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        fprintf(stderr, "%lld.%06ld ", (long long)ts.tv_sec, ts.tv_nsec / 1000);
+    }
+    fprintf(stderr, "%s ", d->id);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
 }
 
 static void publish(struct device *d, const char *json)
 {
     int rc = mosquitto_publish(d->mosq, NULL, d->topic_up, (int)strlen(json), json, 0, false);
     if (d->sim->o.verbose > 1)
-        fprintf(stderr, "%s > %s\n", d->id, json);
+        dev_log(d, "> %s", json);
     if (rc != MOSQ_ERR_SUCCESS)
         dev_fail(d, "publish on %s: %s", d->topic_up, mosquitto_strerror(rc));
 }
@@ -258,7 +276,7 @@ static void on_json(struct device *d, const char *json, size_t len)
     cJSON *o = cJSON_ParseWithLength(json, len);
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(o, "type");
     if (d->sim->o.verbose)
-        fprintf(stderr, "%s < %.*s\n", d->id, (int)len, json);
+        dev_log(d, "< %.*s", (int)len, json);
     if (!cJSON_IsString(type)) {
         d->st.json[JK_OTHER]++;
         d->st.bad_json++;
@@ -269,6 +287,8 @@ static void on_json(struct device *d, const char *json, size_t len)
     } else if (!strcmp(type->valuestring, "goodbye")) {
         on_goodbye(d, o);
     } else {
+        if (!strcmp(type->valuestring, "stt") && d->state == DEV_REPLY)
+            hist_add(&d->st.stt, now_us() - d->t_stop);
         d->st.json[!strcmp(type->valuestring, "stt")   ? JK_STT
                    : !strcmp(type->valuestring, "llm") ? JK_LLM
                                                        : JK_OTHER]++;

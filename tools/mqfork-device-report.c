@@ -137,6 +137,7 @@ static void sum(struct sim *s, struct totals *t)
             *counter(&t->st, k) += count_of(d, k);
         hist_merge(&t->st.jitter, &d->jitter);
         hist_merge(&t->st.reply, &d->reply);
+        hist_merge(&t->st.stt, &d->stt);
         hist_merge(&t->st.late, &d->late);
         if (d->hello_us >= 0)
             hist_add(&t->hello, d->hello_us);
@@ -273,6 +274,8 @@ static void add_counts(cJSON *o, const struct dev_stats *st)
     add_q(o, "jitter_p99_ms", &st->jitter, 0.99);
     add_q(o, "reply_p50_ms", &st->reply, 0.5);
     add_q(o, "reply_p99_ms", &st->reply, 0.99);
+    add_q(o, "stt_p50_ms", &st->stt, 0.5);
+    add_q(o, "stt_p95_ms", &st->stt, 0.95);
     add_q(o, "late_p99_ms", &st->late, 0.99);
 }
 
@@ -330,6 +333,7 @@ void report_print(struct sim *s)
     fflush(stdout);
     hist_free(&t.st.jitter);
     hist_free(&t.st.reply);
+    hist_free(&t.st.stt);
     hist_free(&t.st.late);
     hist_free(&t.hello);
 }

@@ -146,8 +146,11 @@ static void on_datagram(struct device *d, size_t n, int64_t at_us)
     d->seq_down = h.sequence;
     d->st.received++;
     int64_t now = now_us();
-    if (d->state == DEV_REPLY && !d->got_audio)
+    if (d->state == DEV_REPLY && !d->got_audio) {
         hist_add(&d->st.reply, now - d->t_stop);
+        if (d->sim->o.verbose)
+            dev_log(d, "< audio (the answer's first packet)");
+    }
     d->got_audio = true;
     d->t_heard = now;
     time_arrival(d, at_us, h.sequence);

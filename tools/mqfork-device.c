@@ -50,6 +50,7 @@ static void usage(FILE *f)
           "  -j, --json               summary as one JSON line\n"
           "      --table N            per-device table up to N devices, totals only beyond (32)\n"
           "  -v, --verbose            print control messages received (-vv: sent too), to stderr\n"
+          "  -T, --timestamps         start each -v line with the wall clock time (s since 1970)\n"
           "  -h, --help               -V, --version\n"
           "Exit status: 0 every device had its session, 1 some device failed, 2 usage.\n",
           f);
@@ -91,6 +92,7 @@ static const struct option long_opts[] = {
     {"json", no_argument, NULL, 'j'},
     {"table", required_argument, NULL, OPT_TABLE},
     {"verbose", no_argument, NULL, 'v'},
+    {"timestamps", no_argument, NULL, 'T'},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -154,6 +156,9 @@ static bool take(struct opts *o, int ch, const char *arg)
     case 'v':
         o->verbose++;
         return true;
+    case 'T':
+        o->timestamps = true;
+        return true;
     default:
         return false;
     }
@@ -175,7 +180,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
                        .wait_s = 5,
                        .table_max = 32};
     int ch;
-    while ((ch = getopt_long(argc, argv, "H:p:u:P:n:r:l:d:i:t:sa:m:W:w:jvhV", long_opts, NULL)) !=
+    while ((ch = getopt_long(argc, argv, "H:p:u:P:n:r:l:d:i:t:sa:m:W:w:jvThV", long_opts, NULL)) !=
            -1) {
         if (ch == 'h') {
             usage(stdout);
@@ -265,6 +270,7 @@ int main(int argc, char **argv)
     for (long i = 0; s.devs && i < s.n; i++) {
         hist_free(&s.devs[i].st.jitter);
         hist_free(&s.devs[i].st.reply);
+        hist_free(&s.devs[i].st.stt);
         hist_free(&s.devs[i].st.late);
     }
     free(s.devs);

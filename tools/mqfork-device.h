@@ -38,6 +38,7 @@ struct opts {
     enum voice_listen_mode mode;
     double hello_timeout_s, wait_s;
     int verbose;
+    bool timestamps; /* -v lines start with the wall clock time */
     long table_max;
 };
 
@@ -87,6 +88,7 @@ struct dev_stats {
     int64_t hello_us;   /* hello sent -> reply, -1 when none */
     struct hist jitter; /* |inter-arrival - frame period| of the downlink */
     struct hist reply;  /* listen stop -> first downlink packet */
+    struct hist stt;    /* listen stop -> the transcript (stt) */
     struct hist late;   /* uplink frames sent behind their schedule */
 };
 
@@ -158,6 +160,8 @@ void dev_timer(struct device *d);        /* its due time came */
 void dev_udp_readable(struct device *d); /* datagrams waiting */
 void dev_stop(struct device *d);         /* SIGINT: wind down now */
 void dev_fail(struct device *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A -v line on stderr, "<id> <what>", after the wall clock time with -T. */
+void dev_log(const struct device *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void dev_free(struct device *d);
 
 /* ---- the audio channel (mqfork-device-udp.c) ---------------------------- */
