@@ -7,6 +7,13 @@
 
 #include <mqfork/handler.h>
 
+/* pocketsphinx-en-us's model: speech.transcribe's default, and what the
+ * speech benchmark's bare loop (tools/mqfork-speech-limit.c) loads. */
+#define SPEECH_MODEL_DIR    "/usr/share/pocketsphinx/model/en-us/"
+#define SPEECH_DEFAULT_HMM  SPEECH_MODEL_DIR "en-us"
+#define SPEECH_DEFAULT_DICT SPEECH_MODEL_DIR "cmudict-en-us.dict"
+#define SPEECH_DEFAULT_LM   SPEECH_MODEL_DIR "en-us.lm.bin"
+
 extern const struct mqfork_handler speech_transcribe;
 extern const struct mqfork_handler speech_synthesize;
 

@@ -21,10 +21,9 @@
 
 #include <pocketsphinx.h>
 
-#define MODEL_DIR    "/usr/share/pocketsphinx/model/en-us/"
-#define DEFAULT_HMM  MODEL_DIR "en-us"
-#define DEFAULT_DICT MODEL_DIR "cmudict-en-us.dict"
-#define DEFAULT_LM   MODEL_DIR "en-us.lm.bin"
+#define DEFAULT_HMM  SPEECH_DEFAULT_HMM
+#define DEFAULT_DICT SPEECH_DEFAULT_DICT
+#define DEFAULT_LM   SPEECH_DEFAULT_LM
 
 #define SAMPLE_RATE 16000
 /* The JSON answer at most: a transcript longer than this is cut at a word
