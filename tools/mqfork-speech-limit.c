@@ -89,9 +89,9 @@ int main(int argc, char **argv)
     for (int i = 0; i < n; i++)
         if (load_raw(argv[optind + i], &raws[i]) < 0)
             return 1;
-    cmd_ln_t *config = cmd_ln_init(NULL, ps_args(), TRUE, "-hmm", SPEECH_DEFAULT_HMM, "-dict",
-                                   SPEECH_DEFAULT_DICT, "-lm", SPEECH_DEFAULT_LM, "-logfn",
-                                   "/dev/null", NULL);
+    cmd_ln_t *config =
+        cmd_ln_init(NULL, ps_args(), TRUE, "-hmm", SPEECH_DEFAULT_HMM, "-dict", SPEECH_DEFAULT_DICT,
+                    "-lm", SPEECH_DEFAULT_LM, "-logfn", "/dev/null", NULL);
     ps_decoder_t *ps = config ? ps_init(config) : NULL;
     if (!ps) {
         fprintf(stderr, "mqfork-speech-limit: pocketsphinx cannot load the model\n");
@@ -110,8 +110,8 @@ int main(int argc, char **argv)
             audio += (double)raws[i].samples / RATE;
         }
     double wall = clock_s(CLOCK_MONOTONIC) - wall0, cpu = clock_s(CLOCK_PROCESS_CPUTIME_ID) - cpu0;
-    printf("audio_s %.3f wall_s %.3f cpu_s %.3f speed_wall %.3f speed_cpu %.3f\n", audio, wall,
-           cpu, audio / wall, audio / cpu);
+    printf("audio_s %.3f wall_s %.3f cpu_s %.3f speed_wall %.3f speed_cpu %.3f\n", audio, wall, cpu,
+           audio / wall, audio / cpu);
     ps_free(ps);
     cmd_ln_free_r(config);
     for (int i = 0; i < n; i++)
