@@ -52,7 +52,8 @@ void log_msg(enum log_level level, const char *fmt, ...)
         struct tm tm;
         clock_gettime(CLOCK_REALTIME, &ts);
         localtime_r(&ts.tv_sec, &tm);
-        n = strftime(line, sizeof(line), "%H:%M:%S", &tm);
+        /* The date too: a terminal's or a file's log outlives a day. */
+        n = strftime(line, sizeof(line), "%Y-%m-%d %H:%M:%S", &tm);
         n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03ld %-5s ", ts.tv_nsec / 1000000,
                               level_names[level]);
     }

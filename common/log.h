@@ -1,6 +1,7 @@
 /* log.h - the daemon's log: one line per event on stderr, which systemd's
  * journal captures. Under the journal each line carries its priority as a
- * "<N>" prefix; on a terminal it carries the time and the level's name. */
+ * "<N>" prefix; elsewhere it carries the local date and time and the
+ * level's name. */
 #ifndef MQFORK_COMMON_LOG_H
 #define MQFORK_COMMON_LOG_H
 

@@ -2,8 +2,10 @@
  * sources it asks for (the routes, the voice gateway: source.h), and run the
  * event loop until a signal says stop.
  *
- *   mqforkd -c FILE       run in the foreground (systemd style)
- *   mqforkd -t -c FILE    check FILE, print every problem, exit 0 or 1
+ *   mqforkd [-c FILE]       run in the foreground (systemd style)
+ *   mqforkd -t [-c FILE]    check FILE, print every problem, exit 0 or 1
+ * FILE is <sysconfdir>/mqfork/mqfork.yaml (/etc/mqfork/mqfork.yaml for a
+ * package) unless -c names another.
  *
  * Signals arrive through a signalfd in the loop, never as handlers:
  * SIGUSR1 / SIGUSR2 one worker more / fewer, SIGTERM / SIGINT drain and exit
@@ -61,15 +63,31 @@ struct daemon {
     int exit_code;
     struct loop_timer drain_deadline;
     struct reload_conf *reloader; /* made at the first SIGHUP */
+    bool verbose;                 /* -v: debug whatever log_level says */
 };
+
+/* log_level of the configuration, unless -v asked for everything. */
+static void set_log_level(const struct daemon *d)
+{
+    if (d->verbose)
+        log_set_level(LOG_LVL_DEBUG);
+    else
+        log_set_level_name(d->conf.log_level);
+}
+
+/* The configuration read without -c: where meson install puts it. */
+#define DEFAULT_CONFIG MQFORK_SYSCONFDIR "/mqfork/mqfork.yaml"
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: mqforkd [-t] -c FILE\n"
-                 "  -c FILE   configuration file (YAML)\n"
-                 "  -t        check the configuration, print every problem, exit 0 or 1\n"
-                 "  -V        print the version\n"
-                 "  -h        this help\n");
+    fprintf(out,
+            "usage: mqforkd [-t] [-v] [-c FILE]\n"
+            "  -c, --config FILE  configuration file (YAML; default %s)\n"
+            "  -t, --test         check the configuration, print every problem, exit 0 or 1\n"
+            "  -v, --verbose      log at level debug, whatever log_level says\n"
+            "  -V, --version      print the version\n"
+            "  -h, --help         this help\n",
+            DEFAULT_CONFIG);
 }
 
 static int check_config(const char *path)
@@ -143,7 +161,7 @@ static bool reload_apply(void *ctx, struct conf *c, bool again)
                 log_error("SIGHUP: the source %s could not follow its new configuration",
                           d->sources[i].ops->name);
         conf_free(&old);
-        log_set_level_name(d->conf.log_level);
+        set_log_level(d);
         log_info("SIGHUP: configuration reloaded from %s", d->conf.path);
     }
     if (!again)
@@ -281,9 +299,9 @@ static void run(struct daemon *d)
         loop_run(d->loop, -1);
 }
 
-static int serve(const char *path)
+static int serve(const char *path, bool verbose)
 {
-    struct daemon d = {.sfd = -1};
+    struct daemon d = {.sfd = -1, .verbose = verbose};
     notify_init(&d.notify);
     struct conf_diags diags = {0};
     if (registry_init(&d.registry) < 0 ||
@@ -293,7 +311,7 @@ static int serve(const char *path)
         registry_free(&d.registry);
         return 1;
     }
-    log_set_level_name(d.conf.log_level);
+    set_log_level(&d);
     log_diags(&diags); /* warnings only */
     conf_diags_free(&diags);
     int rc = 1;
@@ -337,35 +355,60 @@ out:
     return rc;
 }
 
-int main(int argc, char **argv)
+/* What the command line asks for. */
+struct options {
+    const char *path;
+    bool test_only;
+    bool verbose;
+};
+
+/* 0 with O filled, -1 when the tool is done (help, version: exit 0), or
+ * the exit status of a usage error. */
+static int parse_options(int argc, char **argv, struct options *o)
 {
-    const char *path = NULL;
-    bool test_only = false;
+    static const struct option longs[] = {
+        {"config", required_argument, NULL, 'c'}, {"test", no_argument, NULL, 't'},
+        {"verbose", no_argument, NULL, 'v'},      {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+    };
+    *o = (struct options){.path = DEFAULT_CONFIG};
     int opt;
-    proctitle_init(argc, argv);
-    while ((opt = getopt(argc, argv, "c:thV")) != -1) {
+    while ((opt = getopt_long(argc, argv, "c:tvVh", longs, NULL)) != -1) {
         switch (opt) {
         case 'c':
-            path = optarg;
+            o->path = optarg;
             break;
         case 't':
-            test_only = true;
+            o->test_only = true;
+            break;
+        case 'v':
+            o->verbose = true;
             break;
         case 'V':
             printf("mqforkd %s\n", MQFORK_VERSION);
-            return 0;
+            return -1;
         case 'h':
             usage(stdout);
-            return 0;
+            return -1;
         default:
             usage(stderr);
             return 2;
         }
     }
-    if (!path || optind != argc) {
-        fprintf(stderr, "mqforkd: %s\n", !path ? "-c FILE is required" : "unexpected argument");
+    if (optind != argc) {
+        fprintf(stderr, "mqforkd: unexpected argument '%s'\n", argv[optind]);
         usage(stderr);
         return 2;
     }
-    return test_only ? check_config(path) : serve(path);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct options o;
+    proctitle_init(argc, argv);
+    int rc = parse_options(argc, argv, &o);
+    if (rc != 0)
+        return rc < 0 ? 0 : rc;
+    return o.test_only ? check_config(o.path) : serve(o.path, o.verbose);
 }

@@ -75,8 +75,20 @@ done < <(grep '^# expect: ' "$bad" | sed 's/^# expect: \([0-9]*:[0-9]*\): /# exp
 
 out=$("$MQFORKD" -t -c "$TMP/missing.yaml" 2>&1)
 [ $? -eq 1 ] && echo "$out" | grep -q "cannot open" || fail "-t on a missing file: $out"
-"$MQFORKD" >/dev/null 2>&1
-[ $? -eq 2 ] || fail "no arguments should be a usage error (exit 2)"
+"$MQFORKD" --bogus >/dev/null 2>&1
+[ $? -eq 2 ] || fail "an unknown option should be a usage error (exit 2)"
+"$MQFORKD" -t -c "$CONF" extra >/dev/null 2>&1
+[ $? -eq 2 ] || fail "an argument besides the options should be a usage error (exit 2)"
+out=$("$MQFORKD" --test --config "$CONF" 2>&1) || fail "--test --config on a good file exited $?: $out"
+echo "$out" | grep -q "configuration OK" || fail "--test --config on a good file says: $out"
+# Without -c: the file in the build's sysconfdir, which --help names.
+default=$("$MQFORKD" --help | sed -n 's/.*default \(\/[^)]*mqfork\.yaml\)).*/\1/p')
+[[ $default == */mqfork/mqfork.yaml ]] || fail "--help names no default configuration: $default"
+if [ ! -e "$default" ]; then
+    out=$("$MQFORKD" -t 2>&1)
+    [ $? -eq 1 ] && echo "$out" | grep -qF "cannot open '$default'" ||
+        fail "-t without -c does not read $default: $out"
+fi
 
 # --- running -----------------------------------------------------------------
 start_daemon() {

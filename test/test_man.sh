@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # test_man.sh - the manual pages cannot drift from what they describe: every
 # page was built (roff with its .TH line; groff, when installed, finds
-# nothing to warn about), every option in each tool's usage is in its page
-# as *-x*, every key of conf/mqfork.yaml (commented ones too) is in
+# nothing to warn about), each tool answers -h, --help and --version alike,
+# every option in each tool's usage is in its page as *-x*, every key of conf/mqfork.yaml (commented ones too) is in
 # mqfork.yaml(5) as *dotted.name* (a route's keys, and its params, by their
 # own name), and so is every key name of the key tables in conf/*.c. Without scdoc the pages are not built, and only the drift
 # checks run, on the sources in doc/.
@@ -62,11 +62,30 @@ check_tool() { # check_tool PAGE USAGE_TEXT
     [ "$n" -gt 0 ] || fail "$page: found no option in the usage"
 }
 
-check_tool mqforkd.8 "$("$1" -h)"
-check_tool mqforkstat.1 "$("$2" -h)"
+# Every tool: -h and --help print the same usage on standard output and
+# exit 0; --version prints "NAME VERSION" and exits 0.
+check_cli() { # check_cli NAME PROGRAM
+    local name=$1 prog=$2 short long version
+    short=$("$prog" -h 2>/dev/null) || fail "$name -h exits $?, want 0"
+    long=$("$prog" --help 2>/dev/null) || fail "$name --help exits $?, want 0"
+    [[ $short == usage:* ]] || fail "$name -h prints no usage on standard output: $short"
+    [ "$short" = "$long" ] || fail "$name -h and --help differ"
+    version=$("$prog" --version 2>/dev/null) || fail "$name --version exits $?, want 0"
+    [[ $version =~ ^$name\ [0-9]+\.[0-9]+ ]] || fail "$name --version prints '$version'"
+}
+
+check_cli mqforkd "$1"
+check_cli mqforkstat "$2"
+check_cli mqfork-load "$3"
+check_cli mqfork-device "$4"
+check_cli mqfork-packets "$5"
+check_cli mqfork-echo-agent "$6"
+
+check_tool mqforkd.8 "$("$1" --help)"
+check_tool mqforkstat.1 "$("$2" --help)"
 check_tool mqfork-load.1 "$("$3" --help)"
 check_tool mqfork-device.1 "$("$4" --help)"
-check_tool mqfork-packets.1 "$("$5" -h 2>&1)"
+check_tool mqfork-packets.1 "$("$5" --help)"
 check_tool mqfork-echo-agent.1 "$("$6" --help)"
 
 # 3. Every key of the example configuration is in mqfork.yaml(5).

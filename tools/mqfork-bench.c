@@ -462,8 +462,12 @@ int main(int argc, char **argv)
     double seconds = 3;
     size_t trips = 20000;
     unsigned workers = 2;
+    static const struct option longs[] = {
+        {"seconds", required_argument, NULL, 's'}, {"round-trips", required_argument, NULL, 'n'},
+        {"workers", required_argument, NULL, 'w'}, {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     int opt;
-    while ((opt = getopt(argc, argv, "s:n:w:h")) != -1) {
+    while ((opt = getopt_long(argc, argv, "s:n:w:Vh", longs, NULL)) != -1) {
         switch (opt) {
         case 's':
             seconds = atof(optarg);
@@ -474,8 +478,13 @@ int main(int argc, char **argv)
         case 'w':
             workers = (unsigned)atoi(optarg);
             break;
+        case 'V':
+            printf("mqfork-bench %s\n", MQFORK_VERSION);
+            return 0;
         default:
-            fprintf(stderr, "usage: mqfork-bench [-s SECONDS] [-n ROUND_TRIPS] [-w WORKERS]\n");
+            fprintf(opt == 'h' ? stdout : stderr,
+                    "usage: mqfork-bench [-s|--seconds SECONDS] [-n|--round-trips ROUND_TRIPS]\n"
+                    "                    [-w|--workers WORKERS] [-V|--version] [-h|--help]\n");
             return opt == 'h' ? 0 : 2;
         }
     }

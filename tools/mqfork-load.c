@@ -39,30 +39,36 @@ static void usage(FILE *f)
     fputs("usage: mqfork-load [options] -t TOPIC [-T REPLY_FILTER]\n"
           "       mqfork-load --echo-server [options] -t REQUEST_FILTER\n"
           "load (publish requests, match replies, report):\n"
-          "  -t TOPIC          request topic; %d is replaced by the device index\n"
-          "  -T FILTER         reply filter (default: TOPIC with %d->+ and last level in->out)\n"
-          "  -D DEVICES        devices %d cycles over (default 1)\n"
-          "  -r RATE           messages/s paced by the clock; 0 = as fast as the window allows\n"
-          "  -w WINDOW         at most this many unanswered requests (default 1000 with -r 0;\n"
-          "                    a paced run ignores answers unless -w is given)\n"
-          "  -n COUNT          messages to send (default 1000 unless -d)\n"
-          "  -d SECONDS        send for this long\n"
-          "  -W, --timeout S   wait this long for stragglers after the last send (default 2)\n"
-          "  -f FILE           payloads: 2-byte big-endian length + bytes, repeated\n"
-          "      --raw         with -f: the whole file is one payload\n"
-          "  -s SIZE           payload of SIZE random bytes (default 64)\n"
-          "  -m TEXT           payload TEXT\n"
-          "  -q QOS            publish and subscribe QoS (default 0)\n"
-          "  -e FILTER         count error reports published on FILTER\n"
+          "  -t, --topic TOPIC       request topic; %d is replaced by the device index\n"
+          "  -T, --reply FILTER      reply filter (default: TOPIC with %d->+ and last level\n"
+          "                          in->out)\n"
+          "  -D, --devices DEVICES   devices %d cycles over (default 1)\n"
+          "  -r, --rate RATE         messages/s paced by the clock; 0 = as fast as the window\n"
+          "                          allows\n"
+          "  -w, --window WINDOW     at most this many unanswered requests (default 1000 with\n"
+          "                          -r 0; a paced run ignores answers unless -w is given)\n"
+          "  -n, --count COUNT       messages to send (default 1000 unless -d)\n"
+          "  -d, --duration SECONDS  send for this long\n"
+          "  -W, --timeout S         wait this long for stragglers after the last send\n"
+          "                          (default 2)\n"
+          "  -f, --file FILE         payloads: 2-byte big-endian length + bytes, repeated\n"
+          "      --raw               with -f: the whole file is one payload\n"
+          "  -s, --size SIZE         payload of SIZE random bytes (default 64)\n"
+          "  -m, --message TEXT      payload TEXT\n"
+          "  -q, --qos QOS           publish and subscribe QoS (default 0)\n"
+          "  -e, --errors FILTER     count error reports published on FILTER\n"
           "      --response-topic TOPIC  set the v5 response topic (%d allowed)\n"
-          "  -i SECONDS        interim report every SECONDS\n"
-          "  -j                final report as one JSON line\n"
+          "  -i, --interval SECONDS  interim report every SECONDS\n"
+          "  -j, --json              final report as one JSON line\n"
           "connection:\n"
-          "  -h HOST (127.0.0.1)  -p PORT (1883, 8883 with TLS)  -u USER  -P PASSWORD\n"
-          "  -V 5|311          MQTT version (default 5; 3.1.1 matches replies in order)\n"
+          "  -H, --host HOST         broker (127.0.0.1)\n"
+          "  -p, --port PORT         broker port (1883, 8883 with TLS)\n"
+          "  -u, --username USER     -P, --password PASSWORD\n"
+          "  -V, --protocol 5|311    MQTT version (default 5; 3.1.1 matches replies in order)\n"
           "  --cafile FILE  --cert FILE  --key FILE   TLS\n"
           "echo server (the limit): answers each request on its v5 response topic, or\n"
-          "  on the request topic with its last level in->out, copying correlation data.\n",
+          "  on the request topic with its last level in->out, copying correlation data.\n"
+          "  -h, --help              this help      --version   print the version\n",
           f);
 }
 
@@ -73,18 +79,38 @@ enum {
     OPT_KEY,
     OPT_RESPONSE_TOPIC,
     OPT_ECHO,
-    OPT_HELP,
+    OPT_VERSION,
 };
 
 static const struct option long_opts[] = {
+    {"topic", required_argument, NULL, 't'},
+    {"reply", required_argument, NULL, 'T'},
+    {"devices", required_argument, NULL, 'D'},
+    {"rate", required_argument, NULL, 'r'},
+    {"window", required_argument, NULL, 'w'},
+    {"count", required_argument, NULL, 'n'},
+    {"duration", required_argument, NULL, 'd'},
+    {"timeout", required_argument, NULL, 'W'},
+    {"file", required_argument, NULL, 'f'},
     {"raw", no_argument, NULL, OPT_RAW},
+    {"size", required_argument, NULL, 's'},
+    {"message", required_argument, NULL, 'm'},
+    {"qos", required_argument, NULL, 'q'},
+    {"errors", required_argument, NULL, 'e'},
+    {"response-topic", required_argument, NULL, OPT_RESPONSE_TOPIC},
+    {"interval", required_argument, NULL, 'i'},
+    {"json", no_argument, NULL, 'j'},
+    {"host", required_argument, NULL, 'H'},
+    {"port", required_argument, NULL, 'p'},
+    {"username", required_argument, NULL, 'u'},
+    {"password", required_argument, NULL, 'P'},
+    {"protocol", required_argument, NULL, 'V'},
     {"cafile", required_argument, NULL, OPT_CAFILE},
     {"cert", required_argument, NULL, OPT_CERT},
     {"key", required_argument, NULL, OPT_KEY},
-    {"response-topic", required_argument, NULL, OPT_RESPONSE_TOPIC},
     {"echo-server", no_argument, NULL, OPT_ECHO},
-    {"timeout", required_argument, NULL, 'W'},
-    {"help", no_argument, NULL, OPT_HELP},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
 };
 
@@ -92,7 +118,7 @@ static const struct option long_opts[] = {
 static const char **string_opt(struct opts *o, int ch)
 {
     switch (ch) {
-    case 'h':
+    case 'H':
         return &o->host;
     case 'u':
         return &o->user;
@@ -250,10 +276,14 @@ static void parse_args(struct opts *o, int argc, char **argv, char **owned)
                        .timeout = 2.0,
                        .keepalive = 30};
     *owned = NULL;
-    while ((ch = getopt_long(argc, argv, "h:p:u:P:V:t:T:e:D:r:w:n:d:W:f:s:m:q:i:j", long_opts,
+    while ((ch = getopt_long(argc, argv, "H:p:u:P:V:t:T:e:D:r:w:n:d:W:f:s:m:q:i:jh", long_opts,
                              NULL)) != -1) {
-        if (ch == OPT_HELP) {
+        if (ch == 'h') {
             usage(stdout);
+            exit(0);
+        }
+        if (ch == OPT_VERSION) {
+            printf("mqfork-load %s\n", MQFORK_VERSION);
             exit(0);
         }
         if (ch == '?' || !set_opt(o, ch, optarg, &window_set)) {

@@ -478,6 +478,9 @@ static void usage(FILE *f)
         "                                [-w WINDOW] [-s SECONDS] [-a FILE]\n"
         "       mqfork-voice-limit hello -p PORT -n SESSIONS\n"
         "       mqfork-voice-limit sink -p PORT -f FILTER\n"
+        "       mqfork-voice-limit -h | --help | -V | --version\n"
+        "  (each option also by its long name: --host, --port, --udp-port, --sessions,\n"
+        "   --id-prefix, --audio, --seconds, --topic, --filter, --window)\n"
         "  -H HOST      broker and UDP host (127.0.0.1)     -p PORT   broker port (1883)\n"
         "  -U PORT      UDP port: the relay's, or where blast sends\n"
         "  -n N         sessions (1)                        -i PREFIX device ids (bench-)\n"
@@ -535,11 +538,27 @@ int main(int argc, char **argv)
                       .sessions = 1,
                       .window = 256,
                       .seconds = 1};
-    static const struct option longs[] = {
-        {"bare", no_argument, NULL, 'b'}, {"help", no_argument, NULL, 'h'}, {0}};
+    static const struct option longs[] = {{"host", required_argument, NULL, 'H'},
+                                          {"port", required_argument, NULL, 'p'},
+                                          {"udp-port", required_argument, NULL, 'U'},
+                                          {"sessions", required_argument, NULL, 'n'},
+                                          {"id-prefix", required_argument, NULL, 'i'},
+                                          {"audio", required_argument, NULL, 'a'},
+                                          {"seconds", required_argument, NULL, 's'},
+                                          {"topic", required_argument, NULL, 't'},
+                                          {"filter", required_argument, NULL, 'f'},
+                                          {"window", required_argument, NULL, 'w'},
+                                          {"bare", no_argument, NULL, 'b'},
+                                          {"help", no_argument, NULL, 'h'},
+                                          {0}};
     if (argc < 2 || argv[1][0] == '-') {
-        usage(argc > 1 && !strcmp(argv[1], "-h") ? stdout : stderr);
-        return argc > 1 && !strcmp(argv[1], "-h") ? 0 : 2;
+        bool help = argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"));
+        if (argc > 1 && (!strcmp(argv[1], "-V") || !strcmp(argv[1], "--version"))) {
+            printf("mqfork-voice-limit %s\n", MQFORK_VERSION);
+            return 0;
+        }
+        usage(help ? stdout : stderr);
+        return help ? 0 : 2;
     }
     o.mode = argv[1];
     if (!strcmp(o.mode, "hist")) {

@@ -131,6 +131,10 @@ int out_text(FILE *out, const struct snap *s);
 int out_json(FILE *out, const struct snap *s);
 int out_prom(FILE *out, const struct snap *s);
 
+/* --listen: serve GET /metrics at SPEC (ADDRESS:PORT) until killed.
+ * Returns the exit code when it cannot (or can no longer) serve. */
+int serve_metrics(const char *instance, const char *spec);
+
 /* The ncurses live view until `q`. Returns the exit code. */
 int live_run(const char *instance, double interval_s);
 

@@ -17,6 +17,8 @@ static cJSON *json_instance(const struct snap *s)
     cJSON_AddStringToObject(o, "name", s->hdr.instance);
     cJSON_AddNumberToObject(o, "pid", s->hdr.pid);
     cJSON_AddBoolToObject(o, "alive", s->alive);
+    /* -j reads a segment whose daemon is gone too: what it last wrote. */
+    cJSON_AddBoolToObject(o, "stale", !s->alive);
     cJSON_AddStringToObject(o, "version", s->hdr.version);
     cJSON_AddNumberToObject(o, "layout_version", s->hdr.layout_version);
     cJSON_AddNumberToObject(o, "generation", (double)s->generation);

@@ -12,12 +12,18 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "shm/statread.h"
 #include "tools/mqforkstat.h"
 
 #define SHM_DIR    "/dev/shm"
 #define SHM_PREFIX "mqfork."
+
+/* Instances named after "no such instance"; -l lists them all. */
+#define SUGGEST_MAX 8
+
+static size_t instance_names(char ***names_out);
 
 static uint64_t clock_ns(clockid_t c)
 {
@@ -199,12 +205,35 @@ static void explain_access(const char *instance, FILE *err)
             instance, path, (unsigned)(st.st_mode & 0777), uname, gname, uname, gname);
 }
 
+/* After "no such instance": the way to list them, and those that exist. */
+static void suggest_instances(FILE *err)
+{
+    char **names;
+    size_t n = instance_names(&names);
+    if (n == 0) {
+        fprintf(err, "mqforkstat: no instance exists (no " SHM_DIR "/" SHM_PREFIX
+                     "*: is mqforkd running?)\n");
+        return;
+    }
+    fprintf(err, "mqforkstat: instances (mqforkstat -l for their state):");
+    for (size_t i = 0; i < n; i++) {
+        if (i < SUGGEST_MAX)
+            fprintf(err, " %s", names[i]);
+        free(names[i]);
+    }
+    if (n > SUGGEST_MAX)
+        fprintf(err, " and %zu more", n - SUGGEST_MAX);
+    fputc('\n', err);
+    free(names);
+}
+
 static void explain(const char *instance, int err_no, uint32_t found, FILE *err)
 {
-    if (err_no == ENOENT)
+    if (err_no == ENOENT) {
         fprintf(err, "mqforkstat: no such instance '%s' (no " SHM_DIR "/" SHM_PREFIX "%s)\n",
                 instance, instance);
-    else if (err_no == EACCES || err_no == EPERM)
+        suggest_instances(err);
+    } else if (err_no == EACCES || err_no == EPERM)
         explain_access(instance, err);
     else if (err_no == EPROTO && found)
         fprintf(err,
@@ -284,16 +313,14 @@ static int by_name(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-int stat_list(FILE *out)
+/* The instance names in /dev/shm, sorted, in *NAMES (each and the array
+ * for the caller to free). Returns how many; 0 with *NAMES NULL if none. */
+static size_t instance_names(char ***names_out)
 {
-    DIR *d = opendir(SHM_DIR);
-    if (!d) {
-        fprintf(stderr, "mqforkstat: %s: %s\n", SHM_DIR, strerror(errno));
-        return 1;
-    }
     char **names = NULL;
     size_t n = 0;
-    for (struct dirent *e = readdir(d); e; e = readdir(d)) {
+    DIR *d = opendir(SHM_DIR);
+    for (struct dirent *e = d ? readdir(d) : NULL; e; e = readdir(d)) {
         if (strncmp(e->d_name, SHM_PREFIX, strlen(SHM_PREFIX)) != 0 ||
             e->d_name[strlen(SHM_PREFIX)] == '\0')
             continue;
@@ -304,9 +331,22 @@ int stat_list(FILE *out)
         names[n] = strdup(e->d_name + strlen(SHM_PREFIX));
         n += names[n] != NULL;
     }
-    closedir(d);
+    if (d)
+        closedir(d);
     if (n > 1)
         qsort(names, n, sizeof(*names), by_name);
+    *names_out = names;
+    return n;
+}
+
+int stat_list(FILE *out)
+{
+    if (access(SHM_DIR, R_OK | X_OK) < 0) {
+        fprintf(stderr, "mqforkstat: %s: %s\n", SHM_DIR, strerror(errno));
+        return 1;
+    }
+    char **names;
+    size_t n = instance_names(&names);
     fprintf(out, "%-24s %8s %-13s %s\n", "INSTANCE", "PID", "STATE", "UPTIME");
     for (size_t i = 0; i < n; i++) {
         list_one(out, names[i]);
