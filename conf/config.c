@@ -298,8 +298,10 @@ static void load_document(struct loader *ld)
 {
     char buf[64];
     yaml_node_t *root = yaml_document_get_root_node(&ld->doc);
-    if (!root || is_null(root))
-        return; /* an empty file: every default */
+    if (!root || is_null(root)) {
+        check_has_work(ld); /* an empty file: every default, and no route */
+        return;
+    }
     if (root->type != YAML_MAPPING_NODE) {
         report(ld, root, "the top level must be a mapping of keys, got %s",
                describe(root, buf, sizeof(buf)));

@@ -1,9 +1,13 @@
 /* config_across.c - checks across values, once the whole file is walked:
  * contradictions (min above max), the slab against the payload limit, TLS
- * files, what the voice keys mean together, and the user to run as. */
+ * files, what the voice keys mean together, the user to run as (and whether
+ * it can read the file again at a reload), a file with nothing to do. */
 #include <errno.h>
+#include <grp.h>
+#include <limits.h>
 #include <pwd.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -134,6 +138,83 @@ static void check_voice(struct loader *ld)
                v->bind);
 }
 
+/* Whether PW's user (its uid, gid and groups) passes the mode bits of ST
+ * for the access in WANT (S_IROTH or S_IXOTH). ACLs are not looked at. */
+static bool user_may(const struct passwd *pw, const gid_t *groups, int ngroups,
+                     const struct stat *st, mode_t want)
+{
+    if (pw->pw_uid == 0)
+        return true;
+    if (st->st_uid == pw->pw_uid)
+        return st->st_mode & (want << 6);
+    for (int i = 0; i < ngroups; i++)
+        if (groups[i] == st->st_gid)
+            return st->st_mode & (want << 3);
+    return st->st_mode & want;
+}
+
+/* Whether PW's user may open PATH for reading: search every directory on
+ * the way, read the file. True when that cannot be found out (the open
+ * at start has said what is wrong with the file itself). */
+static bool user_can_read(const struct passwd *pw, const char *path)
+{
+    gid_t groups[256];
+    int ngroups = (int)(sizeof(groups) / sizeof(groups[0]));
+    char *real = realpath(path, NULL);
+    if (!real || getgrouplist(pw->pw_name, pw->pw_gid, groups, &ngroups) < 0) {
+        free(real);
+        return true;
+    }
+    bool ok = true;
+    struct stat st;
+    for (char *slash = strchr(real + 1, '/'); ok && slash; slash = strchr(slash + 1, '/')) {
+        *slash = '\0';
+        ok = stat(real, &st) < 0 || user_may(pw, groups, ngroups, &st, S_IXOTH);
+        *slash = '/';
+    }
+    if (ok && stat(real, &st) == 0)
+        ok = user_may(pw, groups, ngroups, &st, S_IROTH);
+    free(real);
+    return ok;
+}
+
+/* The daemon drops to USER at start: it must exist; and a SIGHUP reloads
+ * the file as USER, so a file USER cannot read would make every reload
+ * fail. (Keeping a way to read it as root would mean keeping a privilege
+ * for the daemon's whole life, which dropping the user is there to avoid.)
+ * getpwnam_r: a reload loads in a thread of its own. */
+static void check_user(struct loader *ld)
+{
+    const struct conf *c = ld->conf;
+    yaml_node_t *un = lookup(ld, "user");
+    struct passwd pw, *found = NULL;
+    char pwbuf[4096];
+    if (!c->user || (un && was_reported(ld, un)))
+        return;
+    if (getpwnam_r(c->user, &pw, pwbuf, sizeof(pwbuf), &found) != 0 || !found)
+        report(ld, un, "user: no such user '%s'", c->user);
+    else if (!user_can_read(found, ld->path))
+        report_warning(ld, un,
+                       "user: '%s' cannot read %s: a reload (SIGHUP) runs as that user and "
+                       "would fail; make the file readable by it or its group (chgrp, chmod "
+                       "0640), or restart instead of reloading",
+                       c->user, ld->path);
+}
+
+/* No route and no voice gateway: the daemon would start and do nothing
+ * (an empty or forgotten routes: list). Only said of a file without
+ * errors: one with errors does not start anyway. */
+void check_has_work(struct loader *ld)
+{
+    for (size_t i = ld->diags_before; i < ld->diags->count; i++)
+        if (!ld->diags->items[i].warning)
+            return;
+    yaml_node_t *rn = lookup(ld, "routes");
+    if (ld->conf->nroutes == 0 && !ld->conf->voice.enabled && !(rn && was_reported(ld, rn)) &&
+        !(rn && rn->type == YAML_SEQUENCE_NODE && list_count(rn) > 0))
+        report_warning(ld, rn, "routes: none, and no voice: section: the daemon would take no job");
+}
+
 void check_across(struct loader *ld)
 {
     const struct conf *c = ld->conf;
@@ -159,12 +240,6 @@ void check_across(struct loader *ld)
         check_voice(ld);
     if (c->broker.tls_enabled)
         check_tls(ld);
-    /* The daemon drops to this user at start: find out now, not then.
-     * (getpwnam_r: a reload loads in a thread of its own.) */
-    yaml_node_t *un = lookup(ld, "user");
-    struct passwd pw, *found = NULL;
-    char pwbuf[4096];
-    if (c->user && !(un && was_reported(ld, un)) &&
-        (getpwnam_r(c->user, &pw, pwbuf, sizeof(pwbuf), &found) != 0 || !found))
-        report(ld, un, "user: no such user '%s'", c->user);
+    check_user(ld);
+    check_has_work(ld);
 }

@@ -142,6 +142,9 @@ void load_params(struct loader *ld, const yaml_node_t *v, struct conf_route *r, 
 
 /* What several values mean together: min <= max, the slab, TLS, voice, user. */
 void check_across(struct loader *ld);
+/* A warning when the file gives the daemon nothing to do (no route, no
+ * voice gateway); part of check_across, and all an empty file gets. */
+void check_has_work(struct loader *ld);
 
 #pragma GCC visibility pop
 

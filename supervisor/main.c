@@ -29,6 +29,7 @@
 #include "supervisor/mqtt.h"
 #include "supervisor/notify.h"
 #include "supervisor/reload_conf.h"
+#include "supervisor/restart_keys.h"
 #include "supervisor/source.h"
 #include "worker/registry.h"
 #include "worker/worker.h"
@@ -101,8 +102,8 @@ static int check_config(const char *path)
     conf_diags_print(&d, stderr);
     if (rc == 0) {
         size_t warnings = conf_diags_warnings(&d);
-        printf("%s: configuration OK (%zu routes, workers %u..%u)", path, c.nroutes, c.workers.min,
-               c.workers.max);
+        printf("%s: configuration OK (%zu route%s, workers %u..%u)", path, c.nroutes,
+               c.nroutes == 1 ? "" : "s", c.workers.min, c.workers.max);
         if (warnings)
             printf(", %zu warning%s", warnings, warnings == 1 ? "" : "s");
         putchar('\n');
@@ -114,16 +115,6 @@ static int check_config(const char *path)
     conf_diags_free(&d);
     registry_free(&reg);
     return rc == 0 ? 0 : 1;
-}
-
-static bool same_plugins(const struct conf *a, const struct conf *b)
-{
-    if (a->nplugins != b->nplugins)
-        return false;
-    for (size_t i = 0; i < a->nplugins; i++)
-        if (strcmp(a->plugins[i].path, b->plugins[i].path) != 0)
-            return false;
-    return true;
 }
 
 /* Each diagnostic as a log line with file:line:column, at its level. */
@@ -150,8 +141,7 @@ static bool reload_apply(void *ctx, struct conf *c, bool again)
     if (c && engine_reload(d->engine, c) < 0) {
         conf_free(c);
     } else if (c) {
-        if (!same_plugins(c, &d->conf))
-            log_warn("SIGHUP: plugins: changes need a restart; keeping the plugins loaded");
+        restart_keys_keep(&d->conf, c);
         /* The engine keeps copies; the sources move to the new one, reading
          * the old one as they do, and then nothing points into it. */
         struct conf old = d->conf;

@@ -75,6 +75,23 @@ static void write_conf(const char *path, const char *instance, const char *worke
     fclose(f);
 }
 
+/* Replace FROM by TO in the file PATH (once). */
+static void rewrite(const char *path, const char *from, const char *to)
+{
+    char buf[8192];
+    FILE *f = fopen(path, "r");
+    T_REQUIRE(f, "read %s", path);
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *at = strstr(buf, from);
+    T_REQUIRE(at, "%s holds no '%s'", path, from);
+    f = fopen(path, "w");
+    T_REQUIRE(f, "write %s", path);
+    fprintf(f, "%.*s%s%s", (int)(at - buf), buf, to, at + strlen(from));
+    fclose(f);
+}
+
 static int notify_socket(const char *path)
 {
     int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -161,6 +178,20 @@ static bool wait_log(struct daemon *d, const char *text, double limit_s)
 }
 
 /* Wait for a notification containing TEXT (consumed likewise). */
+/* Wait for the notification line holding TEXT; copy it into LINE. */
+static bool note_line(struct daemon *d, const char *text, char *line, size_t len, double limit_s)
+{
+    double end = now_s() + limit_s;
+    char *at;
+    while (!(at = strstr(d->notes, text))) {
+        if (now_s() > end)
+            return false;
+        pump(d, 50);
+    }
+    snprintf(line, len, "%.*s", (int)strcspn(at, "\n"), at);
+    return true;
+}
+
 static bool wait_note(struct daemon *d, const char *text, double limit_s)
 {
     double end = now_s() + limit_s;
@@ -290,6 +321,11 @@ static void test_signals_reload_notify(void)
     T_REQUIRE(wait_log(&d, "running as pid", 10), "daemon started");
     T_CHECK(wait_note(&d, "READY=1", 10), "READY=1");
     T_CHECK(wait_workers(&d, 2, 5), "2 workers titled 'mqforkd: worker N'");
+    /* The first STATUS= comes with READY=1, when the pool is up. */
+    char status[256] = "";
+    T_CHECK(note_line(&d, "STATUS=", status, sizeof(status), 5), "STATUS=");
+    T_CHECK(strstr(status, "workers 2 live") && strstr(status, "(target 2)"),
+            "the first STATUS= counts the workers: %s", status);
     T_CHECK(wait_note(&d, "STATUS=", 5), "STATUS=");
     T_CHECK(wait_note(&d, "WATCHDOG=1", 2) && wait_note(&d, "WATCHDOG=1", 1),
             "WATCHDOG=1, repeatedly");
@@ -342,6 +378,19 @@ static void test_signals_reload_notify(void)
     }
     T_CHECK(all_new, "every old worker recycled");
     T_CHECK(wait_workers(&d, 3, 5), "3 workers after recycling");
+
+    /* Broker settings need a restart: each change is logged, the running
+     * value kept (the next reload compares with it: logged again). */
+    rewrite(d.conf, "  port: 1\n", "  port: 2\n");
+    rewrite(d.conf, "  reconnect_max_s: 5\n", "  reconnect_max_s: 6\n");
+    for (int round = 0; round < 2; round++) {
+        kill(d.pid, SIGHUP);
+        T_CHECK(wait_log(&d, "SIGHUP: broker.port 2 needs a restart; keeping 1", 5),
+                "broker.port change logged (reload %d)", round + 1);
+        T_CHECK(wait_log(&d, "SIGHUP: broker.reconnect_max_s 6 needs a restart; keeping 5", 5),
+                "broker.reconnect_max_s change logged (reload %d)", round + 1);
+        T_CHECK(wait_log(&d, "configuration reloaded", 5), "reloaded with broker changes");
+    }
 
     kill(d.pid, SIGTERM);
     T_CHECK(wait_note(&d, "STOPPING=1", 5), "STOPPING=1");
