@@ -111,7 +111,7 @@ static int drop_privileges(struct engine *e)
     if (!e->drop_privs)
         return 0;
     if (fchown(e->seg.fd, e->uid, e->gid) < 0) {
-        log_error("cannot hand segment %s to uid %d: %s", e->seg.name, (int)e->uid,
+        log_error("cannot hand segment /dev/shm%s to uid %d: %s", e->seg.name, (int)e->uid,
                   strerror(errno));
         return -1;
     }
@@ -167,11 +167,11 @@ int engine_start(struct engine *e)
     e->g.slab_size = slab_size(&e->slab);
     e->started = true;
     engine_loop_start(e);
-    log_info("instance '%s': segment %s is %.1f MiB (slab %.1f MiB, %u worker slots, %u stream "
-             "slots of %u bytes)",
-             e->instance, e->seg.name, (double)e->seg.size / 1048576.0,
-             (double)slab_size(&e->slab) / 1048576.0, e->pool.nslots, e->sconf.max,
-             e->stream_slot_size);
+    log_info(
+        "instance '%s': segment /dev/shm%s is %.1f MiB (slab %.1f MiB, %u worker slots, %u stream "
+        "slots of %u bytes)",
+        e->instance, e->seg.name, (double)e->seg.size / 1048576.0,
+        (double)slab_size(&e->slab) / 1048576.0, e->pool.nslots, e->sconf.max, e->stream_slot_size);
     for (unsigned i = 0; i < e->pool.target; i++)
         if (pool_spawn(e, engine_worker(e, i)) < 0)
             return -1;
@@ -248,6 +248,7 @@ enum job_status engine_submit(struct engine *e, const struct engine_job *r, uint
         .stream = s,
         .worker = -1,
         .done = r->done,
+        .describe = r->describe,
         .ctx = r->ctx,
     };
     e->jobs.outstanding++;

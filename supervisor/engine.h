@@ -45,6 +45,9 @@ struct engine_outcome {
 };
 
 typedef void (*engine_done_fn)(void *ctx, const struct engine_outcome *o);
+/* How the source names a job in a log line ("route echo, topic t/1/in"),
+ * from the job's ctx, into BUF. */
+typedef void (*engine_describe_fn)(const void *ctx, char *buf, size_t len);
 
 struct engine_job {
     uint32_t kind;
@@ -59,6 +62,7 @@ struct engine_job {
     uint32_t retries;            /* re-runs after the job's worker died */
     struct mqfork_job_meta meta; /* what the source knew besides the bytes */
     engine_done_fn done;
+    engine_describe_fn describe; /* NULL: the job is named by its kind */
     void *ctx;
 };
 

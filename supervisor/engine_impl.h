@@ -73,6 +73,7 @@ struct job {
     struct stream *stream;
     int worker; /* slot while in flight, else -1 */
     engine_done_fn done;
+    engine_describe_fn describe;
     void *ctx;
 };
 

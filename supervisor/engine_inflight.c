@@ -6,7 +6,23 @@
  * engine_inflight.h. */
 #include "supervisor/engine_inflight.h"
 
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "common/log.h"
 #include "supervisor/engine_queue.h"
+
+const char *job_label(const struct engine *e, const struct job *j, char *buf, size_t len)
+{
+    char said[384] = "";
+    if (j->describe)
+        j->describe(j->ctx, said, sizeof(said));
+    if (said[0])
+        snprintf(buf, len, "job %" PRIu64 " (%s)", j->id, said);
+    else
+        snprintf(buf, len, "job %" PRIu64 " (kind %s)", j->id, e->kinds[j->kind].name);
+    return buf;
+}
 
 /* J leaves W's list, taken. */
 static void take(struct worker *w, struct job *j)
@@ -38,6 +54,9 @@ void inflight_rescue(struct engine *e, struct worker *w, const char *reason)
             j->attempts--;
             requeue(e, j);
         } else if (j->attempts > j->retries) {
+            char label[512];
+            log_warn("%s quarantined: %s (attempt %u of %u)", job_label(e, j, label, sizeof(label)),
+                     reason, j->attempts, j->retries + 1);
             engine_finishf(e, j, JOB_E_QUARANTINED, "%s (attempt %u of %u)", reason, j->attempts,
                            j->retries + 1);
         } else {

@@ -8,6 +8,11 @@
 
 #include "supervisor/engine_impl.h"
 
+/* "job 42 (route echo, topic t/1/in)": J as a crash, timeout or
+ * quarantine line names it, with what its source says of it (else its
+ * kind), in BUF. */
+const char *job_label(const struct engine *e, const struct job *j, char *buf, size_t len);
+
 /* Taken job J, just pushed to W's ring, becomes the last of W's jobs: one
  * attempt more (inflight_rescue gives it back when J was not to blame), and
  * W is charged its kind's estimate. The first one starts at once. */

@@ -24,12 +24,14 @@ void notify_init(struct notify *n)
         n->wd_every = usec * 1000 / 2;
 }
 
+/* The pool's size comes from the engine itself: the statistics block is
+ * refreshed once a second, and right after READY=1 it still said 0. */
 static void send_status(const struct notify *n)
 {
     const struct stats_global *g = engine_stats(n->engine);
     sd_notifyf(0,
                "STATUS=%s: workers %u live, %u busy (target %u); %.1f jobs/s; %zu outstanding; %s",
-               n->state, g->workers_live, g->workers_busy, g->workers_target,
+               n->state, engine_live_workers(n->engine), g->workers_busy, engine_target(n->engine),
                (double)g->completion_mrate[0] / 1000.0, engine_outstanding(n->engine),
                g->verdict == VERDICT_FALLING_BEHIND ? "falling behind" : "healthy");
 }

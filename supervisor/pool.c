@@ -390,8 +390,13 @@ static void reap(struct engine *e, struct worker *w)
         if (w->killed != DEATH_TIMEOUT && w->killed != DEATH_RETIRED)
             e->g.crashed++;
         record_crash(e, w, &si);
-        log_warn("worker %u (pid %d) %s%s", w->slot, (int)w->pid, reason,
-                 TAILQ_EMPTY(&w->inflight) ? "" : "; its jobs go to other workers");
+        char label[512] = "";
+        const struct job *running = TAILQ_FIRST(&w->inflight);
+        if (running)
+            job_label(e, running, label, sizeof(label));
+        log_warn("worker %u (pid %d) %s%s%s%s", w->slot, (int)w->pid, reason,
+                 running ? " running " : "", label,
+                 running ? "; its jobs go to other workers" : "");
     }
     inflight_rescue(e, w, clean || w->killed == DEATH_RETIRED ? NULL : reason);
     w->pid = 0;
@@ -482,9 +487,10 @@ void pool_tick(struct engine *e)
         }
         const struct job *head = TAILQ_FIRST(&w->inflight);
         if (head && !w->killed && e->now_ns - w->head_started_ns > head->timeout_ns) {
-            log_warn("worker %u (pid %d): job %" PRIu64 " (%s) ran past its %" PRIu64
+            char label[512];
+            log_warn("worker %u (pid %d): %s ran past its %" PRIu64
                      " ms timeout; killing the worker",
-                     w->slot, (int)w->pid, head->id, e->kinds[head->kind].name,
+                     w->slot, (int)w->pid, job_label(e, head, label, sizeof(label)),
                      head->timeout_ns / 1000000);
             pool_kill(e, w, DEATH_TIMEOUT);
         }

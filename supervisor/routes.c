@@ -320,6 +320,13 @@ static const char *reply_topic(const struct conf_route *cr, const struct mqtt_me
     return publishable("reply topic", buf, why, why_len) ? buf : NULL;
 }
 
+/* A job of the routes in a log line (engine_describe_fn). */
+static void describe_request(const void *ctx, char *buf, size_t len)
+{
+    const struct request *q = ctx;
+    snprintf(buf, len, "route %s, topic %s", q->route, q->topic);
+}
+
 /* Offer the job; a refusal is reported at once. */
 static void submit(struct routes *r, const struct route *route, const struct mqtt_message *msg,
                    const char *reply, const char *stream)
@@ -341,6 +348,7 @@ static void submit(struct routes *r, const struct route *route, const struct mqt
         .deadline_ms = cr->deadline_ms,
         .retries = cr->retries,
         .done = on_job_done,
+        .describe = describe_request,
         .ctx = q,
     };
     enum job_status st = engine_submit(r->engine, &j, NULL);

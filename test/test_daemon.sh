@@ -102,7 +102,7 @@ SEG=/dev/shm/mqfork.$INSTANCE
 [ -e "$SEG" ] || fail "no segment $SEG"
 mode=$(stat -c %a "$SEG" 2>/dev/null)
 [ "$mode" = "640" ] || fail "segment mode is $mode, want 640"
-grep -q "segment /mqfork.$INSTANCE is .* MiB" "$TMP/log" || fail "segment size not logged"
+grep -q "segment /dev/shm/mqfork.$INSTANCE is .* MiB" "$TMP/log" || fail "segment size not logged"
 
 # kill -9 one worker: a new one takes its slot, the pool stays at 2
 victim=$(workers_of "$DAEMON_PID" | head -1)

@@ -242,6 +242,20 @@ static bool daemon_says(struct daemon *d, const char *what, int limit_ms)
     return false;
 }
 
+/* Read the daemon's log until a line containing both A and B. */
+static bool daemon_says_both(struct daemon *d, const char *a, const char *b, int limit_ms)
+{
+    char line[1024];
+    double end = now_s() + limit_ms / 1000.0;
+    while (now_s() < end) {
+        if (proc_line(&d->p, line, sizeof(line), 100) < 0)
+            continue;
+        if (strstr(line, a) && strstr(line, b))
+            return true;
+    }
+    return false;
+}
+
 /* The daemon's figures these tests look at, from the engine's block and
  * the MQTT client's, by the names mqforkstat prints. */
 struct daemon_figures {
@@ -415,6 +429,35 @@ static void test_echo_order_errors(struct broker *b)
     T_CHECK(daemon_alive(&d), "daemon alive");
     daemon_stop(&d);
     T_CHECK(wait_for(&c, "mqfork/", "offline", 1, 5), "offline status on a clean stop");
+    client_close(&c);
+}
+
+/* A crash, a timeout and a quarantine are each logged with the job's id,
+ * its route and the topic it came on: what an operator greps for. */
+static void test_crash_lines(struct broker *b)
+{
+    struct client c;
+    struct daemon d = {0};
+    client_open(&c, b, "t-crash");
+    sub(&c, "mqfork/#");
+    daemon_start(&d, b, "crash", NULL,
+                 "  - name: boom\n    subscribe: b/+/in\n    job: test.crash\n    retries: 0\n"
+                 "  - name: stuck\n    subscribe: h/+/in\n    job: test.hang\n    retries: 0\n"
+                 "    timeout_ms: 300\n");
+    T_REQUIRE(daemon_online(&c, &d), "daemon online");
+    pub(&c, "b/x1/in", "segv", 4);
+    T_CHECK(daemon_says_both(&d, "crashed: signal 11 running job ", "(route boom, topic b/x1/in)",
+                             15000),
+            "the crash line names the job, its route and topic");
+    T_CHECK(daemon_says_both(&d, "(route boom, topic b/x1/in) quarantined: crashed: signal 11",
+                             "job ", 15000),
+            "the quarantine line names the job, its route and topic");
+    pub(&c, "h/x2/in", "wait", 4);
+    T_CHECK(daemon_says_both(&d, "(route stuck, topic h/x2/in) ran past its 300 ms timeout",
+                             ": job ", 15000),
+            "the timeout line names the job, its route and topic");
+    T_CHECK(daemon_alive(&d), "daemon alive");
+    daemon_stop(&d);
     client_close(&c);
 }
 
@@ -1159,6 +1202,8 @@ int main(int argc, char **argv)
     T_REQUIRE(broker_start(&b, NULL) == 0, "broker started");
     fprintf(stderr, "-- test_echo_order_errors\n");
     test_echo_order_errors(&b);
+    fprintf(stderr, "-- test_crash_lines\n");
+    test_crash_lines(&b);
     fprintf(stderr, "-- test_response_topic\n");
     test_response_topic(&b);
     fprintf(stderr, "-- test_bad_reply_topics\n");
