@@ -3,18 +3,23 @@
 # configuration check, the segment in /dev/shm, the worker processes in ps,
 # kill -9 of a worker, a second instance, a stale segment, SIGTERM; as
 # root also a segment a stranger forged, and a restart after a crash under
-# the shipped unit's capabilities with `user:` set.
+# the shipped unit's capabilities with `user:` set. With mqforkstat: its
+# --listen server (GET /metrics and nothing else) and -j on a stale
+# segment.
 #
-#   test_daemon.sh MQFORKD TEST_SOURCE_DIR
+#   test_daemon.sh MQFORKD TEST_SOURCE_DIR MQFORKSTAT
 set -u
 MQFORKD=$1
 SRC=$2
+MQFORKSTAT=$3
 TMP=$(mktemp -d)
 FAILS=0
 DAEMON_PID=
+SERVE_PID=
 
 cleanup() {
     [ -n "$DAEMON_PID" ] && kill -9 "$DAEMON_PID" 2>/dev/null
+    [ -n "$SERVE_PID" ] && kill -9 "$SERVE_PID" 2>/dev/null
     rm -rf "$TMP"
     rm -f "/dev/shm/mqfork.$INSTANCE"
 }
@@ -73,6 +78,55 @@ while IFS= read -r line; do
 done < <(grep '^# expect: ' "$bad" | sed 's/^# expect: \([0-9]*:[0-9]*\): /# expect: \1: error: /')
 [ $n -ge 2 ] || fail "bad-several.yaml should list several problems"
 
+# One route: "1 route", not "1 routes".
+ONE=$TMP/one.yaml
+printf 'instance: %s\nroutes:\n  - name: a\n    subscribe: a/+/in\n    job: test.echo\n' \
+    "$INSTANCE" >"$ONE"
+out=$("$MQFORKD" -t -c "$ONE" 2>&1)
+echo "$out" | grep -q "configuration OK (1 route, workers" || fail "-t with one route says: $out"
+
+# No route and no voice gateway: loads, with a warning.
+printf 'instance: %s\nroutes: []\n' "$INSTANCE" >"$TMP/empty.yaml"
+out=$("$MQFORKD" -t -c "$TMP/empty.yaml" 2>&1) || fail "-t on an empty route list exited $?: $out"
+echo "$out" | grep -qF "$TMP/empty.yaml:2:9: warning: routes: none, and no voice: section" ||
+    fail "-t does not warn about an empty route list: $out"
+
+# Every problem of a route's params, not just the first.
+cat >"$TMP/params.yaml" <<EOF2
+routes:
+  - name: dec
+    subscribe: a/+/in
+    job: opus.decode
+    params:
+      sample_rate: 12345
+      channels: 7
+      bogus: 1
+      conceal: 99
+EOF2
+out=$("$MQFORKD" -t -c "$TMP/params.yaml" 2>&1)
+for key in sample_rate channels bogus conceal; do
+    echo "$out" | grep -q "error: routes\[0\]\.params\.$key: " || fail "-t misses params.$key: $out"
+done
+echo "$out" | grep -q ": 4 problems$" || fail "-t does not count 4 problems: $out"
+
+# A user: that cannot read the file: every reload would fail after the
+# daemon drops to it. The temporary directory (mode 0700) already keeps
+# nobody out; a readable file in a searchable directory does not warn.
+if id nobody >/dev/null 2>&1 && [ "$(id -un)" != nobody ]; then
+    { echo "user: nobody"; cat "$ONE"; } >"$TMP/user.yaml"
+    chmod 600 "$TMP/user.yaml"
+    out=$("$MQFORKD" -t -c "$TMP/user.yaml" 2>&1) || fail "-t with an unreadable file exited $?: $out"
+    echo "$out" | grep -qF "warning: user: 'nobody' cannot read $TMP/user.yaml: a reload" ||
+        fail "-t does not warn that nobody cannot read the file: $out"
+    OPEN=$(mktemp -d)
+    chmod 755 "$OPEN"
+    cp "$TMP/user.yaml" "$OPEN/user.yaml"
+    chmod 644 "$OPEN/user.yaml"
+    out=$("$MQFORKD" -t -c "$OPEN/user.yaml" 2>&1)
+    echo "$out" | grep -q "cannot read" && fail "-t warns about a file nobody can read: $out"
+    rm -rf "$OPEN"
+fi
+
 out=$("$MQFORKD" -t -c "$TMP/missing.yaml" 2>&1)
 [ $? -eq 1 ] && echo "$out" | grep -q "cannot open" || fail "-t on a missing file: $out"
 "$MQFORKD" --bogus >/dev/null 2>&1
@@ -127,6 +181,52 @@ out=$("$MQFORKD" -c "$CONF" 2>&1)
 [ $? -ne 0 ] && echo "$out" | grep -q "already running as pid $DAEMON_PID" ||
     fail "a second instance was not refused: $out"
 
+# mqforkstat --listen: GET /metrics is the -p exposition; any other path
+# 404, another method 405, a request head over 4 KiB refused with 431.
+# Serving, or gone (the port was taken).
+serving_or_gone() {
+    curl -s -o /dev/null "http://127.0.0.1:$SERVE_PORT/metrics" || ! kill -0 "$SERVE_PID" 2>/dev/null
+}
+for try in 1 2 3 4 5; do
+    SERVE_PORT=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+    "$MQFORKSTAT" -n "$INSTANCE" --listen "127.0.0.1:$SERVE_PORT" 2>>"$TMP/serve.log" &
+    SERVE_PID=$!
+    wait_for 15 serving_or_gone
+    kill -0 "$SERVE_PID" 2>/dev/null && break
+    SERVE_PID=
+done
+if [ -z "$SERVE_PID" ]; then
+    fail "mqforkstat --listen did not start: $(cat "$TMP/serve.log")"
+else
+    URL=http://127.0.0.1:$SERVE_PORT
+    code=$(curl -s -o "$TMP/metrics" -w '%{http_code} %{content_type}' "$URL/metrics")
+    [ "$code" = "200 text/plain; version=0.0.4; charset=utf-8" ] || fail "GET /metrics: $code"
+    grep -q "^mqfork_info{instance=\"$INSTANCE\"" "$TMP/metrics" ||
+        fail "GET /metrics is not the exposition: $(head -5 "$TMP/metrics")"
+    "$MQFORKSTAT" -n "$INSTANCE" -p | grep '^# TYPE' >"$TMP/types.p"
+    grep '^# TYPE' "$TMP/metrics" | cmp -s - "$TMP/types.p" || fail "GET /metrics has other families than -p"
+    code=$(curl -s -o /dev/null -w '%{http_code}' "$URL/")
+    [ "$code" = 404 ] || fail "GET / answered $code, want 404"
+    code=$(curl -s -o /dev/null -w '%{http_code}' "$URL/metrics/../etc/passwd")
+    [ "$code" = 404 ] || fail "GET of another path answered $code, want 404"
+    code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -d x "$URL/metrics")
+    [ "$code" = 405 ] || fail "POST /metrics answered $code, want 405"
+    big=$(head -c 20000 /dev/zero | tr '\0' a)
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-Big: $big" "$URL/metrics")
+    [ "$code" = 431 ] || fail "a 20 kB request head answered $code, want 431"
+    # Not HTTP at all, and a client that sends nothing: neither stalls it.
+    exec 8<>"/dev/tcp/127.0.0.1/$SERVE_PORT"
+    printf 'hello\r\n\r\n' >&8
+    read -r -t 15 status <&8
+    exec 8>&-
+    [[ $status == "HTTP/1.1 400 "* ]] || fail "a request that is not HTTP got '$status', want 400"
+    exec 7<>"/dev/tcp/127.0.0.1/$SERVE_PORT"
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$URL/metrics")
+    [ "$code" = 200 ] || fail "a silent client stalled the server: $code"
+    exec 7>&-
+    kill -0 "$SERVE_PID" 2>/dev/null || fail "mqforkstat --listen died: $(cat "$TMP/serve.log")"
+fi
+
 # SIGTERM: exit 0, segment gone, workers gone
 old_workers=$(workers_of "$DAEMON_PID")
 kill -TERM "$DAEMON_PID"
@@ -150,6 +250,23 @@ for p in $old_workers; do
     wait_for 5 sh -c "! kill -0 $p 2>/dev/null" || fail "worker $p outlived a killed supervisor"
 done
 [ -e "$SEG" ] || fail "a killed supervisor should leave its segment behind"
+# -j still prints the stale segment, marked; the exit status says stale.
+"$MQFORKSTAT" -n "$INSTANCE" -j >"$TMP/stale.json" 2>"$TMP/stale.err"
+rc=$?
+[ $rc -eq 1 ] || fail "-j on a stale segment exited $rc, want 1"
+python3 -c 'import json,sys; i=json.load(open(sys.argv[1]))["instance"]; sys.exit(0 if i["stale"] is True and i["alive"] is False else 1)' \
+    "$TMP/stale.json" || fail "-j on a stale segment: no \"stale\": true: $(head -c 300 "$TMP/stale.json")"
+grep -q "is gone" "$TMP/stale.err" || fail "-j on a stale segment says nothing on stderr"
+"$MQFORKSTAT" -n "$INSTANCE" -1 >/dev/null 2>&1 && fail "-1 on a stale segment exited 0"
+if [ -n "$SERVE_PID" ]; then
+    code=$(curl -s -o "$TMP/stale.body" -w '%{http_code}' "$URL/metrics")
+    [ "$code" = 503 ] && grep -q "is gone" "$TMP/stale.body" ||
+        fail "GET /metrics of a stale segment: $code $(cat "$TMP/stale.body")"
+fi
+# A name that does not exist: mqforkstat names those that do, and -l.
+out=$("$MQFORKSTAT" -n "no-such-$INSTANCE" -1 2>&1)
+echo "$out" | grep -q "no such instance 'no-such-$INSTANCE'" && echo "$out" | grep -q "mqforkstat -l" ||
+    fail "no such instance: $out"
 start_daemon
 wait_for 10 count_workers 2 || fail "did not start over a stale segment: $(tail -3 "$TMP/log")"
 kill -TERM "$DAEMON_PID"

@@ -68,6 +68,78 @@ static void title(struct screen *sc, const char *text)
     attroff(A_BOLD);
 }
 
+/* The columns the view has room for: the terminal's, at most VIEW_COLS. */
+static int view_width(void)
+{
+    return COLS < VIEW_COLS ? COLS : VIEW_COLS;
+}
+
+/* A column of a table. On a terminal narrower than the view the columns
+ * go, the least important first (the highest DROP; 0 always stays), and
+ * the table's title says how many and how to see them. */
+struct col {
+    const char *head;
+    int width; /* negative: left-aligned */
+    int drop;
+};
+
+#define MAX_COLS 12
+#define CELL_LEN 24 /* a cell's text, at most 20 shown */
+
+/* Which of the N columns fit in the view's width (a 2-column indent, one
+ * space between); returns how many were dropped. */
+static int cols_fit(const struct col *cols, size_t n, bool *shown)
+{
+    int used = 2, dropped = 0;
+    for (size_t i = 0; i < n; i++) {
+        shown[i] = true;
+        used += abs(cols[i].width) + (i > 0);
+    }
+    while (used > view_width()) {
+        size_t worst = n;
+        for (size_t i = 0; i < n; i++)
+            if (shown[i] && cols[i].drop > 0 && (worst == n || cols[i].drop > cols[worst].drop))
+                worst = i;
+        if (worst == n)
+            break; /* only what always stays: put() cuts the rest */
+        shown[worst] = false;
+        used -= abs(cols[worst].width) + 1;
+        dropped++;
+    }
+    return dropped;
+}
+
+/* One row of a table: CELLS[i] under column i, when shown. */
+static void put_row(struct screen *sc, const struct col *cols, size_t n, const bool *shown,
+                    char cells[][CELL_LEN])
+{
+    char line[256];
+    size_t used = (size_t)snprintf(line, sizeof(line), " ");
+    for (size_t i = 0; i < n && used < sizeof(line); i++)
+        if (shown[i])
+            used += (size_t)snprintf(line + used, sizeof(line) - used, " %*.*s", cols[i].width,
+                                     abs(cols[i].width), cells[i]);
+    put(sc, "%s", line);
+}
+
+/* A table's title (with HINT, unless what was dropped is said instead)
+ * and its column heads. */
+static void put_heads(struct screen *sc, const char *name, const char *hint, const struct col *cols,
+                      size_t n, bool *shown)
+{
+    char text[160], cells[MAX_COLS][CELL_LEN];
+    int dropped = cols_fit(cols, n, shown);
+    if (dropped)
+        snprintf(text, sizeof(text), "%s (%d column%s hidden: widen to %d, or -1)", name, dropped,
+                 dropped == 1 ? "" : "s", VIEW_COLS);
+    else
+        snprintf(text, sizeof(text), "%s%s", name, hint);
+    title(sc, text);
+    for (size_t i = 0; i < n; i++)
+        snprintf(cells[i], sizeof(cells[i]), "%s", cols[i].head);
+    put_row(sc, cols, n, shown, cells);
+}
+
 /* A duration, short: 850ns, 12.3us, 4.56ms, 1.20s. */
 static const char *dur(char *buf, size_t len, uint64_t ns)
 {
@@ -100,31 +172,52 @@ static const char *clock_of(char *buf, size_t len, uint64_t realtime_ns)
 
 /* ---- sections */
 
+/* The header line: instance, pid and uptime always; the clock, the
+ * version and the generation as the width allows (dropped in that order
+ * from the right). */
 static void draw_header(struct screen *sc, const struct live *l, const struct snap *s)
 {
-    char up[32], now[16];
+    char up[32], now[16], line[256];
+    int n = snprintf(line, sizeof(line), "mqforkstat '%.24s' pid %d up %s", s->hdr.instance,
+                     (int)s->hdr.pid, uptime(up, sizeof(up), snap_uptime_s(s)));
+    char extra[3][48];
+    snprintf(extra[0], sizeof(extra[0]), "  %s", clock_of(now, sizeof(now), s->real_ns));
+    snprintf(extra[1], sizeof(extra[1]), "  v%.16s", s->hdr.version);
+    snprintf(extra[2], sizeof(extra[2]), "  gen %llu", (unsigned long long)s->generation);
+    for (size_t i = 0; i < 3 && n >= 0 && (size_t)n < sizeof(line); i++)
+        if (n + (int)strlen(extra[i]) <= view_width())
+            n += snprintf(line + n, sizeof(line) - (size_t)n, "%s", extra[i]);
     attron(A_REVERSE);
-    put(sc, "mqforkstat  '%s'  pid %d  v%s  up %s  gen %llu  %s%*s", s->hdr.instance,
-        (int)s->hdr.pid, s->hdr.version, uptime(up, sizeof(up), snap_uptime_s(s)),
-        (unsigned long long)s->generation, clock_of(now, sizeof(now), s->real_ns), VIEW_COLS, "");
+    put(sc, "%-*s", view_width(), line);
     attroff(A_REVERSE);
-    put(sc, "state %s   refresh %gs   q quits, arrows and PgUp/PgDn scroll",
-        s->alive ? "running" : "GONE", l->interval_s);
+    put(sc, "%s  every %gs  q quits, arrows/PgUp/PgDn scroll", s->alive ? "running" : "GONE",
+        l->interval_s);
 }
 
-/* Count, p50, p90, p99 and max of H, each %8s wide; dashes when empty. */
-static const char *hist_cols(char *buf, size_t len, const struct stats_hist *h)
+static const struct col hist_cols[] = {
+    {"", -20, 0}, {"count", 9, 3}, {"p50", 8, 2}, {"p90", 8, 4}, {"p99", 8, 1}, {"max", 8, 5},
+};
+#define NHIST_COLS (sizeof(hist_cols) / sizeof(hist_cols[0]))
+
+/* A histogram's row: its name, count, p50, p90, p99 and max; dashes when
+ * empty. */
+static void put_hist(struct screen *sc, const char *name, const struct stats_hist *h,
+                     const bool *shown)
 {
-    char b[4][16];
-    if (h->count == 0) {
-        snprintf(buf, len, "%9d %8s %8s %8s %8s", 0, "-", "-", "-", "-");
-        return buf;
-    }
-    snprintf(buf, len, "%9llu %8s %8s %8s %8s", (unsigned long long)h->count,
-             dur(b[0], 16, stats_hist_percentile(h, 0.5)),
-             dur(b[1], 16, stats_hist_percentile(h, 0.9)),
-             dur(b[2], 16, stats_hist_percentile(h, 0.99)), dur(b[3], 16, h->max_ns));
-    return buf;
+    char c[NHIST_COLS][CELL_LEN];
+    snprintf(c[0], CELL_LEN, "%.20s", name);
+    snprintf(c[1], CELL_LEN, "%llu", (unsigned long long)h->count);
+    const double q[] = {0.5, 0.9, 0.99};
+    for (size_t i = 0; i < 3; i++)
+        if (h->count)
+            dur(c[2 + i], CELL_LEN, stats_hist_percentile(h, q[i]));
+        else
+            snprintf(c[2 + i], CELL_LEN, "-");
+    if (h->count)
+        dur(c[5], CELL_LEN, h->max_ns);
+    else
+        snprintf(c[5], CELL_LEN, "-");
+    put_row(sc, hist_cols, NHIST_COLS, shown, c);
 }
 
 /* A field's value as the view shows it, at most 11 columns. */
@@ -142,27 +235,42 @@ static const char *field_cell(char *buf, size_t len, const struct snap *s,
     return buf;
 }
 
-/* A block: its counters and gauges two to a row, a histogram to a row
- * (the first under a heading of its columns). */
+/* A block: its counters and gauges two to a row (one on a terminal too
+ * narrow for two), a histogram to a row (the first under a heading of its
+ * columns). */
 static void draw_block(struct screen *sc, const struct snap *s, const struct snap_block *b)
 {
-    char head[96], cell[2][STATS_STATES_LEN], cols[64];
+    char head[160], cell[2][STATS_STATES_LEN];
+    bool hist_shown[NHIST_COLS];
+    int dropped = cols_fit(hist_cols, NHIST_COLS, hist_shown);
+    bool two = view_width() >= 78;
     snprintf(head, sizeof(head), "%s%s", b->e.name, b->busy ? "  (busy)" : "");
     if (!b->busy && (b->e.flags & STATS_BLOCK_PER_WORKER))
         snprintf(head, sizeof(head), "%s  (sum of %u worker slots)", b->e.name, b->e.instances);
+    for (uint32_t i = 0; dropped && !b->busy && i < b->e.nfields; i++)
+        if (b->fields[i].type == STATS_HISTOGRAM) {
+            size_t n = strlen(head);
+            snprintf(head + n, sizeof(head) - n, " (%d column%s hidden: widen to %d, or -1)",
+                     dropped, dropped == 1 ? "" : "s", VIEW_COLS);
+            break;
+        }
     title(sc, head);
     const struct stats_field *pending = NULL; /* the left half of a row */
     bool hist_head = false;
     for (uint32_t i = 0; !b->busy && i < b->e.nfields; i++) {
         const struct stats_field *f = &b->fields[i];
         if (f->type == STATS_HISTOGRAM) {
+            char heads[NHIST_COLS][CELL_LEN];
+            for (size_t k = 0; !hist_head && k < NHIST_COLS; k++)
+                snprintf(heads[k], CELL_LEN, "%s", hist_cols[k].head);
             if (!hist_head)
-                put(sc, "  %-20s %9s %8s %8s %8s %8s", "", "count", "p50", "p90", "p99", "max");
+                put_row(sc, hist_cols, NHIST_COLS, hist_shown, heads);
             hist_head = true;
-            put(sc, "  %-20.20s %s", f->name,
-                hist_cols(cols, sizeof(cols), field_hist(f, b->data)));
-        } else if (!pending) {
+            put_hist(sc, f->name, field_hist(f, b->data), hist_shown);
+        } else if (!pending && two) {
             pending = f;
+        } else if (!pending) {
+            put(sc, "  %-25.25s %11.11s", f->name, field_cell(cell[0], sizeof(cell[0]), s, b, f));
         } else {
             put(sc, "  %-25.25s %11.11s  %-25.25s %11.11s", pending->name,
                 field_cell(cell[0], sizeof(cell[0]), s, b, pending), f->name,
@@ -175,37 +283,54 @@ static void draw_block(struct screen *sc, const struct snap *s, const struct sna
             field_cell(cell[0], sizeof(cell[0]), s, b, pending));
 }
 
-static void draw_kind(struct screen *sc, const struct snap_kind *sk)
+static const struct col kind_cols[] = {
+    {"kind", -14, 0},  {"answered", 9, 3}, {"wait p50", 8, 5}, {"wait p99", 8, 2},
+    {"run p50", 8, 4}, {"run p99", 8, 1},  {"run max", 8, 6},  {"tot p99", 8, 0},
+};
+#define NKIND_COLS (sizeof(kind_cols) / sizeof(kind_cols[0]))
+
+static void draw_kind(struct screen *sc, const struct snap_kind *sk, const bool *shown)
 {
+    char c[NKIND_COLS][CELL_LEN];
     if (sk->busy) {
         put(sc, "  #%-13u (busy)", (unsigned)sk->index);
         return;
     }
     const struct stats_kind *k = &sk->k;
-    char d[6][16];
-    if (k->total.count == 0 && k->wait.count == 0) {
-        put(sc, "  %-14.14s %9d %8s %8s %8s %8s %8s %8s", k->name, 0, "-", "-", "-", "-", "-", "-");
-        return;
+    snprintf(c[0], CELL_LEN, "%.14s", k->name);
+    snprintf(c[1], CELL_LEN, "%llu", (unsigned long long)k->total.count);
+    bool none = k->total.count == 0 && k->wait.count == 0;
+    for (size_t i = 2; none && i < NKIND_COLS; i++)
+        snprintf(c[i], CELL_LEN, "-");
+    if (!none) {
+        dur(c[2], CELL_LEN, stats_hist_percentile(&k->wait, 0.5));
+        dur(c[3], CELL_LEN, stats_hist_percentile(&k->wait, 0.99));
+        dur(c[4], CELL_LEN, stats_hist_percentile(&k->run, 0.5));
+        dur(c[5], CELL_LEN, stats_hist_percentile(&k->run, 0.99));
+        dur(c[6], CELL_LEN, k->run.max_ns);
+        dur(c[7], CELL_LEN, stats_hist_percentile(&k->total, 0.99));
     }
-    put(sc, "  %-14.14s %9llu %8s %8s %8s %8s %8s %8s", k->name, (unsigned long long)k->total.count,
-        dur(d[0], 16, stats_hist_percentile(&k->wait, 0.5)),
-        dur(d[1], 16, stats_hist_percentile(&k->wait, 0.99)),
-        dur(d[2], 16, stats_hist_percentile(&k->run, 0.5)),
-        dur(d[3], 16, stats_hist_percentile(&k->run, 0.99)), dur(d[4], 16, k->run.max_ns),
-        dur(d[5], 16, stats_hist_percentile(&k->total, 0.99)));
+    put_row(sc, kind_cols, NKIND_COLS, shown, c);
 }
 
 static void draw_latency(struct screen *sc, const struct snap *s)
 {
-    title(sc, "latency per kind (-1 has every percentile)");
-    put(sc, "  %-14s %9s %8s %8s %8s %8s %8s %8s", "kind", "answered", "wait p50", "wait p99",
-        "run p50", "run p99", "run max", "tot p99");
+    bool shown[NKIND_COLS];
+    put_heads(sc, "latency per kind", " (-1 has every percentile)", kind_cols, NKIND_COLS, shown);
     for (unsigned i = 0; i < s->nkinds; i++)
-        draw_kind(sc, &s->kinds[i]);
+        draw_kind(sc, &s->kinds[i], shown);
 }
 
-static void draw_worker(struct screen *sc, const struct snap *s, const struct snap_worker *sw)
+static const struct col worker_cols[] = {
+    {"slot", 4, 0}, {"pid", 7, 3},   {"state", -8, 0}, {"jobs", 9, 5}, {"fail", 5, 4},
+    {"infl", 4, 6}, {"job", -11, 2}, {"age", 8, 1},    {"cpu%", 5, 7}, {"rss MiB", 7, 8},
+};
+#define NWORKER_COLS (sizeof(worker_cols) / sizeof(worker_cols[0]))
+
+static void draw_worker(struct screen *sc, const struct snap *s, const struct snap_worker *sw,
+                        const bool *shown)
 {
+    char c[NWORKER_COLS][CELL_LEN];
     if (sw->busy) {
         put(sc, "  %4u  (busy)", (unsigned)sw->slot);
         return;
@@ -213,21 +338,28 @@ static void draw_worker(struct screen *sc, const struct snap *s, const struct sn
     const struct stats_worker *w = &sw->w;
     uint64_t age = worker_job_age_ns(s, sw);
     const char *kind = age ? snap_kind_name(s, w->cur_kind) : NULL;
-    char a[16];
-    put(sc, "  %4u %7d %-8s %9llu %5llu %4u %-11.11s %8s %5.1f %7.1f", (unsigned)sw->slot,
-        (int)w->pid, worker_state_name(w->state), (unsigned long long)w->jobs_done,
-        (unsigned long long)w->failures, (unsigned)w->inflight, kind ? kind : "-",
-        age ? dur(a, sizeof(a), age) : "-", (double)w->cpu_permille / 10.0,
-        (double)w->rss_kb / 1024.0);
+    snprintf(c[0], CELL_LEN, "%u", (unsigned)sw->slot);
+    snprintf(c[1], CELL_LEN, "%d", (int)w->pid);
+    snprintf(c[2], CELL_LEN, "%s", worker_state_name(w->state));
+    snprintf(c[3], CELL_LEN, "%llu", (unsigned long long)w->jobs_done);
+    snprintf(c[4], CELL_LEN, "%llu", (unsigned long long)w->failures);
+    snprintf(c[5], CELL_LEN, "%u", (unsigned)w->inflight);
+    snprintf(c[6], CELL_LEN, "%.11s", kind ? kind : "-");
+    if (age)
+        dur(c[7], CELL_LEN, age);
+    else
+        snprintf(c[7], CELL_LEN, "-");
+    snprintf(c[8], CELL_LEN, "%.1f", (double)w->cpu_permille / 10.0);
+    snprintf(c[9], CELL_LEN, "%.1f", (double)w->rss_kb / 1024.0);
+    put_row(sc, worker_cols, NWORKER_COLS, shown, c);
 }
 
 static void draw_workers(struct screen *sc, const struct snap *s)
 {
-    title(sc, "workers");
-    put(sc, "  %4s %7s %-8s %9s %5s %4s %-11s %8s %5s %7s", "slot", "pid", "state", "jobs", "fail",
-        "infl", "job", "age", "cpu%", "rss MiB");
+    bool shown[NWORKER_COLS];
+    put_heads(sc, "workers", "", worker_cols, NWORKER_COLS, shown);
     for (unsigned i = 0; i < s->nworkers; i++)
-        draw_worker(sc, s, &s->workers[i]);
+        draw_worker(sc, s, &s->workers[i], shown);
 }
 
 static void draw_events(struct screen *sc, const struct snap *s)
