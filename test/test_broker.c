@@ -36,7 +36,7 @@ static void build_argv(const char *argv[MAX_ARGS], const struct target *t, va_li
 {
     int n = 0;
     argv[n++] = t->tool;
-    argv[n++] = "-h";
+    argv[n++] = "-H";
     argv[n++] = t->host;
     argv[n++] = "-p";
     argv[n++] = t->port;

@@ -12,6 +12,7 @@ set -u
 MQFORKD=$1
 SRC=$2
 MQFORKSTAT=$3
+unset JOURNAL_STREAM # the log checks read lines as a terminal gets them
 TMP=$(mktemp -d)
 FAILS=0
 DAEMON_PID=
@@ -150,8 +151,15 @@ start_daemon() {
     DAEMON_PID=$!
 }
 
-start_daemon
+# The first run with --verbose: debug lines whatever log_level says.
+"$MQFORKD" --verbose -c "$CONF" 2>>"$TMP/log" &
+DAEMON_PID=$!
 wait_for 10 count_workers 2 || fail "2 workers did not appear: $(cat "$TMP/log")"
+wait_for 15 grep -q " debug .*worker 0: started as pid" "$TMP/log" ||
+    fail "--verbose logs no debug line: $(head -5 "$TMP/log")"
+# Off the journal each line starts with the date and the time.
+head -1 "$TMP/log" | grep -qE '^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3} ' ||
+    fail "a log line without the date: $(head -1 "$TMP/log")"
 SEG=/dev/shm/mqfork.$INSTANCE
 [ -e "$SEG" ] || fail "no segment $SEG"
 mode=$(stat -c %a "$SEG" 2>/dev/null)
