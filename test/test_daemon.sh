@@ -275,8 +275,11 @@ fi
 out=$("$MQFORKSTAT" -n "no-such-$INSTANCE" -1 2>&1)
 echo "$out" | grep -q "no such instance 'no-such-$INSTANCE'" && echo "$out" | grep -q "mqforkstat -l" ||
     fail "no such instance: $out"
+stale_pid=$(awk '/running as pid/ { p = $0 } END { sub(/.*running as pid /, "", p); sub(/ .*/, "", p); print p }' "$TMP/log")
 start_daemon
 wait_for 10 count_workers 2 || fail "did not start over a stale segment: $(tail -3 "$TMP/log")"
+grep -q "replaced the stale segment /dev/shm/mqfork.$INSTANCE of pid $stale_pid\$" "$TMP/log" ||
+    fail "replacing the stale segment of pid $stale_pid is not logged: $(grep stale "$TMP/log")"
 kill -TERM "$DAEMON_PID"
 wait "$DAEMON_PID"
 DAEMON_PID=
