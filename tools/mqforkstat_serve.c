@@ -135,7 +135,11 @@ static void respond_metrics(struct server *sv, struct conn *c)
     if (err)
         fclose(err);
     if (rc < 0) {
-        respond_text(c, "503 Service Unavailable", why[0] ? why : "no instance\n");
+        /* Its first line: what follows names the other instances, which
+         * are none of a scraper's business. */
+        why[strcspn(why, "\n")] = '\0';
+        strcat(why, "\n");
+        respond_text(c, "503 Service Unavailable", why);
         return;
     }
     struct snap s;
