@@ -191,10 +191,26 @@ out=$("$MQFORKD" -c "$CONF" 2>&1)
 
 # mqforkstat --listen: GET /metrics is the -p exposition; any other path
 # 404, another method 405, a request head over 4 KiB refused with 431.
-# Serving, or gone (the port was taken).
-serving_or_gone() {
-    curl -s -o /dev/null "http://127.0.0.1:$SERVE_PORT/metrics" || ! kill -0 "$SERVE_PID" 2>/dev/null
+# Requests go through bash's /dev/tcp, one per connection.
+
+# http REQUEST: send REQUEST (printf %b escapes) to the server; print the
+# status code; the headers land in $TMP/head, the body in $TMP/body.
+http() {
+    local version code
+    exec 9<>"/dev/tcp/127.0.0.1/$SERVE_PORT" 2>/dev/null || return 1
+    printf '%b' "$1" >&9 2>/dev/null
+    read -r -t 15 version code _ <&9 || code=none
+    : >"$TMP/head"
+    while IFS= read -r -t 15 line <&9 && [ -n "${line%$'\r'}" ]; do
+        echo "${line%$'\r'}" >>"$TMP/head"
+    done
+    timeout 15 cat <&9 >"$TMP/body" # the server closes after one response
+    exec 9<&-
+    echo "$code"
 }
+get() { http "GET $1 HTTP/1.1\r\nHost: test\r\n\r\n"; }
+# Serving, or gone (the port was taken).
+serving_or_gone() { [ "$(get /metrics)" = 200 ] || ! kill -0 "$SERVE_PID" 2>/dev/null; }
 for try in 1 2 3 4 5; do
     SERVE_PORT=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
     "$MQFORKSTAT" -n "$INSTANCE" --listen "127.0.0.1:$SERVE_PORT" 2>>"$TMP/serve.log" &
@@ -206,30 +222,28 @@ done
 if [ -z "$SERVE_PID" ]; then
     fail "mqforkstat --listen did not start: $(cat "$TMP/serve.log")"
 else
-    URL=http://127.0.0.1:$SERVE_PORT
-    code=$(curl -s -o "$TMP/metrics" -w '%{http_code} %{content_type}' "$URL/metrics")
-    [ "$code" = "200 text/plain; version=0.0.4; charset=utf-8" ] || fail "GET /metrics: $code"
-    grep -q "^mqfork_info{instance=\"$INSTANCE\"" "$TMP/metrics" ||
-        fail "GET /metrics is not the exposition: $(head -5 "$TMP/metrics")"
+    code=$(get /metrics)
+    [ "$code" = 200 ] || fail "GET /metrics answered $code"
+    grep -qx "Content-Type: text/plain; version=0.0.4; charset=utf-8" "$TMP/head" ||
+        fail "GET /metrics: $(cat "$TMP/head")"
+    grep -q "^mqfork_info{instance=\"$INSTANCE\"" "$TMP/body" ||
+        fail "GET /metrics is not the exposition: $(head -5 "$TMP/body")"
     "$MQFORKSTAT" -n "$INSTANCE" -p | grep '^# TYPE' >"$TMP/types.p"
-    grep '^# TYPE' "$TMP/metrics" | cmp -s - "$TMP/types.p" || fail "GET /metrics has other families than -p"
-    code=$(curl -s -o /dev/null -w '%{http_code}' "$URL/")
+    grep '^# TYPE' "$TMP/body" | cmp -s - "$TMP/types.p" || fail "GET /metrics has other families than -p"
+    code=$(get /)
     [ "$code" = 404 ] || fail "GET / answered $code, want 404"
-    code=$(curl -s -o /dev/null -w '%{http_code}' "$URL/metrics/../etc/passwd")
+    code=$(get /metrics/../etc/passwd)
     [ "$code" = 404 ] || fail "GET of another path answered $code, want 404"
-    code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -d x "$URL/metrics")
+    code=$(http "POST /metrics HTTP/1.1\r\nContent-Length: 1\r\n\r\nx")
     [ "$code" = 405 ] || fail "POST /metrics answered $code, want 405"
     big=$(head -c 20000 /dev/zero | tr '\0' a)
-    code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-Big: $big" "$URL/metrics")
+    code=$(http "GET /metrics HTTP/1.1\r\nX-Big: $big\r\n\r\n")
     [ "$code" = 431 ] || fail "a 20 kB request head answered $code, want 431"
-    # Not HTTP at all, and a client that sends nothing: neither stalls it.
-    exec 8<>"/dev/tcp/127.0.0.1/$SERVE_PORT"
-    printf 'hello\r\n\r\n' >&8
-    read -r -t 15 status <&8
-    exec 8>&-
-    [[ $status == "HTTP/1.1 400 "* ]] || fail "a request that is not HTTP got '$status', want 400"
+    code=$(http "hello\r\n\r\n")
+    [ "$code" = 400 ] || fail "a request that is not HTTP answered $code, want 400"
+    # A client that connects and sends nothing does not stall the others.
     exec 7<>"/dev/tcp/127.0.0.1/$SERVE_PORT"
-    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$URL/metrics")
+    code=$(get /metrics)
     [ "$code" = 200 ] || fail "a silent client stalled the server: $code"
     exec 7>&-
     kill -0 "$SERVE_PID" 2>/dev/null || fail "mqforkstat --listen died: $(cat "$TMP/serve.log")"
@@ -262,14 +276,13 @@ done
 "$MQFORKSTAT" -n "$INSTANCE" -j >"$TMP/stale.json" 2>"$TMP/stale.err"
 rc=$?
 [ $rc -eq 1 ] || fail "-j on a stale segment exited $rc, want 1"
-python3 -c 'import json,sys; i=json.load(open(sys.argv[1]))["instance"]; sys.exit(0 if i["stale"] is True and i["alive"] is False else 1)' \
-    "$TMP/stale.json" || fail "-j on a stale segment: no \"stale\": true: $(head -c 300 "$TMP/stale.json")"
+jq -e '.instance.stale == true and .instance.alive == false' "$TMP/stale.json" >/dev/null || fail "-j on a stale segment: no \"stale\": true: $(head -c 300 "$TMP/stale.json")"
 grep -q "is gone" "$TMP/stale.err" || fail "-j on a stale segment says nothing on stderr"
 "$MQFORKSTAT" -n "$INSTANCE" -1 >/dev/null 2>&1 && fail "-1 on a stale segment exited 0"
 if [ -n "$SERVE_PID" ]; then
-    code=$(curl -s -o "$TMP/stale.body" -w '%{http_code}' "$URL/metrics")
-    [ "$code" = 503 ] && grep -q "is gone" "$TMP/stale.body" ||
-        fail "GET /metrics of a stale segment: $code $(cat "$TMP/stale.body")"
+    code=$(get /metrics)
+    [ "$code" = 503 ] && grep -q "is gone" "$TMP/body" ||
+        fail "GET /metrics of a stale segment: $code $(cat "$TMP/body")"
 fi
 # A name that does not exist: mqforkstat names those that do, and -l.
 out=$("$MQFORKSTAT" -n "no-such-$INSTANCE" -1 2>&1)
