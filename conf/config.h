@@ -45,6 +45,13 @@ struct conf_strings {
 
 #define CONF_ROUTE_NAME_MAX 64 /* bytes of a route's name */
 
+/* What a job's attempt may end in that its route retries (retry_on). */
+enum conf_retry {
+    RETRY_CRASHED = 1u << 0, /* its worker died */
+    RETRY_TIMEOUT = 1u << 1, /* it ran past timeout_ms: its worker was killed */
+    RETRY_FAILED = 1u << 2,  /* the handler answered failed */
+};
+
 struct conf_route {
     char *name; /* 1 to CONF_ROUTE_NAME_MAX of A-Z a-z 0-9 _ . - */
     char *subscribe;
@@ -58,6 +65,12 @@ struct conf_route {
     uint32_t timeout_ms;             /* 1..3600000, default 10000 */
     uint32_t deadline_ms;            /* 0 = none, else 1..3600000 */
     uint32_t retries;                /* 0..100, default 2 */
+    struct conf_strings retry_on;    /* causes retried: "crashed", "timeout", "failed" */
+    unsigned retry_causes;           /* enum conf_retry bits, from retry_on; default
+                                        crashed and timeout */
+    uint32_t backoff_ms;             /* delay before the first retry, doubling after;
+                                        0..3600000, default 0 (at once) */
+    uint32_t backoff_max_ms;         /* cap of that delay, 1..3600000, default 30000 */
     struct conf_params params;
     int line, column;               /* where the route's mapping starts */
     int job_line, job_column;       /* where its `job:` value is */
@@ -246,6 +259,9 @@ char *conf_diags_omitted_text(const struct conf_diags *d);
 
 /* How many of D's diagnostics are warnings. */
 size_t conf_diags_warnings(const struct conf_diags *d);
+
+/* The enum conf_retry bit named S ("crashed", "timeout", "failed"), or 0. */
+unsigned conf_retry_cause(const char *s);
 
 /* Parse a priority name ("high", "normal", "low"); -1 if unknown. */
 int conf_priority_parse(const char *s);

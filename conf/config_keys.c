@@ -162,6 +162,9 @@ const struct key route_keys[] = {
     INT("timeout_ms", R(timeout_ms), 1, 3600000),
     INT("deadline_ms", R(deadline_ms), 0, 3600000),
     INT("retries", R(retries), 0, 100),
+    {.name = "retry_on", .kind = KEY_STRINGS, R(retry_on), .check = check_retry_cause},
+    INT("backoff_ms", R(backoff_ms), 0, 3600000),
+    INT("backoff_max_ms", R(backoff_max_ms), 1, 3600000),
     {.name = "params", .kind = KEY_PARAMS},
     {0},
 };
@@ -176,6 +179,9 @@ void route_defaults(struct conf_route *r)
         .timeout_ms = 10000,
         .deadline_ms = 0,
         .retries = 2,
+        .retry_causes = RETRY_CRASHED | RETRY_TIMEOUT,
+        .backoff_ms = 0,
+        .backoff_max_ms = 30000,
     };
 }
 
@@ -267,6 +273,9 @@ static void route_free(struct conf_route *r)
         free(r->reply_allow.items[i]);
     free(r->reply_allow.items);
     free(r->stream);
+    for (size_t i = 0; i < r->retry_on.count; i++)
+        free(r->retry_on.items[i]);
+    free(r->retry_on.items);
     for (size_t i = 0; i < r->params.count; i++) {
         free(r->params.items[i].key);
         free(r->params.items[i].value);

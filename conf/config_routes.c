@@ -68,6 +68,23 @@ static void check_reply_allow(struct loader *ld, const struct conf_route *r,
     }
 }
 
+/* retry_on's causes as bits; backoff_max_ms caps backoff_ms's doubling,
+ * so it cannot be below it. */
+static void load_retry(struct loader *ld, struct conf_route *r, const yaml_node_t *item,
+                       const char *path)
+{
+    if (r->retry_on.count)
+        r->retry_causes = 0;
+    for (size_t i = 0; i < r->retry_on.count; i++)
+        r->retry_causes |= conf_retry_cause(r->retry_on.items[i]);
+    yaml_node_t *v = map_get(ld, item, "backoff_max_ms");
+    if (r->backoff_ms > r->backoff_max_ms && !(v && was_reported(ld, v)))
+        report(ld, v ? v : map_get(ld, item, "backoff_ms"),
+               "%s.backoff_max_ms (%u%s) is below %s.backoff_ms (%u): it caps the delay between "
+               "retries",
+               path, r->backoff_max_ms, v ? "" : ", the default", path, r->backoff_ms);
+}
+
 static void load_route(struct loader *ld, struct conf_route *r, const yaml_node_t *item,
                        size_t index)
 {
@@ -102,6 +119,7 @@ static void load_route(struct loader *ld, struct conf_route *r, const yaml_node_
         check_template(ld, v, key_path, r->stream, r->subscribe, false);
     }
     check_reply_allow(ld, r, item, path);
+    load_retry(ld, r, item, path);
     if ((v = map_get(ld, item, "job"))) {
         r->job_line = (int)v->start_mark.line + 1;
         r->job_column = (int)v->start_mark.column + 1;

@@ -188,6 +188,27 @@ bool check_uplink(struct loader *ld, const yaml_node_t *n, const char *path, con
     return false;
 }
 
+/* The names of enum conf_retry's bits, in their order. */
+static const char *const retry_causes[] = {"crashed", "timeout", "failed"};
+
+bool check_retry_cause(struct loader *ld, const yaml_node_t *n, const char *path, const char *s)
+{
+    if (conf_retry_cause(s))
+        return true;
+    const char *near = conf_suggest(s, retry_causes, 3);
+    report(ld, n, "%s: '%s' is not a cause to retry (crashed, timeout, failed)%s%s%s", path, s,
+           near ? "; did you mean '" : "", near ? near : "", near ? "'?" : "");
+    return false;
+}
+
+unsigned conf_retry_cause(const char *s)
+{
+    for (unsigned i = 0; i < 3; i++)
+        if (!strcmp(s, retry_causes[i]))
+            return 1u << i;
+    return 0;
+}
+
 /* Check one {REF} of a template (REF is LEN bytes) against the number of
  * wildcards WILD of FILTER (NULL: unknown, only the syntax is checked). */
 static void check_reference(struct loader *ld, const yaml_node_t *n, const char *path,

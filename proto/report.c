@@ -39,6 +39,8 @@ char *report_json(const struct report *r)
         cJSON_AddStringToObject(o, "error", r->error) &&
         cJSON_AddStringToObject(o, "detail", detail) &&
         cJSON_AddNumberToObject(o, "attempts", r->attempts) &&
+        (!r->ntries ||
+         cJSON_AddItemToObject(o, "tries", cJSON_CreateStringArray(r->tries, (int)r->ntries))) &&
         (!corr || cJSON_AddStringToObject(o, "correlation_data", corr)))
         text = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);

@@ -1,8 +1,9 @@
 /* report.h - the error report: the JSON published on errors.topic for every
  * job that ends in an error or is refused. Fields: route, topic, error (a
  * job status word such as "overloaded" or "quarantined"), detail (a sentence
- * for a human), attempts, and the request's MQTT v5 correlation data, base64
- * encoded, when there was some. */
+ * for a human), attempts, tries (what ended each failed attempt, when any
+ * did: "crashed", "timeout", "failed"), and the request's MQTT v5
+ * correlation data, base64 encoded, when there was some. */
 #ifndef MQFORK_PROTO_REPORT_H
 #define MQFORK_PROTO_REPORT_H
 
@@ -16,6 +17,8 @@ struct report {
     const char *detail; /* need not be NUL-terminated: detail_len bytes */
     size_t detail_len;
     uint32_t attempts;
+    const char *const *tries; /* ntries words, or NULL */
+    size_t ntries;
     const void *correlation;
     size_t correlation_len;
 };

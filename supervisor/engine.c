@@ -140,7 +140,8 @@ int engine_start(struct engine *e)
         if (e->kinds[k].state_size > slot_size)
             slot_size = e->kinds[k].state_size;
     e->stream_slot_size = (slot_size + 63) & ~63u;
-    if (make_segment(e) < 0 || engine_stats_start(e) < 0 || drop_privileges(e) < 0)
+    if (make_segment(e) < 0 || engine_stats_start(e) < 0 || retry_start(e) < 0 ||
+        drop_privileges(e) < 0)
         return -1;
     for (unsigned k = 0; k < e->nkinds; k++) {
         struct kind *kd = &e->kinds[k];
@@ -237,6 +238,9 @@ enum job_status engine_submit(struct engine *e, const struct engine_job *r, uint
         .kind = r->kind,
         .prio = r->priority < PRIO_COUNT ? (uint8_t)r->priority : PRIO_NORMAL,
         .retries = r->retries,
+        .retry_on = (uint8_t)(r->retry_on ? r->retry_on : RETRY_CRASHED | RETRY_TIMEOUT),
+        .backoff_ms = r->backoff_ms,
+        .backoff_max_ms = r->backoff_max_ms,
         .timeout_ns = (uint64_t)(r->timeout_ms ? r->timeout_ms : DEFAULT_TIMEOUT_MS) * 1000000,
         .deadline_ns = r->deadline_ms ? now + (uint64_t)r->deadline_ms * 1000000 : 0,
         .accepted_ns = now,
@@ -326,10 +330,13 @@ void engine_finish(struct engine *e, struct job *j, enum job_status st, const vo
         .data = data,
         .len = len,
         .attempts = j->attempts,
+        .tries = j->tries,
         .wait_ns = j->started_ns ? j->started_ns - j->accepted_ns : 0,
         .run_ns = run_ns,
     };
     count_outcome(e, j, st, run_ns);
+    if (j->tries)
+        retry_count_outcome(e, j, st);
     if (j->done)
         j->done(j->ctx, &o);
     /* Released only now: the result lives in the slab during the callback. */
@@ -388,13 +395,16 @@ void engine_stop_accepting(struct engine *e)
 
 size_t engine_abandon(struct engine *e)
 {
-    size_t total = e->jobs.outstanding, running = total - engine_queued(e);
+    size_t total = e->jobs.outstanding, retrying = e->rq.n;
+    size_t running = total - engine_queued(e) - retrying;
     e->accepting = false;
     pool_shutdown(e);
     queue_abandon(e);
+    retry_abandon(e);
     if (total)
-        log_warn("abandoned %zu jobs (%zu running, %zu queued): answered with a shutdown error",
-                 total, running, total - running);
+        log_warn("abandoned %zu jobs (%zu running, %zu queued, %zu waiting for a retry): answered "
+                 "with a shutdown error",
+                 total, running, total - running - retrying, retrying);
     if (e->started) {
         pool_count(e);
         engine_publish(e);
@@ -417,6 +427,7 @@ void engine_free(struct engine *e)
     if (e->started)
         engine_abandon(e);
     engine_loop_fini(e);
+    retry_fini(e);
     if (e->efd_watch)
         loop_cancel(e->loop, e->efd_watch);
     loop_run(e->loop, 0);

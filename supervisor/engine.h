@@ -33,6 +33,22 @@ struct stats_block;
 struct stats_block_spec;
 struct stats_global;
 
+/* What ended an attempt of a job: the causes a route may retry (retry_on). */
+enum engine_try { TRY_NONE = 0, TRY_CRASHED, TRY_TIMEOUT, TRY_FAILED };
+
+/* Attempts whose cause engine_outcome.tries keeps: the first ones. */
+#define ENGINE_TRIES_KEPT 16
+
+/* The word for T in error reports ("crashed", "timeout", "failed"). */
+const char *engine_try_name(enum engine_try t);
+
+/* The cause that ended attempt I (from 0) of the job TRIES describes
+ * (engine_outcome.tries); TRY_NONE when it ended otherwise or is not kept. */
+static inline enum engine_try engine_try_at(uint32_t tries, unsigned i)
+{
+    return i < ENGINE_TRIES_KEPT ? (enum engine_try)((tries >> (2 * i)) & 3) : TRY_NONE;
+}
+
 /* How one accepted job ended. Pointers are valid only during the callback. */
 struct engine_outcome {
     uint64_t id;
@@ -40,6 +56,7 @@ struct engine_outcome {
     const uint8_t *data; /* JOB_OK: the result; otherwise a sentence for a human */
     size_t len;
     uint32_t attempts; /* times it was started on a worker */
+    uint32_t tries;    /* what ended each attempt that failed: engine_try_at */
     uint64_t wait_ns;  /* accepted -> last started (0 if never started) */
     uint64_t run_ns;   /* handler run time (0 unless a worker answered) */
 };
@@ -59,7 +76,10 @@ struct engine_job {
     enum conf_priority priority;
     uint32_t timeout_ms;         /* run time allowed per attempt; 0 = 10000 */
     uint32_t deadline_ms;        /* drop as expired if still pending this long; 0 = never */
-    uint32_t retries;            /* re-runs after the job's worker died */
+    uint32_t retries;            /* re-runs after an attempt ended in a cause of retry_on */
+    unsigned retry_on;           /* enum conf_retry bits; 0 = RETRY_CRASHED | RETRY_TIMEOUT */
+    uint32_t backoff_ms;         /* delay before the first re-run, doubling; 0 = at once */
+    uint32_t backoff_max_ms;     /* cap of that delay; 0 = 30000 */
     struct mqfork_job_meta meta; /* what the source knew besides the bytes */
     engine_done_fn done;
     engine_describe_fn describe; /* NULL: the job is named by its kind */

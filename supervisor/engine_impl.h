@@ -6,6 +6,7 @@
  *   struct queues     engine_queue.[ch]   the pending queues, by priority
  *   struct streams    engine_streams.c    the stream table, its waiting jobs
  *   worker in flight  engine_inflight.[ch] what each worker holds, its cost
+ *   struct retries    engine_retry.c      jobs waiting out their backoff
  *   struct pool       pool.c              the worker slots, their states, target
  *   struct scaler     scale.c             the autoscaler
  *   struct kind       kinds.c, reload.c   the kind table
@@ -42,9 +43,10 @@
  *   FREE -> TAKEN (submit) -> PENDING | STREAM_WAIT
  *   STREAM_WAIT -> TAKEN -> PENDING (its turn), or answered (route removed)
  *   PENDING -> TAKEN -> INFLIGHT (sent), PENDING (the send failed), or answered
- *   INFLIGHT -> TAKEN -> PENDING (its worker died), or answered
+ *   INFLIGHT -> TAKEN -> PENDING (its worker died), RETRY_WAIT, or answered
+ *   RETRY_WAIT -> TAKEN -> PENDING (its backoff is over), or answered (shutdown)
  *   answered: TAKEN -> FREE (engine_finish) */
-enum job_state { JOB_FREE, JOB_TAKEN, JOB_PENDING, JOB_STREAM_WAIT, JOB_INFLIGHT };
+enum job_state { JOB_FREE, JOB_TAKEN, JOB_PENDING, JOB_STREAM_WAIT, JOB_INFLIGHT, JOB_RETRY_WAIT };
 
 /* Why a worker died, as the supervisor saw it. */
 enum death_cause { DEATH_NONE, DEATH_CRASH, DEATH_TIMEOUT, DEATH_WILD, DEATH_RETIRED };
@@ -60,6 +62,11 @@ struct job {
     bool sent_fresh; /* its dispatch carried JOB_STREAM_FRESH */
     uint32_t attempts;
     uint32_t retries;
+    uint8_t retry_on;        /* enum conf_retry bits */
+    uint32_t tries;          /* enum engine_try of each failed attempt (engine_try_at) */
+    uint32_t backoff_ms;     /* first retry's delay, doubling */
+    uint32_t backoff_max_ms; /* its cap */
+    uint64_t retry_at_ns;    /* in JOB_RETRY_WAIT: when it goes back to the queue */
     uint64_t timeout_ns;
     uint64_t deadline_ns; /* CLOCK_MONOTONIC; 0 = none */
     uint64_t accepted_ns;
@@ -205,6 +212,16 @@ struct queues {
     uint64_t next_expire_ns;
 };
 
+/* Jobs waiting out their backoff before they are tried again, by when they
+ * are due, under one timer (engine_retry.c). */
+struct retries {
+    struct job_list waiting;
+    size_t n;
+    struct loop_timer due;     /* the first of them is due */
+    uint64_t rng;              /* for the jitter */
+    struct stats_block *stats; /* its block "retry" */
+};
+
 /* The stream table (engine_streams.c). */
 struct streams {
     struct stream *all; /* streams.max records */
@@ -263,6 +280,7 @@ struct engine {
     struct jobs jobs;  /* engine.c */
     struct queues q;   /* engine_queue.[ch] */
     struct streams st; /* engine_streams.c */
+    struct retries rq; /* engine_retry.c */
 
     /* Each figure is counted by the part it describes. */
     struct stats_global g;     /* private copy, published each turn */
@@ -397,6 +415,20 @@ void dispatch(struct engine *e);
 void inflight_rescue(struct engine *e, struct worker *w, const char *reason);
 /* The daemon stops: W's jobs are answered as abandoned. */
 void inflight_abandon(struct engine *e, struct worker *w);
+
+/* engine_retry.c */
+int retry_start(struct engine *e);
+void retry_fini(struct engine *e);
+/* Taken job J's attempt ended in CAUSE (WHY, LEN bytes, says how): J goes
+ * back to the queue, at once or after its backoff, when its route retries
+ * CAUSE and its retries and deadline allow; otherwise J is answered with
+ * STATUS and WHY. */
+void retry_or_answer(struct engine *e, struct job *j, enum engine_try cause, enum job_status status,
+                     const void *why, size_t len, uint64_t run_ns);
+/* J is answered with ST: counted when it succeeded after a retry. */
+void retry_count_outcome(struct engine *e, const struct job *j, enum job_status st);
+/* The daemon stops: jobs waiting for a retry are answered as abandoned. */
+void retry_abandon(struct engine *e);
 
 /* pool.c */
 int pool_init(struct engine *e);

@@ -8,6 +8,7 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "common/log.h"
 #include "supervisor/engine_queue.h"
@@ -40,7 +41,8 @@ static void requeue(struct engine *e, struct job *j)
 }
 
 /* The jobs W held when it died. REASON is set when its running job is to
- * blame; then that job is charged an attempt, the others are not. */
+ * blame; then that job is charged an attempt, and is retried or quarantined
+ * (engine_retry.c); the others are not. */
 void inflight_rescue(struct engine *e, struct worker *w, const char *reason)
 {
     struct job *culprit = reason ? TAILQ_FIRST(&w->inflight) : NULL;
@@ -53,15 +55,9 @@ void inflight_rescue(struct engine *e, struct worker *w, const char *reason)
         if (j != culprit) {
             j->attempts--;
             requeue(e, j);
-        } else if (j->attempts > j->retries) {
-            char label[512];
-            log_warn("%s quarantined: %s (attempt %u of %u)", job_label(e, j, label, sizeof(label)),
-                     reason, j->attempts, j->retries + 1);
-            engine_finishf(e, j, JOB_E_QUARANTINED, "%s (attempt %u of %u)", reason, j->attempts,
-                           j->retries + 1);
         } else {
-            e->g.retried++;
-            requeue(e, j);
+            retry_or_answer(e, j, w->killed == DEATH_TIMEOUT ? TRY_TIMEOUT : TRY_CRASHED,
+                            JOB_E_QUARANTINED, reason, strlen(reason), 0);
         }
     }
 }

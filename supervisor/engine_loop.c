@@ -39,7 +39,7 @@ static void sample_rates(struct engine *e)
 
 void engine_publish(struct engine *e)
 {
-    e->g.inflight = (uint32_t)(e->jobs.outstanding - engine_queued(e));
+    e->g.inflight = (uint32_t)(e->jobs.outstanding - engine_queued(e) - e->rq.n);
     e->g.slab_used = slab_used(&e->slab);
     e->g.workers_target = e->pool.target;
     e->g.updated_ns = e->now_ns;

@@ -239,8 +239,11 @@ static void on_result(struct engine *e, struct worker *w, const struct result_de
         w->state = WORKER_IDLE;
         pool_publish_worker(e, w);
     }
-    engine_finish(e, j, (enum job_status)r->status, slab_ptr(&e->slab, j->out_off), r->out_len,
-                  run_ns);
+    const void *out = slab_ptr(&e->slab, j->out_off);
+    if (r->status == JOB_E_FAILED)
+        retry_or_answer(e, j, TRY_FAILED, JOB_E_FAILED, out, r->out_len, run_ns);
+    else
+        engine_finish(e, j, (enum job_status)r->status, out, r->out_len, run_ns);
 }
 
 static bool collect_worker(struct engine *e, struct worker *w)

@@ -141,9 +141,27 @@ int routes_reload(struct routes *r, const struct conf *c)
     return subscribe_all(r);
 }
 
+/* What a job's attempts ended in, as words for its report: up to the
+ * last one kept. */
+struct tries {
+    const char *words[ENGINE_TRIES_KEPT];
+    size_t n;
+};
+
+static void tries_of(const struct engine_outcome *o, struct tries *t)
+{
+    t->n = 0;
+    for (unsigned i = 0; i < o->attempts && i < ENGINE_TRIES_KEPT; i++) {
+        enum engine_try what = engine_try_at(o->tries, i);
+        if (what != TRY_NONE)
+            t->n = i + 1;
+        t->words[i] = what != TRY_NONE ? engine_try_name(what) : "answered";
+    }
+}
+
 static void report(struct routes *r, const char *route, const char *topic, const char *error,
-                   const char *detail, size_t detail_len, uint32_t attempts, const void *corr,
-                   size_t corr_len)
+                   const char *detail, size_t detail_len, uint32_t attempts,
+                   const struct tries *tries, const void *corr, size_t corr_len)
 {
     struct report rep = {
         .route = route,
@@ -152,6 +170,8 @@ static void report(struct routes *r, const char *route, const char *topic, const
         .detail = detail,
         .detail_len = detail_len,
         .attempts = attempts,
+        .tries = tries ? tries->words : NULL,
+        .ntries = tries ? tries->n : 0,
         .correlation = corr,
         .correlation_len = corr_len,
     };
@@ -172,8 +192,10 @@ static void on_job_done(void *ctx, const struct engine_outcome *o)
         if (q->reply)
             mqtt_publish(r->mqtt, q->reply, o->data, o->len, q->qos, false, q->corr, q->corr_len);
     } else if (o->status != JOB_FILTERED) {
+        struct tries tries;
+        tries_of(o, &tries);
         report(r, q->route, q->topic, job_status_name(o->status), (const char *)o->data, o->len,
-               o->attempts, q->corr, q->corr_len);
+               o->attempts, &tries, q->corr, q->corr_len);
     }
     free(q);
 }
@@ -248,7 +270,7 @@ static void refuse_message(struct routes *r, const struct route *route,
     engine_count_refusal(r->engine, route->kind, st);
     log_rated(&r->refusals, LOG_LVL_WARN, "route %s: a message on %s: %s", route->conf->name,
               quote_topic(msg->topic, quoted), why);
-    report(r, route->conf->name, msg->topic, job_status_name(st), why, strlen(why), 0,
+    report(r, route->conf->name, msg->topic, job_status_name(st), why, strlen(why), 0, NULL,
            msg->correlation, msg->correlation_len);
 }
 
@@ -347,6 +369,9 @@ static void submit(struct routes *r, const struct route *route, const struct mqt
         .timeout_ms = cr->timeout_ms,
         .deadline_ms = cr->deadline_ms,
         .retries = cr->retries,
+        .retry_on = cr->retry_causes,
+        .backoff_ms = cr->backoff_ms,
+        .backoff_max_ms = cr->backoff_max_ms,
         .done = on_job_done,
         .describe = describe_request,
         .ctx = q,
@@ -356,7 +381,7 @@ static void submit(struct routes *r, const struct route *route, const struct mqt
         return;
     char refusal[128];
     refusal_text(st, msg->len, refusal, sizeof(refusal));
-    report(r, cr->name, msg->topic, job_status_name(st), refusal, strlen(refusal), 0,
+    report(r, cr->name, msg->topic, job_status_name(st), refusal, strlen(refusal), 0, NULL,
            msg->correlation, msg->correlation_len);
     free(q);
 }

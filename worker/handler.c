@@ -10,8 +10,8 @@ _Static_assert((int)MQFORK_OK == (int)JOB_OK && (int)MQFORK_FILTERED == (int)JOB
                "a handler's status is a job status");
 
 static const struct mqfork_handler *const builtin[] = {
-    &handler_test_echo, &handler_test_spin,   &handler_test_crash,
-    &handler_test_hang, &handler_opus_decode, &handler_opus_encode,
+    &handler_test_echo, &handler_test_spin,   &handler_test_crash,  &handler_test_hang,
+    &handler_test_fail, &handler_opus_decode, &handler_opus_encode,
 };
 
 int handlers_register_builtin(struct mqfork_registry *r)

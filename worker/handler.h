@@ -19,7 +19,7 @@ int handlers_register_builtin(struct mqfork_registry *r);
 
 /* The test handlers (handler_test.c). */
 extern const struct mqfork_handler handler_test_echo, handler_test_spin, handler_test_crash,
-    handler_test_hang;
+    handler_test_hang, handler_test_fail;
 
 /* The codec handlers (handler_opus.c). */
 extern const struct mqfork_handler handler_opus_decode, handler_opus_encode;

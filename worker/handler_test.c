@@ -1,7 +1,9 @@
 /* handler_test.c - the drill handlers that ship with the daemon:
  * test.echo (output = input), test.spin (burn the payload's decimal count of
  * microseconds of CPU), test.crash (die by `segv`, `abort` or `exit`, or
- * `overrun`: write past the output buffer) and test.hang (never return).
+ * `overrun`: write past the output buffer), test.hang (never return) and
+ * test.fail (answer `failed` the payload's count of times per stream, then
+ * echo: a flaky backend, for retries).
  * Operators use them to rehearse failures. */
 #include <signal.h>
 #include <stdlib.h>
@@ -41,6 +43,12 @@ static int parse_decimal(const uint8_t *in, size_t len, uint64_t max, uint64_t *
     return 0;
 }
 
+static bool payload_is(const struct mqfork_job *job, const char *word)
+{
+    size_t n = strlen(word);
+    return job->in_len == n && memcmp(job->in, word, n) == 0;
+}
+
 static uint64_t cpu_now_ns(void)
 {
     struct timespec ts;
@@ -63,12 +71,6 @@ static enum mqfork_status spin_run(void *ctx, struct mqfork_job *job)
         ;
     job->out_len = 0;
     return MQFORK_OK;
-}
-
-static bool payload_is(const struct mqfork_job *job, const char *word)
-{
-    size_t n = strlen(word);
-    return job->in_len == n && memcmp(job->in, word, n) == 0;
 }
 
 static enum mqfork_status crash_run(void *ctx, struct mqfork_job *job)
@@ -95,6 +97,37 @@ static enum mqfork_status hang_run(void *ctx, struct mqfork_job *job)
     return MQFORK_FAILED;
 }
 
+/* test.fail's state: how often its stream ran it. */
+static size_t fail_state_size(const struct mqfork_params *p)
+{
+    return sizeof(uint64_t);
+}
+
+#define FAIL_MAX 1000000
+
+/* Fail while the stream has run fewer than N jobs (each attempt of a job
+ * is a run); "always" fails always, as does any N > 0 without a stream. */
+static enum mqfork_status fail_run(void *ctx, struct mqfork_job *job)
+{
+    uint64_t n = 0, runs = 0;
+    bool always = payload_is(job, "always");
+    if (!always && parse_decimal(job->in, job->in_len, FAIL_MAX, &n) < 0) {
+        mqfork_job_error(job, "test.fail wants 'always' or a count of failures up to %d", FAIL_MAX);
+        return MQFORK_BAD_INPUT;
+    }
+    if (job->state) {
+        uint64_t *seen = job->state;
+        if (job->state_fresh)
+            *seen = 0;
+        runs = ++*seen;
+    }
+    if (always || (n > 0 && (!job->state || runs <= n))) {
+        mqfork_job_error(job, "test.fail: failure %llu as asked", (unsigned long long)runs);
+        return MQFORK_FAILED;
+    }
+    return echo_run(ctx, job);
+}
+
 const struct mqfork_handler handler_test_echo = {
     .abi = MQFORK_HANDLER_ABI,
     .name = "test.echo",
@@ -118,4 +151,12 @@ const struct mqfork_handler handler_test_hang = {
     .abi = MQFORK_HANDLER_ABI,
     .name = "test.hang",
     .run = hang_run,
+};
+
+const struct mqfork_handler handler_test_fail = {
+    .abi = MQFORK_HANDLER_ABI,
+    .name = "test.fail",
+    .out_bound = same_as_input,
+    .state_size = fail_state_size,
+    .run = fail_run,
 };
