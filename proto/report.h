@@ -1,8 +1,8 @@
 /* report.h - the error report: the JSON published on errors.topic for every
  * job that ends in an error or is refused. Fields: route, topic, error (a
  * job status word such as "overloaded" or "quarantined"), detail (a sentence
- * for a human), attempts, tries (what ended each failed attempt, when any
- * did: "crashed", "timeout", "failed"), and the request's MQTT v5
+ * for a human), attempts, tries (what ended each attempt of a job tried
+ * more than once: "crashed", "timeout", "failed"), and the request's MQTT v5
  * correlation data, base64 encoded, when there was some. */
 #ifndef MQFORK_PROTO_REPORT_H
 #define MQFORK_PROTO_REPORT_H

@@ -142,7 +142,7 @@ int routes_reload(struct routes *r, const struct conf *c)
 }
 
 /* What a job's attempts ended in, as words for its report: up to the
- * last one kept. */
+ * last one kept, and none for a job tried once (its error says it). */
 struct tries {
     const char *words[ENGINE_TRIES_KEPT];
     size_t n;
@@ -151,7 +151,7 @@ struct tries {
 static void tries_of(const struct engine_outcome *o, struct tries *t)
 {
     t->n = 0;
-    for (unsigned i = 0; i < o->attempts && i < ENGINE_TRIES_KEPT; i++) {
+    for (unsigned i = 0; o->attempts > 1 && i < o->attempts && i < ENGINE_TRIES_KEPT; i++) {
         enum engine_try what = engine_try_at(o->tries, i);
         if (what != TRY_NONE)
             t->n = i + 1;

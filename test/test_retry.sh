@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# test_retry.sh - retries on failure, through a real mosquitto: mqforkd -t
+# places retry_on and backoff mistakes at file:line:column; a handler that
+# fails twice (test.fail, its count kept in its stream's state) is tried
+# again after the configured backoff and answers; one that always fails is
+# reported once, with its attempts; a retry that would come after the
+# job's deadline is not made; mqforkstat counts them in the block retry.
+#
+#   test_retry.sh MQFORKD MQFORKSTAT
+set -u
+MQFORKD=$1
+MQFORKSTAT=$2
+TMP=$(mktemp -d)
+FAILS=0
+BROKER=
+DAEMON_PID=
+SUB_PID=
+INSTANCE=retry-$$
+
+cleanup() {
+    for p in $SUB_PID $DAEMON_PID $BROKER; do kill -9 "$p" 2>/dev/null; done
+    wait 2>/dev/null
+    rm -rf "$TMP"
+    rm -f "/dev/shm/mqfork.$INSTANCE"
+}
+trap cleanup EXIT
+
+# shellcheck source=test/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+# ---- mqforkd -t --------------------------------------------------------------
+
+cat >"$TMP/bad.yaml" <<EOF
+instance: $INSTANCE
+routes:
+  - name: flaky
+    subscribe: fl/+/in
+    job: test.fail
+    retry_on: [failed, tiemout]
+    backoff_ms: 5000
+    backoff_max_ms: 1000
+EOF
+out=$("$MQFORKD" -t -c "$TMP/bad.yaml" 2>&1) && fail "-t accepted a bad retry_on"
+grep -qF "$TMP/bad.yaml:6:24: error: routes[0].retry_on[1]: 'tiemout' is not a cause to retry (crashed, timeout, failed); did you mean 'timeout'?" <<<"$out" ||
+    fail "-t does not place the retry_on error: $out"
+grep -qF "$TMP/bad.yaml:8:21: error: routes[0].backoff_max_ms (1000) is below routes[0].backoff_ms (5000)" <<<"$out" ||
+    fail "-t does not place the backoff contradiction: $out"
+
+# ---- the daemon --------------------------------------------------------------
+
+start_broker || {
+    fail "mosquitto does not start"
+    exit 1
+}
+
+# flaky: 300 ms, then 600 ms before the second retry (less up to a fifth).
+# late: the first retry comes within its 2 s deadline, the second (1.6 to
+# 2 s after the second failure) could not.
+cat >"$TMP/run.yaml" <<EOF
+instance: $INSTANCE
+broker:
+  host: 127.0.0.1
+  port: $PORT
+workers:
+  min: 2
+  max: 2
+scaling:
+  enabled: false
+errors:
+  topic: err/$INSTANCE
+routes:
+  - name: flaky
+    subscribe: fl/+/in
+    job: test.fail
+    reply: fl/{1}/out
+    stream: "{1}"
+    retry_on: [failed, crashed]
+    retries: 3
+    backoff_ms: 300
+    backoff_max_ms: 10000
+  - name: late
+    subscribe: dl/+/in
+    job: test.fail
+    reply: dl/{1}/out
+    retry_on: failed
+    retries: 5
+    backoff_ms: 1000
+    deadline_ms: 2000
+  - name: plain
+    subscribe: pl/+/in
+    job: test.fail
+    reply: pl/{1}/out
+EOF
+"$MQFORKD" -t -c "$TMP/run.yaml" >/dev/null 2>&1 || fail "-t rejects the good configuration"
+
+mosquitto_sub -h 127.0.0.1 -p "$PORT" -v -t "mqfork/$INSTANCE/status" -t 'fl/+/out' \
+    -t 'dl/+/out' -t 'pl/+/out' -t "err/$INSTANCE" >"$TMP/sub.out" 2>&1 &
+SUB_PID=$!
+"$MQFORKD" -c "$TMP/run.yaml" >"$TMP/daemon.log" 2>&1 &
+DAEMON_PID=$!
+wait_for 30 grep -q online "$TMP/sub.out" || fail "the daemon never came online"
+
+pub() { mosquitto_pub -h 127.0.0.1 -p "$PORT" -q 1 -t "$1" -m "$2"; }
+ms() { echo $(($(date +%s%N) / 1000000)); }
+report_of() { grep "^err/$INSTANCE .*\"topic\":\"$1\"" "$TMP/sub.out"; }
+
+# Fails twice, answers on the third attempt, not before both waits.
+start=$(ms)
+pub fl/two/in 2
+wait_for 30 grep -q '^fl/two/out 2$' "$TMP/sub.out" || fail "the flaky job was never answered"
+took=$(($(ms) - start))
+echo "flaky job answered after ${took} ms (waits of 240-300 and 480-600 ms)"
+[ "$took" -ge 720 ] || fail "the flaky job was answered after $took ms: the backoff was not waited"
+report_of fl/two/in && fail "the flaky job that succeeded got an error report too"
+
+# Always fails: one report, after every attempt, each listed.
+pub fl/always/in always
+wait_for 30 report_of fl/always/in >/dev/null || fail "no report for the job that always fails"
+rep=$(report_of fl/always/in)
+[ "$(wc -l <<<"$rep")" -eq 1 ] || fail "more than one report: $rep"
+grep -qF '"error":"failed"' <<<"$rep" || fail "the report's error is not failed: $rep"
+grep -qF '(attempt 4 of 4)' <<<"$rep" || fail "the report's detail does not count the attempts: $rep"
+grep -qF '"attempts":4,"tries":["failed","failed","failed","failed"]' <<<"$rep" ||
+    fail "the report does not list the attempts: $rep"
+
+# The deadline wins: attempt 2 fails, and no third is scheduled.
+pub dl/a/in always
+wait_for 30 report_of dl/a/in >/dev/null || fail "no report for the job with a deadline"
+rep=$(report_of dl/a/in)
+grep -qF '"attempts":2,' <<<"$rep" || fail "the job with a deadline was not tried exactly twice: $rep"
+grep -qF 'would come after the deadline' <<<"$rep" || fail "the report does not name the deadline: $rep"
+
+# A route that does not retry failed reports the handler's words as ever.
+pub pl/a/in always
+wait_for 30 report_of pl/a/in >/dev/null || fail "no report on the plain route"
+grep -qF '"detail":"test.fail: failing as asked","attempts":1}' <<<"$(report_of pl/a/in)" ||
+    fail "the plain route's report changed: $(report_of pl/a/in)"
+# Published once per change; the report may come just before the figure.
+stat_has() { "$MQFORKSTAT" -1 -n "$INSTANCE" | grep -qx "$1"; }
+for line in 'retry.scheduled.failed 6' 'retry.exhausted 1' 'retry.past_deadline 1' \
+    'retry.succeeded 1' 'retry.waiting 0'; do
+    wait_for 10 stat_has "$line" ||
+        fail "mqforkstat lacks '$line': $("$MQFORKSTAT" -1 -n "$INSTANCE" | grep '^retry')"
+done
+"$MQFORKSTAT" -p -n "$INSTANCE" |
+    grep -q "^mqfork_retry_scheduled_total{instance=\"$INSTANCE\",cause=\"failed\"} 6$" ||
+    fail "mqforkstat -p lacks the retries: $("$MQFORKSTAT" -p -n "$INSTANCE" | grep retry)"
+"$MQFORKSTAT" -j -n "$INSTANCE" | tr -d ' \t\n' | grep -q '"retry":{[^}]*"scheduled":{[^}]*"failed":6},"waiting":0,"exhausted":1,' ||
+    fail "mqforkstat -j lacks the retries: $("$MQFORKSTAT" -j -n "$INSTANCE" | tr -d " \t\n" | grep -o "\"retry\":{[^}]*}[^}]*}")"
+
+kill -TERM "$DAEMON_PID"
+wait "$DAEMON_PID"
+rc=$?
+DAEMON_PID=
+[ "$rc" -eq 0 ] || fail "the daemon exited $rc on SIGTERM"
+
+if [ "$FAILS" -gt 0 ]; then
+    echo "--- daemon log" >&2
+    tail -20 "$TMP/daemon.log" >&2
+    echo "--- messages" >&2
+    tail -20 "$TMP/sub.out" >&2
+    exit 1
+fi
+echo "test_retry: all checks passed"
