@@ -13,7 +13,8 @@
 #             (plugins/speech, mqfork_speech.so), pocketsphinx-en-us (the
 #             model), pocketsphinx-testdata (test_speech's recordings), jq
 #   demo/ops: espeak-ng + sox + opus-tools (voice samples), prometheus
-#             (promtool checks the -p exposition), tmux (demo panes)
+#             (promtool checks the -p exposition and, in test_alert_rules,
+#             conf/mqfork-alerts.yml), tmux (demo panes)
 MQFORK_DEB_PACKAGES=(
     meson ninja-build pkg-config gcc clang libclang-rt-dev
     libmosquitto-dev liburing-dev libopus-dev libyaml-dev libssl-dev
