@@ -185,6 +185,32 @@ struct conf_voice {
     uint32_t queue_frames;      /* downlink frames held per session, 1..100000, default 500 */
 };
 
+/* The alerts: section: thresholds on the daemon's figures, each crossed
+ * upward at fire and back at resolve (hysteresis), published on topic. */
+enum conf_alert_figure {
+    ALERT_PENDING,    /* jobs waiting in the queues */
+    ALERT_ERROR_RATE, /* share of the jobs answered in the interval that failed */
+    ALERT_P99_MS,     /* 99th percentile of accepted -> answered, over the interval */
+    ALERT_CPU,        /* the live workers' CPU, as a share of theirs (0..1) */
+    ALERT_MEMORY_MB,  /* the workers' resident memory, summed */
+    ALERT_COUNT
+};
+
+struct conf_alert {
+    bool enabled; /* its mapping is in the file */
+    double fire;
+    double resolve; /* below fire; default 80% of it */
+};
+
+struct conf_alerts {
+    char *topic;       /* default "mqfork/alerts" */
+    double interval_s; /* how often the figures are looked at: 0.05..3600, default 10 */
+    struct conf_alert rule[ALERT_COUNT];
+};
+
+/* The name of figure F in the configuration and the alerts ("pending"). */
+const char *conf_alert_name(enum conf_alert_figure f);
+
 struct conf {
     char *path;                /* the file this was read from */
     char *instance;            /* [A-Za-z0-9_-]{1,32}, default "default" */
@@ -197,6 +223,7 @@ struct conf {
     struct conf_streams streams;
     struct conf_scaling scaling;
     char *errors_topic; /* errors.topic, default "mqfork/errors" */
+    struct conf_alerts alerts;
     struct conf_voice voice;
     struct conf_plugin *plugins;
     size_t nplugins;

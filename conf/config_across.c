@@ -215,6 +215,29 @@ void check_has_work(struct loader *ld)
         report_warning(ld, rn, "routes: none, and no voice: section: the daemon would take no job");
 }
 
+/* An alert fires at a threshold it is given, and resolves below it: at
+ * 80% of it unless given. */
+static void check_alerts(struct loader *ld)
+{
+    for (int f = 0; f < ALERT_COUNT; f++) {
+        struct conf_alert *a = &ld->conf->alerts.rule[f];
+        char path[32], fire[48], resolve[48];
+        snprintf(path, sizeof(path), "alerts.%s", conf_alert_name(f));
+        snprintf(fire, sizeof(fire), "%s.fire", path);
+        snprintf(resolve, sizeof(resolve), "%s.resolve", path);
+        if (a->enabled && !lookup(ld, fire)) {
+            report(ld, lookup(ld, path), "%s: missing required key 'fire'", path);
+            continue;
+        }
+        if (a->resolve < 0) {
+            a->resolve = a->fire * 0.8;
+            continue;
+        }
+        if (a->resolve >= a->fire)
+            contradiction(ld, resolve, a->resolve, "must be below", fire, a->fire);
+    }
+}
+
 void check_across(struct loader *ld)
 {
     const struct conf *c = ld->conf;
@@ -236,6 +259,7 @@ void check_across(struct loader *ld)
         contradiction(ld, "scaling.down_p95_ms", s->down_p95_ms, "is greater than",
                       "scaling.up_p95_ms", s->up_p95_ms);
     check_limits(ld);
+    check_alerts(ld);
     if (c->voice.enabled)
         check_voice(ld);
     if (c->broker.tls_enabled)

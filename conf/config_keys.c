@@ -97,6 +97,46 @@ static const struct key errors_keys[] = {
     {0},
 };
 
+/* One alert's thresholds; fire's range is its figure's. */
+#define ALERT_KEYS(f, hi)                                                                          \
+    static const struct key alert_##f##_keys[] = {                                                 \
+        NUM("fire", C(alerts.rule[f].fire), 0, hi),                                                \
+        NUM("resolve", C(alerts.rule[f].resolve), 0, hi),                                          \
+        {0},                                                                                       \
+    }
+ALERT_KEYS(ALERT_PENDING, 1e9);
+ALERT_KEYS(ALERT_ERROR_RATE, 1);
+ALERT_KEYS(ALERT_P99_MS, 3600000);
+ALERT_KEYS(ALERT_CPU, 1);
+ALERT_KEYS(ALERT_MEMORY_MB, 1e9);
+
+#define ALERT(f, n)                                                                                \
+    {                                                                                              \
+        .name = n, .kind = KEY_MAP, .sub = alert_##f##_keys, C(alerts.rule[f].enabled),            \
+        .flags = KEY_MARK                                                                          \
+    }
+
+static const char *const alert_names[] = {
+    [ALERT_PENDING] = "pending", [ALERT_ERROR_RATE] = "error_rate", [ALERT_P99_MS] = "p99_ms",
+    [ALERT_CPU] = "cpu",         [ALERT_MEMORY_MB] = "memory_mb",
+};
+
+const char *conf_alert_name(enum conf_alert_figure f)
+{
+    return (unsigned)f < ALERT_COUNT ? alert_names[f] : "invalid";
+}
+
+static const struct key alerts_keys[] = {
+    STR("topic", C(alerts.topic), 0, check_topic),
+    NUM("interval_s", C(alerts.interval_s), 0.05, 3600),
+    ALERT(ALERT_PENDING, "pending"),
+    ALERT(ALERT_ERROR_RATE, "error_rate"),
+    ALERT(ALERT_P99_MS, "p99_ms"),
+    ALERT(ALERT_CPU, "cpu"),
+    ALERT(ALERT_MEMORY_MB, "memory_mb"),
+    {0},
+};
+
 #define V(f) C(voice.f)
 static const struct key voice_topic_keys[] = {
     STR("up", V(topics.up), 0, check_device_filter),
@@ -142,6 +182,7 @@ const struct key top_keys[] = {
     MAP("streams", streams_keys),
     MAP("scaling", scaling_keys),
     MAP("errors", errors_keys),
+    MAP("alerts", alerts_keys),
     {.name = "voice", .kind = KEY_MAP, .sub = voice_keys, C(voice.enabled), .flags = KEY_MARK},
     {.name = "plugins", .kind = KEY_PLUGINS},
     {.name = "routes", .kind = KEY_ROUTES},
@@ -260,7 +301,10 @@ void conf_defaults(struct conf *c)
                 .down_p95_ms = 10,
             },
         .errors_topic = xstrdup("mqfork/errors"),
+        .alerts = {.topic = xstrdup("mqfork/alerts"), .interval_s = 10},
     };
+    for (int f = 0; f < ALERT_COUNT; f++)
+        c->alerts.rule[f].resolve = -1; /* check_alerts: 80% of fire */
 }
 
 static void route_free(struct conf_route *r)
@@ -313,6 +357,7 @@ void conf_free(struct conf *c)
     free(b->tls.cert_file);
     free(b->tls.key_file);
     free(c->errors_topic);
+    free(c->alerts.topic);
     voice_free(&c->voice);
     for (size_t i = 0; i < c->nplugins; i++)
         free(c->plugins[i].path);

@@ -37,7 +37,8 @@
 enum run_state { RUNNING, DRAINING, STOP_NOW };
 
 /* Every source mqforkd knows, in the order they start (source.h). */
-static const struct source_ops *const source_table[] = {&routes_source, &voice_source};
+static const struct source_ops *const source_table[] = {&routes_source, &voice_source,
+                                                        &alerts_source};
 #define MAX_SOURCES (sizeof(source_table) / sizeof(source_table[0]))
 
 /* A source the configuration asked for. */

@@ -43,8 +43,10 @@ struct source_ops {
     void (*free)(void *self);
 };
 
-/* The sources mqforkd knows, in the order it starts them. */
+/* The sources mqforkd knows, in the order it starts them. alerts takes
+ * no jobs: it follows the same life cycle to publish its alerts. */
 extern const struct source_ops routes_source;
 extern const struct source_ops voice_source;
+extern const struct source_ops alerts_source;
 
 #endif
