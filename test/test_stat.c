@@ -30,6 +30,7 @@
 
 #include "shm/segment.h"
 #include "supervisor/routes.h"
+#include "supervisor/source.h"
 #include "test/fixture.h"
 #include "test/run.h"
 #include "test/stat_blocks.h"
@@ -592,6 +593,9 @@ int main(int argc, char **argv)
     struct routes *routes = routes_new(&f.conf, f.e);
     struct mqtt *mqtt = routes ? mqtt_new(&f.conf, f.loop, engine_segment(f.e)) : NULL;
     T_REQUIRE(mqtt && routes_attach(routes, mqtt) == 0, "MQTT source attached");
+    /* and its alerts, none configured: their block holds names too */
+    void *alerts = alerts_source.create(&f.conf, f.e, f.loop);
+    T_REQUIRE(alerts && alerts_source.attach(alerts, mqtt) == 0, "alerts attached");
     push_load(&f);
 
     test_blocks_added(&f);
@@ -604,6 +608,7 @@ int main(int argc, char **argv)
     test_version();
     test_usage();
 
+    alerts_source.free(alerts);
     fixture_free(&f);
     mqtt_free(mqtt);
     routes_free(routes);
