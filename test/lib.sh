@@ -46,3 +46,60 @@ start_broker() {
     done
     return 1
 }
+
+# A test of one daemon through a private broker: $TMP, and the pids BROKER,
+# DAEMON_PID and SUB_PID (a mosquitto_sub), all killed at exit, with the
+# segment of INSTANCE. Call it once, after FAILS=0.
+daemon_test_init() { # INSTANCE
+    INSTANCE=$1
+    TMP=$(mktemp -d)
+    BROKER=
+    DAEMON_PID=
+    SUB_PID=
+    trap daemon_test_cleanup EXIT
+}
+
+daemon_test_cleanup() {
+    local p
+    for p in $SUB_PID $DAEMON_PID $BROKER; do kill -9 "$p" 2>/dev/null; done
+    wait 2>/dev/null
+    rm -rf "$TMP"
+    rm -f "/dev/shm/mqfork.$INSTANCE"
+}
+
+# Subscribe to the daemon's status and the TOPICS given ($TMP/sub.out),
+# start MQFORKD on $TMP/run.yaml ($TMP/daemon.log) and wait until it is
+# online. 0, or 1 (counted) when it never came online.
+daemon_test_start() { # MQFORKD TOPIC...
+    local mqforkd=$1 t args=()
+    shift
+    for t in "mqfork/$INSTANCE/status" "$@"; do args+=(-t "$t"); done
+    mosquitto_sub -h 127.0.0.1 -p "$PORT" -v "${args[@]}" >"$TMP/sub.out" 2>&1 &
+    SUB_PID=$!
+    "$mqforkd" -c "$TMP/run.yaml" >"$TMP/daemon.log" 2>&1 &
+    DAEMON_PID=$!
+    wait_for 30 grep -q online "$TMP/sub.out" || {
+        fail "the daemon never came online"
+        return 1
+    }
+}
+
+# SIGTERM to the daemon, which must drain and exit 0; then the verdict of
+# test NAME, with the end of the daemon's log and of the messages
+# ($TMP/daemon.log, $TMP/sub.out) when a check failed.
+daemon_test_end() { # NAME
+    local rc
+    kill -TERM "$DAEMON_PID"
+    wait "$DAEMON_PID"
+    rc=$?
+    DAEMON_PID=
+    [ "$rc" -eq 0 ] || fail "the daemon exited $rc on SIGTERM"
+    if [ "$FAILS" -gt 0 ]; then
+        echo "--- daemon log" >&2
+        tail -20 "$TMP/daemon.log" >&2
+        echo "--- messages" >&2
+        tail -20 "$TMP/sub.out" >&2
+        exit 1
+    fi
+    echo "$1: all checks passed"
+}

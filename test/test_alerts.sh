@@ -11,23 +11,11 @@
 set -u
 MQFORKD=$1
 MQFORKSTAT=$2
-TMP=$(mktemp -d)
 FAILS=0
-BROKER=
-DAEMON_PID=
-SUB_PID=
-INSTANCE=alerts-$$
-
-cleanup() {
-    for p in $SUB_PID $DAEMON_PID $BROKER; do kill -9 "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$TMP"
-    rm -f "/dev/shm/mqfork.$INSTANCE"
-}
-trap cleanup EXIT
 
 # shellcheck source=test/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+daemon_test_init alerts-$$
 
 # ---- mqforkd -t --------------------------------------------------------------
 
@@ -87,12 +75,7 @@ routes:
 EOF
 "$MQFORKD" -t -c "$TMP/run.yaml" >/dev/null 2>&1 || fail "-t rejects the good configuration"
 
-mosquitto_sub -h 127.0.0.1 -p "$PORT" -v -t "mqfork/$INSTANCE/status" -t "al/$INSTANCE" \
-    -t 'sp/+/out' >"$TMP/sub.out" 2>&1 &
-SUB_PID=$!
-"$MQFORKD" -c "$TMP/run.yaml" >"$TMP/daemon.log" 2>&1 &
-DAEMON_PID=$!
-wait_for 30 grep -q online "$TMP/sub.out" || fail "the daemon never came online"
+daemon_test_start "$MQFORKD" "al/$INSTANCE" 'sp/+/out'
 
 alert() { grep "^al/$INSTANCE {\"alert\":\"$1\",\"state\":\"$2\"" "$TMP/sub.out"; }
 stat_has() { "$MQFORKSTAT" -1 -n "$INSTANCE" | grep -qx "$1"; }
@@ -129,17 +112,4 @@ done
     grep -q "^mqfork_alerts_fired_total{instance=\"$INSTANCE\",alert=\"pending\"} 1$" ||
     fail "mqforkstat -p lacks the alerts: $("$MQFORKSTAT" -p -n "$INSTANCE" | grep alerts)"
 
-kill -TERM "$DAEMON_PID"
-wait "$DAEMON_PID"
-rc=$?
-DAEMON_PID=
-[ "$rc" -eq 0 ] || fail "the daemon exited $rc on SIGTERM"
-
-if [ "$FAILS" -gt 0 ]; then
-    echo "--- daemon log" >&2
-    tail -20 "$TMP/daemon.log" >&2
-    echo "--- messages" >&2
-    grep "^al/" "$TMP/sub.out" | tail -20 >&2
-    exit 1
-fi
-echo "test_alerts: all checks passed"
+daemon_test_end test_alerts

@@ -10,23 +10,11 @@
 set -u
 MQFORKD=$1
 MQFORKSTAT=$2
-TMP=$(mktemp -d)
 FAILS=0
-BROKER=
-DAEMON_PID=
-SUB_PID=
-INSTANCE=retry-$$
-
-cleanup() {
-    for p in $SUB_PID $DAEMON_PID $BROKER; do kill -9 "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$TMP"
-    rm -f "/dev/shm/mqfork.$INSTANCE"
-}
-trap cleanup EXIT
 
 # shellcheck source=test/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+daemon_test_init retry-$$
 
 # ---- mqforkd -t --------------------------------------------------------------
 
@@ -93,12 +81,7 @@ routes:
 EOF
 "$MQFORKD" -t -c "$TMP/run.yaml" >/dev/null 2>&1 || fail "-t rejects the good configuration"
 
-mosquitto_sub -h 127.0.0.1 -p "$PORT" -v -t "mqfork/$INSTANCE/status" -t 'fl/+/out' \
-    -t 'dl/+/out' -t 'pl/+/out' -t "err/$INSTANCE" >"$TMP/sub.out" 2>&1 &
-SUB_PID=$!
-"$MQFORKD" -c "$TMP/run.yaml" >"$TMP/daemon.log" 2>&1 &
-DAEMON_PID=$!
-wait_for 30 grep -q online "$TMP/sub.out" || fail "the daemon never came online"
+daemon_test_start "$MQFORKD" 'fl/+/out' 'dl/+/out' 'pl/+/out' "err/$INSTANCE"
 
 pub() { mosquitto_pub -h 127.0.0.1 -p "$PORT" -q 1 -t "$1" -m "$2"; }
 ms() { echo $(($(date +%s%N) / 1000000)); }
@@ -148,17 +131,4 @@ done
 "$MQFORKSTAT" -j -n "$INSTANCE" | tr -d ' \t\n' | grep -q '"retry":{[^}]*"scheduled":{[^}]*"failed":6},"waiting":0,"exhausted":1,' ||
     fail "mqforkstat -j lacks the retries: $("$MQFORKSTAT" -j -n "$INSTANCE" | tr -d " \t\n" | grep -o "\"retry\":{[^}]*}[^}]*}")"
 
-kill -TERM "$DAEMON_PID"
-wait "$DAEMON_PID"
-rc=$?
-DAEMON_PID=
-[ "$rc" -eq 0 ] || fail "the daemon exited $rc on SIGTERM"
-
-if [ "$FAILS" -gt 0 ]; then
-    echo "--- daemon log" >&2
-    tail -20 "$TMP/daemon.log" >&2
-    echo "--- messages" >&2
-    tail -20 "$TMP/sub.out" >&2
-    exit 1
-fi
-echo "test_retry: all checks passed"
+daemon_test_end test_retry
