@@ -4,7 +4,9 @@
 # fails twice (test.fail, its count kept in its stream's state) is tried
 # again after the configured backoff and answers; one that always fails is
 # reported once, with its attempts; a retry that would come after the
-# job's deadline is not made; mqforkstat counts them in the block retry.
+# job's deadline is not made; a crash is reported at once where retry_on
+# leaves it out, a timeout retried after its backoff where it does not;
+# mqforkstat counts them in the block retry.
 #
 #   test_retry.sh MQFORKD MQFORKSTAT
 set -u
@@ -78,6 +80,17 @@ routes:
     subscribe: pl/+/in
     job: test.fail
     reply: pl/{1}/out
+  - name: crash
+    subscribe: cr/+/in
+    job: test.crash
+    retry_on: [failed]
+  - name: hang
+    subscribe: hg/+/in
+    job: test.hang
+    timeout_ms: 200
+    retry_on: timeout
+    retries: 1
+    backoff_ms: 300
 EOF
 "$MQFORKD" -t -c "$TMP/run.yaml" >/dev/null 2>&1 || fail "-t rejects the good configuration"
 
@@ -118,9 +131,20 @@ pub pl/a/in always
 wait_for 30 report_of pl/a/in >/dev/null || fail "no report on the plain route"
 grep -qF '"detail":"test.fail: failing as asked","attempts":1}' <<<"$(report_of pl/a/in)" ||
     fail "the plain route's report changed: $(report_of pl/a/in)"
+# A crash is not retried where retry_on leaves it out; a timeout is, once.
+pub cr/a/in segv
+wait_for 30 report_of cr/a/in >/dev/null || fail "no report for the crash"
+grep -qF '"error":"quarantined","detail":"crashed: signal 11 (attempt 1; retry_on leaves out crashed)","attempts":1}' <<<"$(report_of cr/a/in)" ||
+    fail "the crash was not reported at once: $(report_of cr/a/in)"
+pub hg/a/in x
+wait_for 30 report_of hg/a/in >/dev/null || fail "no report for the hung job"
+grep -qF '"error":"quarantined","detail":"timeout: ran past 200 ms (attempt 2 of 2)","attempts":2,"tries":["timeout","timeout"]}' <<<"$(report_of hg/a/in)" ||
+    fail "the hung job was not retried once: $(report_of hg/a/in)"
+
 # Published once per change; the report may come just before the figure.
 stat_has() { "$MQFORKSTAT" -1 -n "$INSTANCE" | grep -qx "$1"; }
-for line in 'retry.scheduled.failed 6' 'retry.exhausted 1' 'retry.past_deadline 1' \
+for line in 'retry.scheduled.failed 6' 'retry.scheduled.timeout 1' 'retry.scheduled.crashed 0' \
+    'retry.exhausted 2' 'retry.past_deadline 1' \
     'retry.succeeded 1' 'retry.waiting 0'; do
     wait_for 10 stat_has "$line" ||
         fail "mqforkstat lacks '$line': $("$MQFORKSTAT" -1 -n "$INSTANCE" | grep '^retry')"
@@ -128,7 +152,7 @@ done
 "$MQFORKSTAT" -p -n "$INSTANCE" |
     grep -q "^mqfork_retry_scheduled_total{instance=\"$INSTANCE\",cause=\"failed\"} 6$" ||
     fail "mqforkstat -p lacks the retries: $("$MQFORKSTAT" -p -n "$INSTANCE" | grep retry)"
-"$MQFORKSTAT" -j -n "$INSTANCE" | tr -d ' \t\n' | grep -q '"retry":{[^}]*"scheduled":{[^}]*"failed":6},"waiting":0,"exhausted":1,' ||
+"$MQFORKSTAT" -j -n "$INSTANCE" | tr -d ' \t\n' | grep -q '"retry":{[^}]*"scheduled":{[^}]*"failed":6},"waiting":0,"exhausted":2,' ||
     fail "mqforkstat -j lacks the retries: $("$MQFORKSTAT" -j -n "$INSTANCE" | tr -d " \t\n" | grep -o "\"retry\":{[^}]*}[^}]*}")"
 
 daemon_test_end test_retry
