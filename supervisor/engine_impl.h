@@ -59,10 +59,10 @@ struct job {
     enum job_state state; /* changed only by job_move */
     uint32_t kind;
     uint8_t prio;
-    bool sent_fresh; /* its dispatch carried JOB_STREAM_FRESH */
+    bool sent_fresh;  /* its dispatch carried JOB_STREAM_FRESH */
+    uint8_t retry_on; /* enum conf_retry bits */
     uint32_t attempts;
     uint32_t retries;
-    uint8_t retry_on;        /* enum conf_retry bits */
     uint32_t tries;          /* enum engine_try of each failed attempt (engine_try_at) */
     uint32_t backoff_ms;     /* first retry's delay, doubling */
     uint32_t backoff_max_ms; /* its cap */
