@@ -223,23 +223,45 @@ static void *alerts_create(const struct conf *c, struct engine *e, struct loop *
     return a;
 }
 
-static int alerts_attach(void *self, struct mqtt *m)
+static bool any_on(const struct conf *c)
 {
-    struct alerts *a = self;
+    for (int f = 0; f < ALERT_COUNT; f++)
+        if (c->alerts.rule[f].enabled)
+            return true;
+    return false;
+}
+
+/* Look at the figures every interval_s while an alert is on; the block
+ * "alerts" is added when the first one is, so an instance without alerts
+ * shows none. */
+static int start_looking(struct alerts *a)
+{
     struct stats_block_spec spec = {
         .name = "alerts",
         .fields = alert_fields,
         .nfields = sizeof(alert_fields) / sizeof(alert_fields[0]),
         .size = sizeof(struct alert_figures),
     };
-    a->mqtt = m;
-    if (!a->stats && !(a->stats = engine_add_block(a->engine, &spec)))
-        return -1;
-    double baseline[ALERT_COUNT];
-    measure(a, baseline); /* the first interval's figures start now */
+    if (!any_on(a->conf)) {
+        loop_timer_cancel(a->loop, &a->tick);
+        return 0;
+    }
+    if (!a->stats) {
+        if (!(a->stats = engine_add_block(a->engine, &spec)))
+            return -1;
+        double baseline[ALERT_COUNT];
+        measure(a, baseline); /* the first interval's figures start now */
+    }
     loop_timer_arm(a->loop, &a->tick,
                    loop_now_ns(a->loop) + (uint64_t)(a->conf->alerts.interval_s * 1e9));
     return 0;
+}
+
+static int alerts_attach(void *self, struct mqtt *m)
+{
+    struct alerts *a = self;
+    a->mqtt = m;
+    return start_looking(a);
 }
 
 /* An alert the new configuration turns off resolves, said so. */
@@ -255,10 +277,9 @@ static int alerts_reload(void *self, const struct conf *c)
         publish(a, (enum conf_alert_figure)f, "resolved", (double)a->fig.value[f] / 1000, NULL,
                 "turned off by reload");
     }
-    stats_block_publish(a->stats, &a->fig, sizeof(a->fig));
-    loop_timer_arm(a->loop, &a->tick,
-                   loop_now_ns(a->loop) + (uint64_t)(c->alerts.interval_s * 1e9));
-    return 0;
+    if (a->stats)
+        stats_block_publish(a->stats, &a->fig, sizeof(a->fig));
+    return start_looking(a);
 }
 
 static void alerts_free(void *self)

@@ -5,7 +5,8 @@
 # and the alert fires, then resolves once they are answered; failing jobs
 # (test.fail) make the error rate fire and resolve. Each change is one JSON
 # message on alerts.topic with the figure and the threshold, a log line,
-# and counts in the block alerts (mqforkstat -1 and -p).
+# and counts in the block alerts (mqforkstat -1 and -p). A reload turns an
+# alert on, and off: then it resolves.
 #
 #   test_alerts.sh MQFORKD MQFORKSTAT
 set -u
@@ -111,5 +112,16 @@ done
 "$MQFORKSTAT" -p -n "$INSTANCE" |
     grep -q "^mqfork_alerts_fired_total{instance=\"$INSTANCE\",alert=\"pending\"} 1$" ||
     fail "mqforkstat -p lacks the alerts: $("$MQFORKSTAT" -p -n "$INSTANCE" | grep alerts)"
+
+# A reload turns an alert on (the workers surely hold a MiB: it fires at
+# its first look), and the next one off: it resolves, saying why.
+sed -i 's/^  error_rate: .*/&\n  memory_mb: {fire: 1}/' "$TMP/run.yaml"
+kill -HUP "$DAEMON_PID"
+wait_for 30 alert memory_mb firing >/dev/null || fail "the alert a reload turned on never fired"
+sed -i '/memory_mb/d' "$TMP/run.yaml"
+kill -HUP "$DAEMON_PID"
+wait_for 30 alert memory_mb resolved >/dev/null || fail "the alert a reload turned off never resolved"
+grep -qF '"reason":"turned off by reload"' <<<"$(alert memory_mb resolved)" ||
+    fail "the resolution does not say the reload turned it off: $(alert memory_mb resolved)"
 
 daemon_test_end test_alerts

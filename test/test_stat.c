@@ -593,7 +593,8 @@ int main(int argc, char **argv)
     struct routes *routes = routes_new(&f.conf, f.e);
     struct mqtt *mqtt = routes ? mqtt_new(&f.conf, f.loop, engine_segment(f.e)) : NULL;
     T_REQUIRE(mqtt && routes_attach(routes, mqtt) == 0, "MQTT source attached");
-    /* and its alerts, none configured: their block holds names too */
+    /* and its alerts, one on and never firing: their block holds names too */
+    f.conf.alerts.rule[ALERT_PENDING] = (struct conf_alert){.enabled = true, .fire = 1e9};
     void *alerts = alerts_source.create(&f.conf, f.e, f.loop);
     T_REQUIRE(alerts && alerts_source.attach(alerts, mqtt) == 0, "alerts attached");
     push_load(&f);
