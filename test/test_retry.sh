@@ -109,6 +109,13 @@ echo "flaky job answered after ${took} ms (waits of 240-300 and 480-600 ms)"
 [ "$took" -ge 720 ] || fail "the flaky job was answered after $took ms: the backoff was not waited"
 report_of fl/two/in && fail "the flaky job that succeeded got an error report too"
 
+# A stream's next job waits for the one being retried: answers in order.
+pub fl/ord/in 2
+pub fl/ord/in 0
+wait_for 30 grep -q '^fl/ord/out 0$' "$TMP/sub.out" || fail "the stream's second job was never answered"
+[ "$(grep '^fl/ord/out' "$TMP/sub.out" | tr '\n' ' ')" = "fl/ord/out 2 fl/ord/out 0 " ] ||
+    fail "the stream's jobs were answered out of order: $(grep '^fl/ord/out' "$TMP/sub.out")"
+
 # Always fails: one report, after every attempt, each listed.
 pub fl/always/in always
 wait_for 30 report_of fl/always/in >/dev/null || fail "no report for the job that always fails"
@@ -143,16 +150,16 @@ grep -qF '"error":"quarantined","detail":"timeout: ran past 200 ms (attempt 2 of
 
 # Published once per change; the report may come just before the figure.
 stat_has() { "$MQFORKSTAT" -1 -n "$INSTANCE" | grep -qx "$1"; }
-for line in 'retry.scheduled.failed 6' 'retry.scheduled.timeout 1' 'retry.scheduled.crashed 0' \
+for line in 'retry.scheduled.failed 8' 'retry.scheduled.timeout 1' 'retry.scheduled.crashed 0' \
     'retry.exhausted 2' 'retry.past_deadline 1' \
-    'retry.succeeded 1' 'retry.waiting 0'; do
+    'retry.succeeded 2' 'retry.waiting 0'; do
     wait_for 10 stat_has "$line" ||
         fail "mqforkstat lacks '$line': $("$MQFORKSTAT" -1 -n "$INSTANCE" | grep '^retry')"
 done
 "$MQFORKSTAT" -p -n "$INSTANCE" |
-    grep -q "^mqfork_retry_scheduled_total{instance=\"$INSTANCE\",cause=\"failed\"} 6$" ||
+    grep -q "^mqfork_retry_scheduled_total{instance=\"$INSTANCE\",cause=\"failed\"} 8$" ||
     fail "mqforkstat -p lacks the retries: $("$MQFORKSTAT" -p -n "$INSTANCE" | grep retry)"
-"$MQFORKSTAT" -j -n "$INSTANCE" | tr -d ' \t\n' | grep -q '"retry":{[^}]*"scheduled":{[^}]*"failed":6},"waiting":0,"exhausted":2,' ||
+"$MQFORKSTAT" -j -n "$INSTANCE" | tr -d ' \t\n' | grep -q '"retry":{[^}]*"scheduled":{[^}]*"failed":8},"waiting":0,"exhausted":2,' ||
     fail "mqforkstat -j lacks the retries: $("$MQFORKSTAT" -j -n "$INSTANCE" | tr -d " \t\n" | grep -o "\"retry\":{[^}]*}[^}]*}")"
 
 daemon_test_end test_retry
