@@ -168,7 +168,9 @@ static unsigned cause_bit(enum engine_try cause)
 static void schedule(struct engine *e, struct job *j, enum engine_try cause, uint64_t delay_ns)
 {
     struct retries *rq = &e->rq;
-    e->g.retried++;
+    /* The engine's jobs_retried keeps its meaning: re-runs after a death. */
+    if (cause != TRY_FAILED)
+        e->g.retried++;
     e->g_dirty = true;
     if (delay_ns == 0)
         queue_push(e, j, true);
