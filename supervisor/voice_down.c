@@ -178,6 +178,7 @@ void voice_down_abort(struct voice *v, struct voice_session *s)
             free(o);
         }
     }
+    *tail = NULL; /* the last kept still points into the queue, at what was freed */
     for (struct voice_out *o = keep, *next; o; o = next) {
         next = o->next;
         insert(s, NULL, o);
@@ -233,7 +234,7 @@ static void on_encoded(void *ctx, const struct engine_outcome *o)
         v->n.down_bad++;
     struct voice_out *at = current ? j->place : NULL;
     if (current && j->before)
-        at = enqueue(v, s, j->before, strlen(j->before), OUT_CONTROL, at) ?: at;
+        at = enqueue(v, s, j->before, strlen(j->before), OUT_ANNOUNCE, at) ?: at;
     if (current && o->status == JOB_OK)
         queue_packets(v, s, o->data, o->len, &at);
     if (current)

@@ -71,8 +71,10 @@ struct voice_figures {
 /* One entry of a session's downlink queue. Audio still being encoded in
  * the pool holds its place as OUT_PENDING, so nothing queued after it (a
  * tts stop) can overtake it; its packets are put in after it, and it is
- * then skipped as OUT_DONE. */
-enum voice_out_kind { OUT_AUDIO, OUT_CONTROL, OUT_GOODBYE, OUT_PENDING, OUT_DONE };
+ * then skipped as OUT_DONE. OUT_ANNOUNCE is the control message ahead of
+ * a part of the audio (a sentence's tts sentence_start): an abort drops it
+ * with that audio, where it keeps the backend's own control messages. */
+enum voice_out_kind { OUT_AUDIO, OUT_CONTROL, OUT_GOODBYE, OUT_PENDING, OUT_DONE, OUT_ANNOUNCE };
 
 struct voice_out {
     struct voice_out *next;
