@@ -1,6 +1,6 @@
-/* speech.c - mqfork_speech.so: speech.transcribe (pocketsphinx) and
- * speech.synthesize (flite, espeak-ng), one plugin so that a daemon without
- * speech links none of it. */
+/* speech.c - mqfork_speech.so: speech.transcribe and speech.vad
+ * (pocketsphinx) and speech.synthesize (flite, espeak-ng), one plugin so
+ * that a daemon without speech links none of it. */
 #include "speech.h"
 
 #include <sys/stat.h>
@@ -106,7 +106,8 @@ int speech_check_path(const struct mqfork_params *p, const char *key, const char
 
 static int register_speech(struct mqfork_registry *r)
 {
-    if (r->add(r, &speech_transcribe) < 0 || r->add(r, &speech_synthesize) < 0)
+    if (r->add(r, &speech_transcribe) < 0 || r->add(r, &speech_synthesize) < 0 ||
+        r->add(r, &speech_vad) < 0)
         return -1;
     return 0;
 }

@@ -16,6 +16,7 @@
 
 extern const struct mqfork_handler speech_transcribe;
 extern const struct mqfork_handler speech_synthesize;
+extern const struct mqfork_handler speech_vad;
 
 /* Monotonic time in nanoseconds. */
 uint64_t speech_now_ns(void);
