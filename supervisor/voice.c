@@ -164,6 +164,10 @@ void voice_end_session(struct voice *v, struct voice_session *s, enum voice_end 
     if (v->decode_kind >= 0) /* the codecs' slots take new sessions at once */
         engine_stream_end(v->engine, (uint32_t)v->decode_kind, s->id, strlen(s->id));
     engine_stream_end(v->engine, (uint32_t)v->encode_kind, s->id, strlen(s->id));
+    if (v->stt_kind >= 0)
+        engine_stream_end(v->engine, (uint32_t)v->stt_kind, s->id, strlen(s->id));
+    if (v->tts_kind >= 0)
+        engine_stream_end(v->engine, (uint32_t)v->tts_kind, s->id, strlen(s->id));
     v->n.ended[why]++;
     v->n.active--;
     v->changed = true;
@@ -192,7 +196,7 @@ static void on_listen(struct voice *v, struct voice_session *s, const struct voi
         cJSON_AddStringToObject(e, "text", m->text);
     voice_event_send(v, s, e);
     if (m->listen != VOICE_LISTEN_DETECT)
-        voice_stt_listen(v, s, m->listen == VOICE_LISTEN_START);
+        voice_stt_listen(v, s, m->listen == VOICE_LISTEN_START, m->mode);
 }
 
 /* mcp and any other message: passed to the backend as the device sent it. */
@@ -355,6 +359,9 @@ static int add_kinds(struct voice *v)
                   "(plugins: [.../mqfork_speech.so])");
         return -1;
     }
+    if ((v->modes & UPLINK_RECOGNIZE) &&
+        (v->vad_kind = engine_add_kind(v->engine, "voice.vad", "speech.vad", NULL)) < 0)
+        return -1;
     return 0;
 }
 
@@ -374,6 +381,7 @@ static void *voice_create(const struct conf *c, struct engine *e, struct loop *l
                         .encode_kind = -1,
                         .stt_kind = -1,
                         .tts_kind = -1,
+                        .vad_kind = -1,
                         .modes = c->voice.uplink_modes};
     v->up_sink = (struct mqtt_sink){.fn = on_device_message, .ctx = v};
     v->fwd_sink = (struct mqtt_sink){.fn = on_forwarded, .ctx = v};

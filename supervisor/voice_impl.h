@@ -11,6 +11,8 @@
  *                  per session, control messages in order with it
  *   voice_stt.c    utterances: the decoded uplink from listen start to stop,
  *                  transcribed in the pool (uplink recognize)
+ *   voice_vad.c    where utterances end in auto listen mode: speech.vad
+ *                  over windows of the newest audio
  *   voice_say.c    text the backend wants spoken: sentences synthesized in
  *                  the pool, then encoded and played as any downlink
  *   voice_stats.c  the figures, block "voice"
@@ -63,6 +65,7 @@ struct voice_figures {
     uint64_t drops[VOICE_DROP_COUNT], lost, concealed;
     uint64_t relayed, decoded, decode_failed, pcm_out;
     uint64_t utterances, utterances_cut, transcripts, transcripts_empty, stt_failed, stt_replays;
+    uint64_t utterances_silent, endpoints, vad_jobs, vad_failed, vad_silence_ms;
     uint64_t says, sentences, say_failed;
     uint64_t down_frames, down_underruns, down_overflow, down_aborted, down_bad;
     struct stats_hist decode_latency, down_lateness;
@@ -120,7 +123,13 @@ struct voice_session {
     uint32_t utt_len;
     bool listening, closing; /* closing: listen stop came, decodes still in flight */
     uint64_t heard;          /* samples decoded so far: the session's stream time */
-    uint64_t utt_start;      /* heard when the utterance began */
+    uint64_t utt_start;      /* where the audio kept for the utterance begins */
+    /* endpointing, in auto and realtime listen mode (voice_vad.c) */
+    bool endpointing;    /* the utterance ends after voice.vad_silence_ms of silence */
+    bool voiced;         /* the detector heard speech in this utterance */
+    bool vad_busy;       /* a speech.vad job is in flight (one at a time) */
+    uint64_t vad_done;   /* stream time up to which the detector has answered */
+    uint64_t voiced_end; /* where the latest speech it heard ended */
 };
 
 struct voice {
@@ -132,7 +141,7 @@ struct voice {
     struct mqtt_sink up_sink, back_sink; /* devices' messages; the backend's */
     struct mqtt_sink fwd_sink;           /* other instances' (voice.topics.up is shared) */
     bool shared;                         /* voice.topics.up is a $share subscription */
-    int decode_kind, encode_kind, stt_kind, tts_kind; /* job kinds, -1: none */
+    int decode_kind, encode_kind, stt_kind, tts_kind, vad_kind; /* job kinds, -1: none */
     bool draining;
     unsigned modes; /* enum conf_uplink, as started (changes need a restart) */
     /* the sessions (voice_table.c) */
@@ -218,11 +227,23 @@ int voice_down_pcm(struct voice *v, struct voice_session *s, const uint8_t *pcm,
 void voice_pace_fired(void *ctx);
 
 /* voice_stt.c */
-void voice_stt_listen(struct voice *v, struct voice_session *s, bool start);
+/* Listen start (in MODE) or stop from S's device. */
+void voice_stt_listen(struct voice *v, struct voice_session *s, bool start,
+                      enum voice_listen_mode mode);
 /* Decoded uplink of S (its decode job finished: s->decoding counts the rest). */
 void voice_stt_audio(struct voice *v, struct voice_session *s, const uint8_t *pcm, size_t len);
 /* S ends: what it heard is still transcribed. */
 void voice_stt_end(struct voice *v, struct voice_session *s);
+/* The utterance of S ends at stream time UPTO (heard at most): transcribed,
+ * and what came after it starts the next. */
+void voice_stt_cut(struct voice *v, struct voice_session *s, uint64_t upto);
+/* Forget the audio of S's utterance before stream time FROM: silence. */
+void voice_stt_trim(struct voice *v, struct voice_session *s, uint64_t from);
+
+/* voice_vad.c */
+/* A window of S's newest audio to speech.vad, when enough came since the
+ * last and none is in flight. */
+void voice_vad_check(struct voice *v, struct voice_session *s);
 
 /* voice_say.c */
 void voice_say_message(struct voice *v, struct voice_session *s, const struct mqtt_message *m);

@@ -1,9 +1,13 @@
-/* voice_stt.c - utterances (uplink recognize): what a device says from
- * listen start to listen stop, decoded in the pool as any uplink, is kept
- * here and handed to the recognizer (speech.transcribe, the speech plugin)
- * as one job. Keeping the audio until its transcript is out is what makes
- * a worker's death harmless: the engine runs the job again on another
- * worker (counted as a replay), and the transcript is published once.
+/* voice_stt.c - utterances (uplink recognize): what a device says, decoded
+ * in the pool as any uplink, is kept here and handed to the recognizer
+ * (speech.transcribe, the speech plugin) as one job. In manual listen mode
+ * an utterance runs from listen start to listen stop; in auto and realtime
+ * mode the device only starts listening, and voice_vad.c ends each
+ * utterance after voice.vad_silence_ms of silence (voice_stt_cut), or
+ * counts it as silent when it heard no speech. Keeping the audio until its
+ * transcript is out is what makes a worker's death harmless: the engine
+ * runs the job again on another worker (counted as a replay), and the
+ * transcript is published once.
  *
  * The transcript goes to the device as stt, and to the backend on
  * voice/{device}/stt with the utterance's place in the session's stream
@@ -73,20 +77,27 @@ static void on_transcript(void *ctx, const struct engine_outcome *o)
     free(j);
 }
 
-/* Hand what S heard to the recognizer, and start afresh. */
-static void submit(struct voice *v, struct voice_session *s)
+/* Hand S's audio up to stream time UPTO to the recognizer; what came after
+ * it begins the next utterance. */
+static void submit(struct voice *v, struct voice_session *s, uint64_t upto)
 {
-    struct stt_job *j = s->utt_len ? malloc(sizeof(*j)) : NULL;
+    uint64_t want = (upto - s->utt_start) * 2;
+    uint32_t len = want < s->utt_len ? (uint32_t)want : s->utt_len;
+    struct stt_job *j = len ? malloc(sizeof(*j)) : NULL;
     if (j) {
         *j = (struct stt_job){.v = v,
                               .slot = s->slot,
                               .gen = s->gen,
                               .start_s = (double)s->utt_start / RATE,
-                              .end_s = (double)(s->utt_start + s->utt_len / 2) / RATE};
+                              .end_s = (double)upto / RATE};
         memcpy(j->device, s->device, sizeof(j->device));
+        /* in the session's stream: a short utterance's transcript does not
+         * overtake a long one's */
         struct engine_job job = {.kind = (uint32_t)v->stt_kind,
                                  .payload = s->utt,
-                                 .len = s->utt_len,
+                                 .len = len,
+                                 .stream = s->id,
+                                 .stream_len = strlen(s->id),
                                  .priority = PRIO_NORMAL,
                                  .timeout_ms = 60000,
                                  .retries = 2,
@@ -98,22 +109,58 @@ static void submit(struct voice *v, struct voice_session *s)
             free(j);
         }
     }
-    s->utt_start += s->utt_len / 2;
-    s->utt_len = 0;
+    voice_stt_trim(v, s, upto);
+    s->voiced = false;
+    s->voiced_end = upto;
     v->changed = true;
 }
 
-void voice_stt_listen(struct voice *v, struct voice_session *s, bool start)
+void voice_stt_trim(struct voice *v, struct voice_session *s, uint64_t from)
+{
+    if (from <= s->utt_start)
+        return;
+    uint64_t want = (from - s->utt_start) * 2;
+    uint32_t drop = want < s->utt_len ? (uint32_t)want : s->utt_len;
+    if (drop)
+        memmove(s->utt, s->utt + drop, s->utt_len - drop);
+    s->utt_len -= drop;
+    s->utt_start = from;
+}
+
+void voice_stt_cut(struct voice *v, struct voice_session *s, uint64_t upto)
+{
+    submit(v, s, upto);
+}
+
+/* The utterance ends (listen stop or start, the session's end): to the
+ * recognizer, unless the detector heard nothing in it. */
+static void finish(struct voice *v, struct voice_session *s)
+{
+    if (s->endpointing && !s->voiced) {
+        v->n.utterances_silent += s->utt_len > 0 || s->vad_done > s->utt_start;
+        v->n.vad_silence_ms += s->utt_len / 2 * 1000 / RATE;
+        voice_stt_trim(v, s, s->heard);
+        v->changed = true;
+        return;
+    }
+    submit(v, s, s->heard);
+}
+
+void voice_stt_listen(struct voice *v, struct voice_session *s, bool start,
+                      enum voice_listen_mode mode)
 {
     if (v->stt_kind < 0)
         return;
     if (start) {
         if (s->listening || s->closing)
-            submit(v, s); /* a new start ends the last one */
+            finish(v, s); /* a new start ends the last one */
         s->listening = true;
         s->closing = false;
+        s->endpointing = mode != VOICE_MODE_MANUAL && v->vad_kind >= 0;
         s->utt_start = s->heard;
         s->utt_len = 0;
+        s->voiced = false;
+        s->vad_done = s->voiced_end = s->heard;
         return;
     }
     if (!s->listening)
@@ -121,7 +168,7 @@ void voice_stt_listen(struct voice *v, struct voice_session *s, bool start)
     s->listening = false;
     s->closing = s->decoding > 0; /* the last frames are still in the pool */
     if (!s->closing)
-        submit(v, s);
+        finish(v, s);
 }
 
 void voice_stt_audio(struct voice *v, struct voice_session *s, const uint8_t *pcm, size_t len)
@@ -139,19 +186,21 @@ void voice_stt_audio(struct voice *v, struct voice_session *s, const uint8_t *pc
         pcm += take, len -= take;
         if (s->utt_len == most) {
             v->n.utterances_cut++;
-            submit(v, s);
+            submit(v, s, s->utt_start + s->utt_len / 2);
         }
     }
     if (s->closing && !s->decoding) {
         s->closing = false;
-        submit(v, s);
+        finish(v, s);
+    } else if (s->listening && s->endpointing) {
+        voice_vad_check(v, s);
     }
 }
 
 void voice_stt_end(struct voice *v, struct voice_session *s)
 {
     if (v->stt_kind >= 0 && (s->listening || s->closing))
-        submit(v, s);
+        finish(v, s);
     free(s->utt);
     s->utt = NULL;
 }
