@@ -207,14 +207,29 @@ static int encode(struct recording *r, const struct pcm *p)
     return 0;
 }
 
-int recording_load(struct recording *r, const char *file)
+/* SILENCE_S of digital silence after P, as a device hears a quiet room:
+ * its encoder's DTX makes it a few bytes a frame. */
+static int add_silence(struct pcm *p, double silence_s)
+{
+    size_t more = (size_t)(silence_s * DEV_RATE);
+    int16_t *s = more ? realloc(p->s, (p->n + more) * 2) : p->s;
+    if (!s)
+        return say("out of memory");
+    memset(s + p->n, 0, more * 2);
+    p->s = s;
+    p->n += more;
+    return 0;
+}
+
+int recording_load(struct recording *r, const char *file, double silence_s)
 {
     struct pcm p = {0};
     memset(r, 0, sizeof(*r));
     r->name = file ? file : "tone";
     if (file ? load_pcm(file, &p) < 0 : (make_tone(&p), !p.s))
         return -1;
-    int rc = encode(r, &p);
+    r->speech_frames = (p.n + DEV_FRAME_SAMPLES - 1) / DEV_FRAME_SAMPLES;
+    int rc = add_silence(&p, silence_s) < 0 ? -1 : encode(r, &p);
     free(p.s);
     return rc;
 }

@@ -140,13 +140,52 @@ static void listen_start(struct device *d)
     timer_set(d, d->t_stream0);
 }
 
+/* The turn's answer is awaited: until --wait passes in quiet, or the
+ * grace after tts stop. */
+static void await_answer(struct device *d)
+{
+    d->state = DEV_REPLY;
+    d->t_heard = now_us();
+    d->got_audio = d->spoke = d->tts_stopped = d->aborted = false;
+    d->abort_at = 0;
+    timer_set(d, d->t_heard + (int64_t)(d->sim->o.wait_s * US));
+}
+
 static void listen_stop(struct device *d)
 {
     send_ctl(d, "listen", "stop", NULL);
-    d->state = DEV_REPLY;
-    d->t_stop = d->t_heard = now_us();
-    d->got_audio = d->spoke = d->tts_stopped = false;
-    timer_set(d, d->t_stop + (int64_t)(d->sim->o.wait_s * US));
+    d->t_stop = now_us();
+    await_answer(d);
+}
+
+void dev_reply_timer(struct device *d, int64_t due)
+{
+    timer_set(d, d->abort_at && !d->aborted && d->abort_at < due ? d->abort_at : due);
+}
+
+/* The first downlink frame of a tts came: with --abort-after-ms, the
+ * abort is due that long after it. */
+void dev_heard_speech(struct device *d)
+{
+    if (d->sim->o.abort_ms >= 0 && d->spoke && !d->abort_at)
+        d->abort_at = now_us() + d->sim->o.abort_ms * 1000;
+}
+
+/* The abort is due: sent, then the answer's end is awaited as before. */
+static void send_abort(struct device *d)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "session_id", d->hello.session_id);
+    cJSON_AddStringToObject(o, "type", "abort");
+    cJSON_AddStringToObject(o, "reason", "none");
+    char *json = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (json)
+        publish(d, json);
+    free(json);
+    d->aborted = true;
+    d->st.aborts++;
+    timer_set(d, now_us() + (d->tts_stopped ? chan_grace_us(d) : (int64_t)(d->sim->o.wait_s * US)));
 }
 
 static bool out_of_time(const struct device *d)
@@ -183,11 +222,16 @@ static void end_turn(struct device *d)
  * listen stop. */
 static void stream_tick(struct device *d)
 {
+    const struct recording *r = &d->sim->rec;
     chan_send_frame(d);
     if (d->state != DEV_STREAMING)
         return;
     d->frame++;
-    if (d->frame >= d->sim->rec.frames || out_of_time(d))
+    if (d->frame == r->speech_frames && d->sim->o.silence_s > 0)
+        d->t_stop = now_us(); /* the speech is over: the answer may come */
+    if (d->frame >= r->frames && d->sim->o.silence_s > 0)
+        await_answer(d); /* the server heard no end: nothing more is coming */
+    else if (d->frame >= r->frames || out_of_time(d))
         listen_stop(d);
     else
         timer_set(d, d->t_stream0 + (int64_t)d->frame * DEV_FRAME_MS * 1000);
@@ -210,7 +254,10 @@ void dev_timer(struct device *d)
         stream_tick(d);
         break;
     case DEV_REPLY:
-        end_turn(d); /* quiet for --wait, or the grace after tts stop */
+        if (d->abort_at && !d->aborted && now_us() >= d->abort_at)
+            send_abort(d);
+        else
+            end_turn(d); /* quiet for --wait, or the grace after tts stop */
         break;
     case DEV_CLOSING:
         d->state = DEV_DONE;
@@ -254,7 +301,7 @@ static void on_tts(struct device *d, const cJSON *o)
         /* The answer is over; packets still on their way get a short grace. */
         d->tts_stopped = true;
         dev_udp_readable(d);
-        timer_set(d, now_us() + chan_grace_us(d));
+        dev_reply_timer(d, now_us() + chan_grace_us(d));
     }
 }
 
@@ -286,12 +333,14 @@ static void on_json(struct device *d, const char *json, size_t len)
         on_tts(d, o);
     } else if (!strcmp(type->valuestring, "goodbye")) {
         on_goodbye(d, o);
-    } else {
-        if (!strcmp(type->valuestring, "stt") && d->state == DEV_REPLY)
+    } else if (!strcmp(type->valuestring, "stt")) {
+        d->st.json[JK_STT]++;
+        if (d->state == DEV_STREAMING && d->sim->o.silence_s > 0)
+            await_answer(d); /* the server ended the utterance: its answer follows */
+        if (d->state == DEV_REPLY)
             hist_add(&d->st.stt, now_us() - d->t_stop);
-        d->st.json[!strcmp(type->valuestring, "stt")   ? JK_STT
-                   : !strcmp(type->valuestring, "llm") ? JK_LLM
-                                                       : JK_OTHER]++;
+    } else {
+        d->st.json[!strcmp(type->valuestring, "llm") ? JK_LLM : JK_OTHER]++;
     }
     cJSON_Delete(o);
 }

@@ -106,6 +106,8 @@ static const struct {
     {"out_of_order", offsetof(struct dev_stats, ooo)},
     {"bad", offsetof(struct dev_stats, bad)},
     {"undecodable", offsetof(struct dev_stats, undecodable)},
+    {"aborts", offsetof(struct dev_stats, aborts)},
+    {"after_abort", offsetof(struct dev_stats, after_abort)},
     {"json.stt", offsetof(struct dev_stats, json[JK_STT])},
     {"json.tts", offsetof(struct dev_stats, json[JK_TTS])},
     {"json.llm", offsetof(struct dev_stats, json[JK_LLM])},
@@ -250,6 +252,9 @@ static void print_text(struct sim *s, const struct totals *t)
            (unsigned long long)st->json[JK_TTS], (unsigned long long)st->json[JK_LLM],
            (unsigned long long)st->json[JK_OTHER], t->cpu_s, t->elapsed_s,
            t->elapsed_s > 0 ? 100.0 * t->cpu_s / t->elapsed_s : 0.0, (double)t->rss_kb / 1024);
+    if (s->o.abort_ms >= 0)
+        printf("aborts: %llu sent, %llu downlink datagrams accepted after them\n",
+               (unsigned long long)st->aborts, (unsigned long long)st->after_abort);
 }
 
 static void add_q(cJSON *o, const char *name, const struct hist *h, double q)

@@ -145,6 +145,7 @@ static void on_datagram(struct device *d, size_t n, int64_t at_us)
     d->st.lost += h.sequence - d->seq_down - 1;
     d->seq_down = h.sequence;
     d->st.received++;
+    d->st.after_abort += d->aborted;
     int64_t now = now_us();
     if (d->state == DEV_REPLY && !d->got_audio) {
         hist_add(&d->st.reply, now - d->t_stop);
@@ -153,13 +154,15 @@ static void on_datagram(struct device *d, size_t n, int64_t at_us)
     }
     d->got_audio = true;
     d->t_heard = now;
+    dev_heard_speech(d);
     time_arrival(d, at_us, h.sequence);
     if (voice_cipher_apply(&d->cipher, dgram, dgram + VOICE_HDR_LEN, plain, h.payload_len) < 0)
         d->st.undecodable++;
     else
         play(d, plain, h.payload_len);
     if (d->state == DEV_REPLY)
-        timer_set(d, now + (d->tts_stopped ? chan_grace_us(d) : (int64_t)(d->sim->o.wait_s * US)));
+        dev_reply_timer(
+            d, now + (d->tts_stopped ? chan_grace_us(d) : (int64_t)(d->sim->o.wait_s * US)));
 }
 
 /* The kernel's arrival time (CLOCK_REALTIME: used only for differences),

@@ -43,8 +43,11 @@ static void usage(FILE *f)
           "  -a, --audio FILE         .wav (16-bit PCM, 16 kHz) or raw s16le 16 kHz mono\n"
           "                           (default: a 3 s 440 Hz tone)\n"
           "  -m, --mode MODE          listen mode: auto, manual or realtime (auto)\n"
+          "  -S, --silence SECONDS    after the recording, this much silence and no listen\n"
+          "                           stop: the server's endpointing ends the utterance\n"
           "  -W, --wait SECONDS       after listen stop, end the turn after this long\n"
           "                           without anything from the server (5)\n"
+          "      --abort-after-ms N   send abort N ms after the first downlink frame of a tts\n"
           "      --hello-timeout S    connect and hello reply timeout (10, the firmware's)\n"
           "  -w, --save-wav DIR       save what each device received as DIR/<id>.wav\n"
           "  -j, --json               summary as one JSON line\n"
@@ -68,7 +71,7 @@ static bool parse_mode(const char *s, enum voice_listen_mode *m)
     return false;
 }
 
-enum { OPT_ID_START = 256, OPT_TOPIC_DOWN, OPT_HELLO_TIMEOUT, OPT_TABLE };
+enum { OPT_ID_START = 256, OPT_TOPIC_DOWN, OPT_HELLO_TIMEOUT, OPT_TABLE, OPT_ABORT };
 
 static const struct option long_opts[] = {
     {"host", required_argument, NULL, 'H'},
@@ -86,7 +89,9 @@ static const struct option long_opts[] = {
     {"subscribe", no_argument, NULL, 's'},
     {"audio", required_argument, NULL, 'a'},
     {"mode", required_argument, NULL, 'm'},
+    {"silence", required_argument, NULL, 'S'},
     {"wait", required_argument, NULL, 'W'},
+    {"abort-after-ms", required_argument, NULL, OPT_ABORT},
     {"hello-timeout", required_argument, NULL, OPT_HELLO_TIMEOUT},
     {"save-wav", required_argument, NULL, 'w'},
     {"json", no_argument, NULL, 'j'},
@@ -141,8 +146,12 @@ static bool take(struct opts *o, int ch, const char *arg)
         return true;
     case 'm':
         return parse_mode(arg, &o->mode);
+    case 'S':
+        return parse_double(arg, 0, &o->silence_s) && o->silence_s <= 600;
     case 'W':
         return parse_double(arg, 0, &o->wait_s);
+    case OPT_ABORT:
+        return parse_long(arg, 0, 3600000L, &o->abort_ms);
     case OPT_HELLO_TIMEOUT:
         return parse_double(arg, 0.001, &o->hello_timeout_s);
     case 'w':
@@ -178,9 +187,10 @@ static int parse_args(int argc, char **argv, struct opts *o)
                        .mode = VOICE_MODE_AUTO,
                        .hello_timeout_s = 10,
                        .wait_s = 5,
+                       .abort_ms = -1,
                        .table_max = 32};
     int ch;
-    while ((ch = getopt_long(argc, argv, "H:p:u:P:n:r:l:d:i:t:sa:m:W:w:jvThV", long_opts, NULL)) !=
+    while ((ch = getopt_long(argc, argv, "H:p:u:P:n:r:l:d:i:t:sa:m:S:W:w:jvThV", long_opts, NULL)) !=
            -1) {
         if (ch == 'h') {
             usage(stdout);
@@ -235,7 +245,7 @@ static int run(struct sim *s)
         fprintf(stderr, "mqfork-device: %s: %s\n", s->o.save_dir, strerror(errno));
         return EXIT_USAGE;
     }
-    if (recording_load(&s->rec, s->o.audio) < 0)
+    if (recording_load(&s->rec, s->o.audio, s->o.silence_s) < 0)
         return EXIT_USAGE;
     s->devs = calloc((size_t)s->o.devices, sizeof(*s->devs));
     if (!s->devs) {

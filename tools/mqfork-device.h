@@ -37,6 +37,8 @@ struct opts {
     bool json;
     enum voice_listen_mode mode;
     double hello_timeout_s, wait_s;
+    double silence_s; /* > 0: silence after the recording, no listen stop */
+    long abort_ms;    /* >= 0: abort this long after a tts's first frame */
     int verbose;
     bool timestamps; /* -v lines start with the wall clock time */
     long table_max;
@@ -50,12 +52,14 @@ struct recording {
     size_t *off;
     uint16_t *len;
     size_t frames;
+    size_t speech_frames; /* the file's (or tone's); the rest is --silence */
 };
 
 /* Load FILE (.wav: 16-bit PCM at 16 kHz, channels mixed down; anything else:
- * raw s16le 16 kHz mono) or, with FILE NULL, make a 3 s tone; encode it with
- * the firmware's encoder settings. 0, or -1 after saying why. */
-int recording_load(struct recording *r, const char *file);
+ * raw s16le 16 kHz mono) or, with FILE NULL, make a 3 s tone; add
+ * SILENCE_S of silence; encode it with the firmware's encoder settings. 0,
+ * or -1 after saying why. */
+int recording_load(struct recording *r, const char *file, double silence_s);
 void recording_free(struct recording *r);
 
 /* A WAV file written as it goes: a header with sizes fixed on close. */
@@ -83,6 +87,7 @@ struct dev_stats {
     uint64_t sent, send_errors;                     /* uplink datagrams */
     uint64_t received, lost, ooo, bad, undecodable; /* downlink datagrams */
     uint64_t bad_json;
+    uint64_t aborts, after_abort; /* aborts sent; downlink datagrams accepted after them */
     uint64_t json[JK_COUNT];
     uint64_t saved;     /* samples written to the WAV */
     int64_t hello_us;   /* hello sent -> reply, -1 when none */
@@ -134,7 +139,9 @@ struct device {
     bool got_audio; /* a downlink packet since listen stop */
     bool spoke;     /* tts started since listen stop */
     bool tts_stopped;
-    bool reaped; /* finished and its resources released */
+    int64_t abort_at; /* when the abort of this turn is due (0: none) */
+    bool aborted;     /* it was sent */
+    bool reaped;      /* finished and its resources released */
     struct dev_stats st;
 };
 
@@ -159,6 +166,9 @@ void dev_start(struct device *d);        /* its ramp slot came */
 void dev_timer(struct device *d);        /* its due time came */
 void dev_udp_readable(struct device *d); /* datagrams waiting */
 void dev_stop(struct device *d);         /* SIGINT: wind down now */
+void dev_heard_speech(struct device *d); /* a downlink frame was accepted */
+/* Awaiting the answer: the timer at DUE, or at the abort if that is sooner. */
+void dev_reply_timer(struct device *d, int64_t due);
 void dev_fail(struct device *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A -v line on stderr, "<id> <what>", after the wall clock time with -T. */
 void dev_log(const struct device *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -70,7 +70,7 @@ static double cpu_s(void)
 static int run_decode(const struct lopts *o)
 {
     struct recording r;
-    if (recording_load(&r, o->audio) < 0)
+    if (recording_load(&r, o->audio, 0) < 0)
         return 1;
     int err;
     OpusDecoder *dec = opus_decoder_create(DEV_RATE, 1, &err);
@@ -360,7 +360,7 @@ static int run_blast(const struct lopts *o)
     struct mq q = {0};
     if (!b.ss)
         die("out of memory");
-    if (recording_load(&b.rec, o->audio) < 0)
+    if (recording_load(&b.rec, o->audio, 0) < 0)
         return 1;
     mq_open(&q, o, o->filter);
     uint64_t t_hello = mono_ns();
