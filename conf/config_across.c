@@ -123,14 +123,17 @@ static void check_voice(struct loader *ld)
     if (!strncmp(v->topics.up, "$share/", 7) && strcmp(ld->conf->broker.protocol, "5") != 0)
         report(ld, lookup(ld, "voice.topics.up"),
                "voice.topics.up: a shared subscription needs broker.protocol 5");
-    /* Each session may hold a decoder's and an encoder's stream. */
-    uint64_t streams = (uint64_t)v->max_sessions * ((v->uplink_modes & UPLINK_DECODE) ? 2 : 1);
+    /* Each session may hold a stream of each kind it uses: the encoder's,
+     * the decoder's, the recognizer's (its transcripts in order) and the
+     * synthesizer's (its sentences in order). */
+    unsigned per = 1 + !!(v->uplink_modes & UPLINK_DECODE) +
+                   !!(v->uplink_modes & UPLINK_RECOGNIZE) + (v->say_voice != NULL);
+    uint64_t streams = (uint64_t)v->max_sessions * per;
     if (ld->conf->streams.max < streams)
-        report_warning(
-            ld, lookup(ld, "voice.max_sessions") ?: lookup(ld, "voice"),
-            "voice.max_sessions: %u sessions may need %llu codec streams, and streams.max is "
-            "%u: past it a new session's audio is refused",
-            v->max_sessions, (unsigned long long)streams, ld->conf->streams.max);
+        report_warning(ld, lookup(ld, "voice.max_sessions") ?: lookup(ld, "voice"),
+                       "voice.max_sessions: %u sessions may need %llu streams, and streams.max is "
+                       "%u: past it a new session's audio is refused",
+                       v->max_sessions, (unsigned long long)streams, ld->conf->streams.max);
     bool wildcard = !strcmp(v->bind, "0.0.0.0") || !strcmp(v->bind, "::");
     if (wildcard && !v->public_host)
         report(ld, lookup(ld, "voice.bind"),

@@ -65,7 +65,7 @@ struct voice_figures {
     uint64_t drops[VOICE_DROP_COUNT], lost, concealed;
     uint64_t relayed, decoded, decode_failed, pcm_out;
     uint64_t utterances, utterances_cut, transcripts, transcripts_empty, stt_failed, stt_replays;
-    uint64_t utterances_silent, endpoints, vad_jobs, vad_failed, vad_silence_ms;
+    uint64_t utterances_silent, endpoints, vad_jobs, vad_failed, silence_ms;
     uint64_t says, sentences, say_failed;
     uint64_t down_frames, down_underruns, down_overflow, down_aborted, down_bad;
     struct stats_hist decode_latency, down_lateness;

@@ -68,7 +68,7 @@ static const struct stats_field_desc voice_fields[] = {
     F(STATS_COUNTER, vad_jobs, "vad_jobs", "Windows of audio handed to speech.vad."),
     F(STATS_COUNTER, vad_failed, "vad_failed",
       "Windows speech.vad refused or failed: the next window takes their audio."),
-    F(STATS_COUNTER, vad_silence_ms, "vad_silence_ms",
+    F(STATS_COUNTER, silence_ms, "silence_ms",
       "Milliseconds of auto-mode audio let go as silence before any speech."),
     F(STATS_COUNTER, says, "says", "Texts the backend asked to be spoken."),
     F(STATS_COUNTER, sentences, "sentences", "Sentences synthesized for them."),

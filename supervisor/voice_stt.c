@@ -138,7 +138,7 @@ static void finish(struct voice *v, struct voice_session *s)
 {
     if (s->endpointing && !s->voiced) {
         v->n.utterances_silent += s->utt_len > 0 || s->vad_done > s->utt_start;
-        v->n.vad_silence_ms += s->utt_len / 2 * 1000 / RATE;
+        v->n.silence_ms += s->utt_len / 2 * 1000 / RATE;
         voice_stt_trim(v, s, s->heard);
         v->changed = true;
         return;

@@ -94,7 +94,7 @@ static void judge(struct voice *v, struct voice_session *s, const struct vad_job
     if (!s->voiced) {
         uint64_t keep = j->to > SAMPLES(VAD_LEAD_MS) ? j->to - SAMPLES(VAD_LEAD_MS) : 0;
         if (keep > s->utt_start) {
-            v->n.vad_silence_ms += (keep - s->utt_start) * 1000 / RATE;
+            v->n.silence_ms += (keep - s->utt_start) * 1000 / RATE;
             voice_stt_trim(v, s, keep);
         }
     } else if (j->to >= s->voiced_end + SAMPLES(v->vc->vad_silence_ms)) {

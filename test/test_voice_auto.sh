@@ -112,8 +112,8 @@ wait_for 15 test "$(stat_of voice.utterances_silent)" = $((SILENT + 1)) ||
 [ "$(stat_of voice.transcripts)" = 1 ] || fail "silence was transcribed"
 [ "$(stat_of voice.utterances)" = 1 ] || fail "silence went to the recognizer"
 grep -q 'quiet-1/stt' "$TMP/backend.log" && fail "a transcript of silence on quiet-1/stt"
-SILENT_MS=$(stat_of voice.vad_silence_ms)
-((${SILENT_MS:-0} > 2000)) || fail "voice.vad_silence_ms is ${SILENT_MS:-missing}: 4 s were silent"
+SILENT_MS=$(stat_of voice.silence_ms)
+((${SILENT_MS:-0} > 2000)) || fail "voice.silence_ms is ${SILENT_MS:-missing}: 4 s were silent"
 
 # 3. Abort mid-speech: the downlink stops within a frame.
 "$DEVICE" -p "$PORT" -n 1 --id-start 3 -a "$RAW" -m manual -W 20 --abort-after-ms 600 \
