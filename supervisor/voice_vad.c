@@ -52,10 +52,10 @@ struct vad_job {
     uint64_t from, to; /* the window, in stream time */
 };
 
-/* One stretch of speech the detector reported, [A, B) ms into the window:
- * false when it is malformed. */
+/* One stretch of speech the detector reported, [A, B) ms into the window;
+ * *OPEN when it lasts to the window's end. False when it is malformed. */
 static bool take_stretch(struct voice_session *s, const struct vad_job *j, const cJSON *a,
-                         const cJSON *b)
+                         const cJSON *b, bool *open_end)
 {
     if (!cJSON_IsNumber(a) || !cJSON_IsNumber(b) || a->valuedouble < 0 ||
         b->valuedouble < a->valuedouble || b->valuedouble > VAD_MAX_MS + VAD_LEAD_MS)
@@ -69,6 +69,7 @@ static bool take_stretch(struct voice_session *s, const struct vad_job *j, const
     /* one still open at the window's end may hold the detector's hangover:
      * if that short, the next window says what it was */
     bool open = b->valuedouble >= (double)(j->to - j->from) * 1000 / RATE - 10;
+    *open_end |= open;
     if (b->valuedouble - a->valuedouble < VAD_MIN_MS + (open ? VAD_HANGOVER_MS : 0))
         return true;
     if (end > start && end > s->utt_start) {
@@ -84,9 +85,11 @@ static void judge(struct voice *v, struct voice_session *s, const struct vad_job
                   const cJSON *speech)
 {
     const cJSON *stretch;
+    bool open_end = false;
     cJSON_ArrayForEach(stretch, speech)
     {
-        if (!take_stretch(s, j, cJSON_GetArrayItem(stretch, 0), cJSON_GetArrayItem(stretch, 1)))
+        if (!take_stretch(s, j, cJSON_GetArrayItem(stretch, 0), cJSON_GetArrayItem(stretch, 1),
+                          &open_end))
             v->n.vad_failed++; /* cannot happen: speech.vad writes them */
     }
     if (j->to > s->vad_done)
@@ -97,7 +100,10 @@ static void judge(struct voice *v, struct voice_session *s, const struct vad_job
             v->n.silence_ms += (keep - s->utt_start) * 1000 / RATE;
             voice_stt_trim(v, s, keep);
         }
-    } else if (j->to >= s->voiced_end + SAMPLES(v->vc->vad_silence_ms)) {
+    } else if (!open_end && j->to >= s->voiced_end + SAMPLES(v->vc->vad_silence_ms)) {
+        /* not while something begins: the detector is late to hear speech
+         * resume (its noise estimate rose with the last), and a stretch
+         * too short to count yet may be a word */
         v->n.endpoints++;
         voice_stt_cut(v, s, j->to);
     }
