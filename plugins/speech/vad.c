@@ -30,12 +30,13 @@
 #define CEP_FRAMES   64  /* room for the pre-speech frames it hands back at once */
 #define MAX_IN       (30 * SAMPLE_RATE * 2)
 
-enum { C_JOBS, C_AUDIO_MS, C_SPEECH_MS, NCOUNTERS };
+enum { C_JOBS, C_AUDIO_MS, C_SPEECH_MS, C_SEARCH_US, NCOUNTERS };
 
 static const struct mqfork_counter counters[NCOUNTERS] = {
     [C_JOBS] = {.name = "windows", .help = "Windows of audio searched for speech."},
     [C_AUDIO_MS] = {.name = "audio_ms", .help = "Milliseconds of audio searched."},
     [C_SPEECH_MS] = {.name = "speech_ms", .help = "Milliseconds of it found to be speech."},
+    [C_SEARCH_US] = {.name = "search_us", .help = "Microseconds spent searching it."},
 };
 
 static const char *const known[] = {"threshold", NULL};
@@ -175,7 +176,9 @@ static enum mqfork_status vad_run(void *ctx, struct mqfork_job *job)
     }
     for (size_t i = 0; i < samples; i++)
         pcm[i] = (int16_t)(job->in[2 * i] | job->in[2 * i + 1] << 8);
+    uint64_t t0 = speech_now_ns();
     enum mqfork_status st = search(v, job, pcm, samples);
+    mqfork_count(v->counters, C_SEARCH_US, (speech_now_ns() - t0) / 1000);
     free(pcm);
     mqfork_count(v->counters, C_JOBS, 1);
     mqfork_count(v->counters, C_AUDIO_MS, samples * 1000 / SAMPLE_RATE);
