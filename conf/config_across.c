@@ -124,10 +124,8 @@ static void check_voice(struct loader *ld)
         report(ld, lookup(ld, "voice.topics.up"),
                "voice.topics.up: a shared subscription needs broker.protocol 5");
     /* Each session may hold a stream of each kind it uses: the encoder's,
-     * the decoder's, the recognizer's (its transcripts in order) and the
-     * synthesizer's (its sentences in order). */
-    unsigned per = 1 + !!(v->uplink_modes & UPLINK_DECODE) +
-                   !!(v->uplink_modes & UPLINK_RECOGNIZE) + (v->say_voice != NULL);
+     * the decoder's and the synthesizer's (its sentences in order). */
+    unsigned per = 1 + !!(v->uplink_modes & UPLINK_DECODE) + (v->say_voice != NULL);
     uint64_t streams = (uint64_t)v->max_sessions * per;
     if (ld->conf->streams.max < streams)
         report_warning(ld, lookup(ld, "voice.max_sessions") ?: lookup(ld, "voice"),

@@ -164,8 +164,6 @@ void voice_end_session(struct voice *v, struct voice_session *s, enum voice_end 
     if (v->decode_kind >= 0) /* the codecs' slots take new sessions at once */
         engine_stream_end(v->engine, (uint32_t)v->decode_kind, s->id, strlen(s->id));
     engine_stream_end(v->engine, (uint32_t)v->encode_kind, s->id, strlen(s->id));
-    if (v->stt_kind >= 0)
-        engine_stream_end(v->engine, (uint32_t)v->stt_kind, s->id, strlen(s->id));
     if (v->tts_kind >= 0)
         engine_stream_end(v->engine, (uint32_t)v->tts_kind, s->id, strlen(s->id));
     v->n.ended[why]++;

@@ -39,6 +39,7 @@
 
 struct engine;
 struct stats_block;
+struct stt_job;
 
 #define VOICE_DEVICE_MAX 128 /* bytes of a device id (its MQTT client id) */
 #define VOICE_TOPIC_MAX  512
@@ -121,9 +122,10 @@ struct voice_session {
     /* the utterance being heard (voice_stt.c) */
     uint8_t *utt;
     uint32_t utt_len;
-    bool listening, closing; /* closing: listen stop came, decodes still in flight */
-    uint64_t heard;          /* samples decoded so far: the session's stream time */
-    uint64_t utt_start;      /* where the audio kept for the utterance begins */
+    bool listening, closing;             /* closing: listen stop came, decodes still in flight */
+    uint64_t heard;                      /* samples decoded so far: the session's stream time */
+    uint64_t utt_start;                  /* where the audio kept for the utterance begins */
+    struct stt_job *stt_head, *stt_tail; /* with the recognizer, in order */
     /* endpointing, in auto and realtime listen mode (voice_vad.c) */
     bool endpointing;    /* the utterance ends after voice.vad_silence_ms of silence */
     bool voiced;         /* the detector heard speech in this utterance */

@@ -21,9 +21,15 @@
 
 #define RATE 16000 /* the uplink as decoded */
 
+/* An utterance with the recognizer. A session's are listed in the order
+ * they were handed over (s->stt_head), and their transcripts go out in
+ * that order: a short utterance's must not overtake a long one's. */
 struct stt_job {
     struct voice *v;
+    struct stt_job *next;
     uint32_t slot, gen;
+    bool done;
+    char *text; /* once done: the transcript, NULL when none (counted) */
     double start_s, end_s;
     char device[VOICE_DEVICE_MAX + 1];
 };
@@ -53,6 +59,27 @@ static void publish_transcript(struct voice *v, struct voice_session *s, const s
     free(json);
 }
 
+static void publish_one(struct voice *v, struct voice_session *s, struct stt_job *j)
+{
+    if (j->text) {
+        v->n.transcripts++;
+        publish_transcript(v, s, j, j->text);
+    }
+    free(j->text);
+    free(j);
+}
+
+/* The transcripts of S that are done and no longer wait for an earlier one. */
+static void publish_ready(struct voice *v, struct voice_session *s)
+{
+    while (s->stt_head && s->stt_head->done) {
+        struct stt_job *j = s->stt_head;
+        if (!(s->stt_head = j->next))
+            s->stt_tail = NULL;
+        publish_one(v, s, j);
+    }
+}
+
 static void on_transcript(void *ctx, const struct engine_outcome *o)
 {
     struct stt_job *j = ctx;
@@ -69,12 +96,15 @@ static void on_transcript(void *ctx, const struct engine_outcome *o)
     } else if (!text->valuestring[0]) {
         v->n.transcripts_empty++;
     } else {
-        v->n.transcripts++;
-        publish_transcript(v, s, j, text->valuestring);
+        j->text = strdup(text->valuestring);
     }
     cJSON_Delete(r);
     v->changed = true;
-    free(j);
+    j->done = true;
+    if (s)
+        publish_ready(v, s);
+    else /* its session ended while it was out: nothing to wait for */
+        publish_one(v, NULL, j);
 }
 
 /* Hand S's audio up to stream time UPTO to the recognizer; what came after
@@ -91,13 +121,9 @@ static void submit(struct voice *v, struct voice_session *s, uint64_t upto)
                               .start_s = (double)s->utt_start / RATE,
                               .end_s = (double)upto / RATE};
         memcpy(j->device, s->device, sizeof(j->device));
-        /* in the session's stream: a short utterance's transcript does not
-         * overtake a long one's */
         struct engine_job job = {.kind = (uint32_t)v->stt_kind,
                                  .payload = s->utt,
                                  .len = len,
-                                 .stream = s->id,
-                                 .stream_len = strlen(s->id),
                                  .priority = PRIO_NORMAL,
                                  .timeout_ms = 60000,
                                  .retries = 2,
@@ -107,6 +133,10 @@ static void submit(struct voice *v, struct voice_session *s, uint64_t upto)
         if (engine_submit(v->engine, &job, NULL) != JOB_OK) {
             v->n.stt_failed++; /* refused: overloaded, or shutting down */
             free(j);
+        } else if (s->stt_tail) {
+            s->stt_tail = s->stt_tail->next = j;
+        } else {
+            s->stt_head = s->stt_tail = j;
         }
     }
     voice_stt_trim(v, s, upto);
@@ -203,4 +233,12 @@ void voice_stt_end(struct voice *v, struct voice_session *s)
         finish(v, s);
     free(s->utt);
     s->utt = NULL;
+    /* What is done goes out now; what is still out, when it comes back. */
+    for (struct stt_job *j = s->stt_head, *next; j; j = next) {
+        next = j->next;
+        j->next = NULL;
+        if (j->done)
+            publish_one(v, s, j);
+    }
+    s->stt_head = s->stt_tail = NULL;
 }

@@ -11,7 +11,9 @@
 #  3. dev-3 hears a long say and aborts it 600 ms into the speech: at most
 #     the frame in flight arrives after the abort (2 allowed), far fewer
 #     than the whole speech, and tts stop follows (no sentence_start of
-#     what it will not hear).
+#     what it will not hear);
+#  4. the workers are killed while dev-4's utterance is transcribed: the
+#     supervisor's copy is transcribed again, and the stt comes once.
 #
 #   test_voice_auto.sh MQFORKD MQFORK-DEVICE MQFORKSTAT MQFORK_P2P.SO MQFORK_SPEECH.SO
 set -u
@@ -57,7 +59,8 @@ voice:
 EOF
 "$MQFORKD" -t -c "$TMP/voice.yaml" >/dev/null || fail "mqforkd -t refuses the configuration"
 "$MQFORKD" -c "$TMP/voice.yaml" >"$TMP/daemon.log" 2>&1 &
-PIDS+=($!)
+DAEMON=$!
+PIDS+=("$DAEMON")
 wait_for 20 grep -q "subscribed to voice/+/say" "$TMP/daemon.log" || fail "the daemon does not subscribe"
 
 # The backend: logs transcripts; when dev-3 stops listening, it answers
@@ -107,7 +110,8 @@ printf '\0\0' >"$TMP/quiet.raw"
 "$DEVICE" -p "$PORT" -n 1 -i quiet- -a "$TMP/quiet.raw" -m auto -S 4 -W 1 -v \
     >"$TMP/dev2.out" 2>"$TMP/dev2.err" || fail "quiet-1: $(tail -n 3 "$TMP/dev2.err")"
 grep -q '"type":"stt"' "$TMP/dev2.err" && fail "silence got an stt"
-wait_for 15 test "$(stat_of voice.utterances_silent)" = $((SILENT + 1)) ||
+one_more_silent() { [ "$(stat_of voice.utterances_silent)" = $((SILENT + 1)) ]; }
+wait_for 15 one_more_silent ||
     fail "voice.utterances_silent is $(stat_of voice.utterances_silent), not $((SILENT + 1))"
 [ "$(stat_of voice.transcripts)" = 1 ] || fail "silence was transcribed"
 [ "$(stat_of voice.utterances)" = 1 ] || fail "silence went to the recognizer"
@@ -131,11 +135,34 @@ grep -q 'sentence_start' <<<"$AFTER_LOG" && fail "a sentence_start after the abo
 [ "$(stat_of voice.downlink_aborted)" -gt 0 ] 2>/dev/null ||
     fail "voice.downlink_aborted is $(stat_of voice.downlink_aborted)"
 
+# 4. The workers die while the utterance is transcribed: it is replayed
+# from the audio the supervisor kept, and its transcript comes once.
+# Three times goforward.raw without its trailing silence (its speech ends
+# at 2.2 s): one utterance, long enough to be caught in the recognizer.
+head -c 73600 "$RAW" >"$TMP/once.raw"
+cat "$TMP/once.raw" "$TMP/once.raw" "$TMP/once.raw" >"$TMP/thrice.raw"
+BEFORE=$(stat_of voice.utterances)
+utterances_changed() { [ "$(stat_of voice.utterances)" != "$BEFORE" ]; }
+"$DEVICE" -p "$PORT" -n 1 --id-start 4 -a "$TMP/thrice.raw" -m auto -S 4 -W 10 -v \
+    >"$TMP/dev4.out" 2>"$TMP/dev4.err" &
+DEV4=$!
+wait_for 30 utterances_changed || fail "dev-4's utterance never ended"
+kill -9 $(pgrep -P "$DAEMON" -f 'mqforkd: worker') 2>/dev/null
+wait "$DEV4" || fail "dev-4: $(tail -n 3 "$TMP/dev4.err")"
+[ "$(grep -c 'dev-4 < {"type":"stt"' "$TMP/dev4.err")" = 1 ] &&
+    grep -q 'dev-4 < {"type":"stt".*"text":"[^"]*forward[^"]*forward' "$TMP/dev4.err" ||
+    fail "dev-4 did not get one stt of 'go forward ten meters' said thrice"
+[ "$(grep -c 'voice/dev-4/stt ' "$TMP/backend.log")" = 1 ] || fail "not one transcript on voice/dev-4/stt"
+REPLAYS=$(stat_of voice.stt_replays)
+((${REPLAYS:-0} >= 1)) || fail "voice.stt_replays is ${REPLAYS:-missing}: the transcription was not cut"
+echo "vad: $(stat_of plugin.speech.vad.windows) windows, $(stat_of plugin.speech.vad.audio_ms) ms" \
+    "of audio searched in $(stat_of plugin.speech.vad.search_us) us"
+
 if ((FAILS > 0)); then
     echo "--- dev-1"; tail -n 20 "$TMP/dev1.err"
     echo "--- dev-3"; cat "$TMP/dev3.json"; tail -n 10 "$TMP/dev3.err"
     echo "--- daemon"; tail -n 20 "$TMP/daemon.log"
-    "$MQFORKSTAT" -n "$INSTANCE" -1 2>/dev/null | grep -E '^voice\.(utter|transc|endp|vad|stt)'
+    "$MQFORKSTAT" -n "$INSTANCE" -1 2>/dev/null | grep -E '^voice\.(utter|transc|endp|vad|stt)|^kind.voice.stt.(rec|comp|fail)|^(engine|jobs|pool)'
     exit 1
 fi
 echo "test_voice_auto: all checks passed"
