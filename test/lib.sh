@@ -103,3 +103,81 @@ daemon_test_end() { # NAME
     fi
     echo "$1: all checks passed"
 }
+
+# The start of a test of the voice gateway with speech, called with the
+# test's name and its arguments, MQFORKD MQFORK-DEVICE MQFORKSTAT
+# MQFORK_P2P.SO MQFORK_SPEECH.SO: sets those, TMP, PIDS, INSTANCE and RAW
+# (pocketsphinx-testdata's goforward.raw), and the EXIT trap; exits 77
+# (skipped) without the test data.
+# shellcheck disable=SC2034 # the variables are the caller's
+speech_test_init() {
+    local name=$1
+    MQFORKD=$2 DEVICE=$3 MQFORKSTAT=$4 P2P=$5 SPEECH=$6
+    TMP=$(mktemp -d)
+    PIDS=()
+    INSTANCE=${name#test_}-$$
+    RAW=/usr/share/pocketsphinx/test/data/goforward.raw
+    trap cleanup_test EXIT
+    [ -r "$RAW" ] || {
+        echo "$name: no $RAW (pocketsphinx-testdata): skipped"
+        exit 77
+    }
+}
+
+# The EXIT trap of a test that started PIDS, made TMP and ran mqforkd as
+# INSTANCE.
+cleanup_test() {
+    for p in "${PIDS[@]}"; do kill_tree "$p"; done
+    wait 2>/dev/null
+    rm -rf "$TMP"
+    rm -f "/dev/shm/mqfork.$INSTANCE"
+}
+
+# The voice gateway that listens and speaks, for a test: a private
+# mosquitto with mqfork_p2p.so ($P2P), and mqforkd ($MQFORKD, $SPEECH) with
+# uplink recognize and say_voice rms at 16 kHz; each argument is one more
+# line of its configuration, after those of voice: (indented, it goes under
+# voice:). Sets PORT and DAEMON; the log is $TMP/daemon.log. 0 once the
+# daemon subscribed.
+start_voice_speech() {
+    start_broker "plugin $P2P" || {
+        fail "mosquitto does not start"
+        return 1
+    }
+    PIDS+=("$BROKER")
+    printf '%s\n' "instance: $INSTANCE" "broker: {host: 127.0.0.1, port: $PORT}" \
+        "workers: {min: 2, max: 2}" "limits: {max_payload: 500000}" "streams: {max: 4096}" \
+        "plugins: [$SPEECH]" "voice:" "  port: $((PORT + 1))" "  uplink: [recognize]" \
+        "  say_voice: rms" "  downlink_rate: 16000" "$@" >"$TMP/voice.yaml"
+    "$MQFORKD" -t -c "$TMP/voice.yaml" >/dev/null || fail "mqforkd -t refuses the configuration"
+    "$MQFORKD" -c "$TMP/voice.yaml" >"$TMP/daemon.log" 2>&1 &
+    DAEMON=$!
+    PIDS+=("$DAEMON")
+    wait_for 20 grep -q "subscribed to voice/+/say" "$TMP/daemon.log" || {
+        fail "the daemon does not subscribe"
+        return 1
+    }
+}
+
+# A process's user CPU time in ticks (its name holds spaces: the fields are
+# counted after the last ')').
+utime() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 }'; }
+
+# The worker of $DAEMON whose CPU time grows by 3 ticks within 50 ms (the
+# one running a long job); nothing when none is caught within 10 s, or once
+# "$@" succeeds.
+busy_worker() {
+    local end=$((SECONDS + 10)) w workers
+    local -A before
+    workers=$(pgrep -P "$DAEMON" -f 'mqforkd: worker')
+    while [ $SECONDS -lt $end ] && ! "$@"; do
+        for w in $workers; do before[$w]=$(utime "$w"); done
+        sleep 0.05
+        for w in $workers; do
+            if [ $(($(utime "$w") - before[$w])) -ge 3 ]; then
+                echo "$w"
+                return
+            fi
+        done
+    done
+}

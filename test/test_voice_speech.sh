@@ -11,52 +11,15 @@
 #   test_voice_speech.sh MQFORKD MQFORK-DEVICE MQFORKSTAT MQFORK_P2P.SO MQFORK_SPEECH.SO \
 #                        MQFORK-ECHO-AGENT
 set -u
-MQFORKD=$1
-DEVICE=$2
-MQFORKSTAT=$3
-P2P=$4
-SPEECH=$5
-AGENT=$6
-TMP=$(mktemp -d)
 FAILS=0
-PIDS=()
-INSTANCE=vspeech-$$
-RAW=/usr/share/pocketsphinx/test/data/goforward.raw
-
-cleanup() {
-    for p in "${PIDS[@]}"; do kill_tree "$p"; done
-    wait 2>/dev/null
-    rm -rf "$TMP"
-    rm -f "/dev/shm/mqfork.$INSTANCE"
-}
-trap cleanup EXIT
-
 # shellcheck source=test/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+speech_test_init test_voice_speech "$@"
+AGENT=$6
 
-[ -r "$RAW" ] || { echo "test_voice_speech: no $RAW (pocketsphinx-testdata): skipped"; exit 77; }
-start_broker "plugin $P2P" || { fail "mosquitto does not start"; exit 1; }
-PIDS+=("$BROKER")
-
-cat >"$TMP/voice.yaml" <<EOF
-instance: $INSTANCE
-broker: {host: 127.0.0.1, port: $PORT}
-workers: {min: 2, max: 2}
-limits: {max_payload: 500000}
-streams: {max: 4096}
-plugins: [$SPEECH]
-voice:
-  port: $((PORT + 1))
-  uplink: [recognize]
-  say_voice: rms
-  downlink_rate: 16000
-routes:
-  - {name: again, subscribe: test/again, job: speech.transcribe, reply: test/again/out}
-EOF
-"$MQFORKD" -t -c "$TMP/voice.yaml" >/dev/null || fail "mqforkd -t refuses the configuration"
-"$MQFORKD" -c "$TMP/voice.yaml" >"$TMP/daemon.log" 2>&1 &
-PIDS+=($!)
-wait_for 20 grep -q "subscribed to voice/+/say" "$TMP/daemon.log" || fail "the daemon does not subscribe"
+start_voice_speech "routes:" \
+    "  - {name: again, subscribe: test/again, job: speech.transcribe, reply: test/again/out}" ||
+    exit 1
 
 # The backend: mqfork-echo-agent answers each transcript with "You said
 # ..."; beside it, mosquitto_sub keeps what was published for the checks.
