@@ -52,6 +52,13 @@ enum conf_retry {
     RETRY_FAILED = 1u << 2,  /* the handler answered failed */
 };
 
+/* A route's `cache:` (supervisor/cache.h). */
+struct conf_cache {
+    bool enabled;    /* true when a cache: mapping is present */
+    double ttl_s;    /* 0.001..31536000, default 60 */
+    uint32_t max_mb; /* 1..65536, default 16 */
+};
+
 struct conf_route {
     char *name; /* 1 to CONF_ROUTE_NAME_MAX of A-Z a-z 0-9 _ . - */
     char *subscribe;
@@ -71,6 +78,7 @@ struct conf_route {
     uint32_t backoff_ms;             /* delay before the first retry, doubling after;
                                         0..3600000, default 0 (at once) */
     uint32_t backoff_max_ms;         /* cap of that delay, 1..3600000, default 30000 */
+    struct conf_cache cache;
     struct conf_params params;
     int line, column;               /* where the route's mapping starts */
     int job_line, job_column;       /* where its `job:` value is */

@@ -190,6 +190,12 @@ const struct key top_keys[] = {
     {0},
 };
 
+static const struct key route_cache_keys[] = {
+    NUM("ttl_s", R(cache.ttl_s), 0.001, 31536000),
+    INT("max_mb", R(cache.max_mb), 1, 65536),
+    {0},
+};
+
 /* Applied to a struct conf_route. */
 const struct key route_keys[] = {
     STR("name", R(name), KEY_REQUIRED, check_route_name),
@@ -207,6 +213,11 @@ const struct key route_keys[] = {
     {.name = "retry_on", .kind = KEY_STRINGS, R(retry_on), .check = check_retry_cause},
     INT("backoff_ms", R(backoff_ms), 0, 3600000),
     INT("backoff_max_ms", R(backoff_max_ms), 1, 3600000),
+    {.name = "cache",
+     .kind = KEY_MAP,
+     .sub = route_cache_keys,
+     R(cache.enabled),
+     .flags = KEY_MARK},
     {.name = "params", .kind = KEY_PARAMS},
     {0},
 };
@@ -224,6 +235,7 @@ void route_defaults(struct conf_route *r)
         .retry_causes = RETRY_CRASHED | RETRY_TIMEOUT,
         .backoff_ms = 0,
         .backoff_max_ms = 30000,
+        .cache = {.ttl_s = 60, .max_mb = 16},
     };
 }
 

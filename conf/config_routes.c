@@ -118,6 +118,13 @@ static void load_route(struct loader *ld, struct conf_route *r, const yaml_node_
         snprintf(key_path, sizeof(key_path), "%s.stream", path);
         check_template(ld, v, key_path, r->stream, r->subscribe, false);
     }
+    /* A stream's jobs share the state the ones before them left (a decoder,
+     * say): equal requests need not give equal results. */
+    if (r->stream && r->cache.enabled && (v = map_get(ld, item, "cache")))
+        report(ld, v,
+               "%s.cache: a stream route cannot cache: its results depend on the jobs before "
+               "them; remove cache: or stream:",
+               path);
     check_reply_allow(ld, r, item, path);
     load_retry(ld, r, item, path);
     if ((v = map_get(ld, item, "job"))) {

@@ -16,7 +16,9 @@
 #include "common/log.h"
 #include "proto/report.h"
 #include "proto/topic.h"
+#include "shm/clock.h"
 #include "shm/statblock.h"
+#include "supervisor/cache.h"
 #include "supervisor/engine.h"
 #include "supervisor/source.h"
 
@@ -28,6 +30,7 @@
 struct route {
     const struct conf_route *conf;
     uint32_t kind;
+    struct cache *cache; /* NULL: the route has no cache: */
 };
 
 /* The routes' figures: the data of their block "routes", counted in
@@ -48,13 +51,17 @@ struct routes {
     struct mqtt_sink sink; /* the messages of every route's filter */
     struct route *route;
     size_t count;
-    struct log_rate refusals;  /* a flood of bad requests is not a flood of lines */
-    struct stats_block *stats; /* "routes" in the segment */
+    struct log_rate refusals;           /* a flood of bad requests is not a flood of lines */
+    struct stats_block *stats;          /* "routes" in the segment */
+    struct cache_figures cache_figures; /* every route's cache, published as "cache" */
+    struct stats_block *cache_stats;
 };
 
 /* What an accepted job needs to be answered: one allocation. It holds
  * copies, not pointers into the routes, which a reload replaces. */
 struct request {
+    struct cache_waiter waiter;  /* first: the cache chains the requests of one job */
+    struct cache_flight *flight; /* the job equal requests wait for, or NULL */
     struct routes *routes;
     int qos;
     char *route; /* name */
@@ -82,8 +89,43 @@ struct routes *routes_new(const struct conf *c, struct engine *e)
             return NULL;
         }
         r->route[r->count++] = (struct route){.conf = cr, .kind = (uint32_t)kind};
+        if (cr->cache.enabled &&
+            !(r->route[i].cache = cache_new(cr->job, &cr->params, &cr->cache, &r->cache_figures))) {
+            log_error("out of memory for the cache of route %s", cr->name);
+            routes_free(r);
+            return NULL;
+        }
     }
     return r;
+}
+
+static void publish_cache_figures(struct routes *r)
+{
+    if (r->cache_stats)
+        stats_block_publish(r->cache_stats, &r->cache_figures, sizeof(r->cache_figures));
+}
+
+/* The caches of the routes that keep their name move to FRESH, following
+ * their new settings; those no route wants any more are retired. A cache
+ * that cannot be made leaves its route uncached (logged). */
+static void carry_caches(struct routes *r, struct route *fresh, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct conf_route *cr = fresh[i].conf;
+        for (size_t k = 0; k < r->count && !fresh[i].cache; k++)
+            if (r->route[k].cache && cr->cache.enabled &&
+                strcmp(r->route[k].conf->name, cr->name) == 0 &&
+                cache_configure(r->route[k].cache, cr->job, &cr->params, &cr->cache) == 0) {
+                fresh[i].cache = r->route[k].cache;
+                r->route[k].cache = NULL;
+            }
+        if (cr->cache.enabled && !fresh[i].cache &&
+            !(fresh[i].cache = cache_new(cr->job, &cr->params, &cr->cache, &r->cache_figures)))
+            log_error("reload: out of memory for the cache of route %s: not cached", cr->name);
+    }
+    for (size_t k = 0; k < r->count; k++)
+        cache_retire(r->route[k].cache);
+    publish_cache_figures(r);
 }
 
 static int subscribe_all(struct routes *r)
@@ -106,6 +148,8 @@ int routes_attach(struct routes *r, struct mqtt *m)
     };
     r->mqtt = m;
     if (!r->stats && !(r->stats = engine_add_block(r->engine, &spec)))
+        return -1;
+    if (!r->cache_stats && !(r->cache_stats = engine_add_block(r->engine, &cache_stats_spec)))
         return -1;
     return subscribe_all(r);
 }
@@ -134,6 +178,7 @@ int routes_reload(struct routes *r, const struct conf *c)
         if (!kept)
             mqtt_unsubscribe(r->mqtt, old, &r->sink);
     }
+    carry_caches(r, fresh, c->nroutes);
     free(r->route);
     r->route = fresh;
     r->count = c->nroutes;
@@ -200,6 +245,23 @@ static void on_job_done(void *ctx, const struct engine_outcome *o)
     free(q);
 }
 
+/* Each request waiting for a cached route's job: its own reply topic and
+ * correlation data. */
+static void answer_waiter(struct cache_waiter *w, const struct engine_outcome *o)
+{
+    on_job_done((struct request *)w, o);
+}
+
+/* The job of a caching route: CTX is the request that started it, one of
+ * the waiters its flight answers. */
+static void on_cached_job_done(void *ctx, const struct engine_outcome *o)
+{
+    struct request *q = ctx;
+    struct routes *r = q->routes;
+    cache_finish(q->flight, o, mono_ns(), answer_waiter);
+    publish_cache_figures(r);
+}
+
 static const struct route *match(const struct routes *r, const char *topic, struct topic_levels *lv)
 {
     for (size_t i = 0; i < r->count; i++)
@@ -218,6 +280,7 @@ static struct request *new_request(struct routes *r, const struct route *route,
     if (!q)
         return NULL;
     char *p = (char *)(q + 1);
+    q->flight = NULL;
     q->routes = r;
     q->qos = route->conf->qos;
     q->route = memcpy(p, route->conf->name, nlen);
@@ -349,6 +412,48 @@ static void describe_request(const void *ctx, char *buf, size_t len)
     snprintf(buf, len, "route %s, topic %s", q->route, q->topic);
 }
 
+/* Offer Q's job J; a refusal is reported at once, to every request waiting
+ * for it when it is a cached route's. */
+static void offer(struct routes *r, struct request *q, const struct engine_job *j)
+{
+    enum job_status st = engine_submit(r->engine, j, NULL);
+    if (st == JOB_OK)
+        return;
+    char refusal[128];
+    refusal_text(st, j->len, refusal, sizeof(refusal));
+    struct engine_outcome no = {
+        .status = st, .data = (const uint8_t *)refusal, .len = strlen(refusal)};
+    if (q->flight)
+        cache_finish(q->flight, &no, mono_ns(), answer_waiter);
+    else
+        on_job_done(q, &no);
+}
+
+/* A caching route's request: answered from the cache, joined to an equal
+ * request's running job, or offered as the job equal ones will join. */
+static void submit_cached(struct routes *r, struct cache *c, struct request *q,
+                          struct engine_job *j)
+{
+    const void *data = NULL;
+    size_t len = 0;
+    switch (cache_begin(c, j->payload, j->len, &q->waiter, mono_ns(), &data, &len, &q->flight)) {
+    case CACHE_HIT:
+        on_job_done(q, &(struct engine_outcome){.status = JOB_OK, .data = data, .len = len});
+        break;
+    case CACHE_JOINED:
+        break;
+    case CACHE_MISS:
+        j->done = on_cached_job_done;
+        offer(r, q, j);
+        break;
+    case CACHE_NOMEM:
+        q->flight = NULL;
+        offer(r, q, j);
+        break;
+    }
+    publish_cache_figures(r);
+}
+
 /* Offer the job; a refusal is reported at once. */
 static void submit(struct routes *r, const struct route *route, const struct mqtt_message *msg,
                    const char *reply, const char *stream)
@@ -376,14 +481,10 @@ static void submit(struct routes *r, const struct route *route, const struct mqt
         .describe = describe_request,
         .ctx = q,
     };
-    enum job_status st = engine_submit(r->engine, &j, NULL);
-    if (st == JOB_OK)
-        return;
-    char refusal[128];
-    refusal_text(st, msg->len, refusal, sizeof(refusal));
-    report(r, cr->name, msg->topic, job_status_name(st), refusal, strlen(refusal), 0, NULL,
-           msg->correlation, msg->correlation_len);
-    free(q);
+    if (route->cache)
+        submit_cached(r, route->cache, q, &j);
+    else
+        offer(r, q, &j);
 }
 
 void routes_on_message(void *ctx, const struct mqtt_message *msg)
@@ -413,6 +514,8 @@ void routes_free(struct routes *r)
 {
     if (!r)
         return;
+    for (size_t i = 0; i < r->count; i++)
+        cache_retire(r->route[i].cache);
     free(r->route);
     free(r);
 }
