@@ -130,8 +130,8 @@ static uint64_t charge(const struct cache_flight *e)
 
 static void lru_unlink(struct cache *c, struct cache_flight *e)
 {
-    *(e->newer ? &e->newer->older : &c->oldest) = e->older;
-    *(e->older ? &e->older->newer : &c->newest) = e->newer;
+    *(e->newer ? &e->newer->older : &c->newest) = e->older;
+    *(e->older ? &e->older->newer : &c->oldest) = e->newer;
     e->older = e->newer = NULL;
 }
 
