@@ -111,6 +111,14 @@ routes:
     params:
       voice: rms
       sample_rate: 16000
+  - name: tts_ok
+    subscribe: ok/+/in
+    job: speech.synthesize
+    reply: ok/{1}/out
+    cache: {ttl_s: 3600, max_mb: 4}
+    params:
+      voice: rms
+      sample_rate: 16000
   - name: tts-cmn
     subscribe: cmn/+/in
     job: speech.synthesize
@@ -123,7 +131,7 @@ out=$("$MQFORKD" -t -c "$TMP/run.yaml" 2>&1) || fail "-t rejects the good config
 
 # Every payload in hex, one line per message: binary PCM survives.
 mosquitto_sub -h 127.0.0.1 -p "$PORT" -F '%t %x' -t "mqfork/$INSTANCE/status" -t 'stt/+/out' \
-    -t 'tts/+/out' -t 'cmn/+/out' -t "err/$INSTANCE" >"$TMP/sub.out" 2>&1 &
+    -t 'tts/+/out' -t 'ok/+/out' -t 'cmn/+/out' -t "err/$INSTANCE" >"$TMP/sub.out" 2>&1 &
 SUB_PID=$!
 "$MQFORKD" -c "$TMP/run.yaml" >"$TMP/daemon.log" 2>&1 &
 DAEMON_PID=$!
@@ -168,6 +176,19 @@ text=$(payload stt/b/out | jq -r .text)
 echo "rms's speech transcribed: '$text'"
 { grep -qw kitchen <<<"$text" && grep -qw light <<<"$text"; } ||
     fail "rms's speech transcribed '$text', without kitchen and light"
+
+# A recurring phrase on a route with cache: synthesized once, the second
+# requester answered from the cache on its own reply topic.
+pub ok/g/in "OK"
+wait_for 60 has ok/g/out || fail "no speech for OK: $(errors)"
+pub ok/h/in "OK"
+wait_for 30 has ok/h/out || fail "the second OK was not answered: $(errors)"
+[ "$(payload ok/g/out | md5sum)" = "$(payload ok/h/out | md5sum)" ] ||
+    fail "the cached OK differs from the synthesized one"
+stats=$("$MQFORKSTAT" -1 -n "$INSTANCE")
+grep -qx 'kind.tts_ok.received 1' <<<"$stats" ||
+    fail "OK twice ran $(grep '^kind.tts_ok.received' <<<"$stats") jobs, 1 expected"
+grep -qx 'cache.hits 1' <<<"$stats" || fail "no cache hit: $(grep '^cache\.' <<<"$stats")"
 
 # JSON input, another voice.
 pub tts/c/in '{"text": "hello world", "voice": "slt"}'
