@@ -260,9 +260,9 @@ static void test_failure(struct client *c)
             stat_of("kind.fail.received"));
 }
 
-static void daemon_start(struct proc *p, const struct broker *b, char *conf, size_t size)
+/* The daemon's configuration; RELOADED: without the route join. */
+static void write_conf(const char *conf, int port, bool reloaded)
 {
-    snprintf(conf, size, "/tmp/test-cache-%d.yaml", (int)getpid());
     FILE *f = fopen(conf, "w");
     T_REQUIRE(f, "write %s", conf);
     fprintf(f,
@@ -272,16 +272,24 @@ static void daemon_start(struct proc *p, const struct broker *b, char *conf, siz
             "routes:\n"
             "  - {name: hit, subscribe: ch/hit/in, job: test.echo, reply: ch/hit/out,\n"
             "     cache: {ttl_s: 3600, max_mb: 2}}\n"
-            "  - {name: join, subscribe: ch/join/in, job: test.spin,\n"
-            "     reply_allow: 'ch/join/resp/+', cache: {ttl_s: 3600, max_mb: 1}}\n"
+            "%s"
             "  - {name: ttl, subscribe: ch/ttl/in, job: test.echo, reply: ch/ttl/out,\n"
             "     cache: {ttl_s: 1, max_mb: 1}}\n"
             "  - {name: lru, subscribe: ch/lru/in, job: test.echo, reply: ch/lru/out,\n"
             "     cache: {ttl_s: 3600, max_mb: 1}}\n"
             "  - {name: fail, subscribe: ch/fail/in, job: test.spin, reply: ch/fail/out,\n"
             "     cache: {ttl_s: 3600, max_mb: 1}}\n",
-            instance, b->port);
+            instance, port,
+            reloaded ? ""
+                     : "  - {name: join, subscribe: ch/join/in, job: test.spin,\n"
+                       "     reply_allow: 'ch/join/resp/+', cache: {ttl_s: 3600, max_mb: 1}}\n");
     fclose(f);
+}
+
+static void daemon_start(struct proc *p, const struct broker *b, char *conf, size_t size)
+{
+    snprintf(conf, size, "/tmp/test-cache-%d.yaml", (int)getpid());
+    write_conf(conf, b->port, false);
     char cmd[640];
     snprintf(cmd, sizeof(cmd), "exec %s -c %s 2>&1", getenv("MQFORKD"), conf);
     char *argv[] = {"/bin/sh", "-c", cmd, NULL};
@@ -291,6 +299,27 @@ static void daemon_start(struct proc *p, const struct broker *b, char *conf, siz
     for (double end = now_s() + WAIT_S; now_s() < end && !ready;)
         ready = proc_line(p, line, sizeof(line), 100) >= 0 && strstr(line, "subscribed to ch/fail");
     T_REQUIRE(ready, "the daemon subscribed");
+}
+
+/* A reload keeps the caches of the routes it keeps, and drops the results
+ * of the route it removes. */
+static void test_reload(struct client *c, const char *conf, int port)
+{
+    long entries = stat_of("cache.entries");
+    write_conf(conf, port, true);
+    kill(mqforkd.pid, SIGHUP);
+    char line[1024];
+    bool reloaded = false;
+    for (double end = now_s() + WAIT_S; now_s() < end && !reloaded;)
+        reloaded =
+            proc_line(&mqforkd, line, sizeof(line), 100) >= 0 && strstr(line, "reload: routes");
+    T_REQUIRE(reloaded, "the daemon reloaded");
+    T_CHECK(stat_of("cache.entries") == entries - 1, "join's result dropped: %ld entries of %ld",
+            stat_of("cache.entries"), entries);
+    struct msg m = ask(c, "hit", "hello", 5, "hit-4");
+    T_CHECK(strcmp(m.head, "hello") == 0, "answered after the reload");
+    T_CHECK(stat_of("kind.hit.received") == 2, "from the kept cache: %ld jobs",
+            stat_of("kind.hit.received"));
 }
 
 int main(int argc, char **argv)
@@ -317,6 +346,7 @@ int main(int argc, char **argv)
     test_ttl(&c);
     test_lru(&c);
     test_failure(&c);
+    test_reload(&c, conf, b.port);
     mosquitto_disconnect(c.mosq);
     mosquitto_loop_stop(c.mosq, false);
     mosquitto_destroy(c.mosq);
