@@ -36,6 +36,7 @@ struct cache_flight {
     struct cache_flight *chain;         /* next in its bucket */
     struct cache_flight *older, *newer; /* the LRU list, kept results only */
     struct cache_waiter *waiters, **last;
+    size_t nwaiters;
     bool in_table; /* false: detached by a reload; answers, keeps nothing */
     uint64_t hash;
     uint64_t stored_ns;
@@ -50,6 +51,7 @@ struct cache {
     char *identity; /* handler and params, length-prefixed: what seed hashes */
     size_t identity_len;
     uint64_t ttl_ns, max_bytes, bytes;
+    size_t max_waiters;
     struct cache_flight **bucket;
     size_t nbuckets, count;               /* count: entries in the table */
     struct cache_flight *newest, *oldest; /* LRU of kept results */
@@ -194,14 +196,16 @@ static void clear(struct cache *c)
 
 /* ---- lifetime */
 
-static void set_limits(struct cache *c, const struct conf_cache *conf)
+static void set_limits(struct cache *c, const struct conf_cache *conf, size_t max_waiters)
 {
+    c->max_waiters = max_waiters;
     c->ttl_ns = (uint64_t)(conf->ttl_s * 1e9);
     c->max_bytes = (uint64_t)conf->max_mb << 20;
 }
 
 struct cache *cache_new(const char *handler, const struct conf_params *params,
-                        const struct conf_cache *conf, struct cache_figures *fig)
+                        const struct conf_cache *conf, size_t max_waiters,
+                        struct cache_figures *fig)
 {
     struct cache *c = calloc(1, sizeof(*c));
     if (!c)
@@ -217,12 +221,12 @@ struct cache *cache_new(const char *handler, const struct conf_params *params,
         return NULL;
     }
     c->seed = XXH3_64bits(c->identity, c->identity_len);
-    set_limits(c, conf);
+    set_limits(c, conf, max_waiters);
     return c;
 }
 
 int cache_configure(struct cache *c, const char *handler, const struct conf_params *params,
-                    const struct conf_cache *conf)
+                    const struct conf_cache *conf, size_t max_waiters)
 {
     size_t len;
     char *id = identity(handler, params, &len);
@@ -237,7 +241,7 @@ int cache_configure(struct cache *c, const char *handler, const struct conf_para
     } else {
         free(id);
     }
-    set_limits(c, conf);
+    set_limits(c, conf, max_waiters);
     evict_for(c, 0);
     return 0;
 }
@@ -280,6 +284,7 @@ static struct cache_flight *take_off(struct cache *c, uint64_t hash, const void 
     w->next = NULL;
     f->waiters = w;
     f->last = &w->next;
+    f->nwaiters = 1;
     if (c->count >= c->nbuckets)
         grow(c);
     struct cache_flight **slot = slot_of(c, hash);
@@ -308,7 +313,10 @@ enum cache_verdict cache_begin(struct cache *c, const void *payload, size_t len,
         *data_len = e->result_len;
         return CACHE_HIT;
     }
+    if (e && e->nwaiters >= c->max_waiters)
+        return CACHE_FULL;
     if (e) {
+        e->nwaiters++;
         w->next = NULL;
         *e->last = w;
         e->last = &w->next;

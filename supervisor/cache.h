@@ -40,16 +40,19 @@ struct cache_figures {
 /* The block "cache": its name and field table. */
 extern const struct stats_block_spec cache_stats_spec;
 
-/* A cache for the jobs of HANDLER with PARAMS, sized by CONF; FIG counts
- * (shared by the caches of all routes). NULL when out of memory. */
+/* A cache for the jobs of HANDLER with PARAMS, sized by CONF, with at most
+ * MAX_WAITERS requests waiting for one job (a flood of equal requests is
+ * refused as overloaded, as unequal ones are by limits.max_pending); FIG
+ * counts (shared by the caches of all routes). NULL when out of memory. */
 struct cache *cache_new(const char *handler, const struct conf_params *params,
-                        const struct conf_cache *conf, struct cache_figures *fig);
+                        const struct conf_cache *conf, size_t max_waiters,
+                        struct cache_figures *fig);
 
 /* Follow a reloaded route: new ttl and size (evicting down to it); when
  * handler or params changed, every kept result is dropped and running jobs
  * are no longer joined. 0, or -1 when out of memory (cache unchanged). */
 int cache_configure(struct cache *c, const char *handler, const struct conf_params *params,
-                    const struct conf_cache *conf);
+                    const struct conf_cache *conf, size_t max_waiters);
 
 /* The route is gone: results dropped now, the cache freed when its last
  * running job has finished. */
@@ -58,6 +61,7 @@ void cache_retire(struct cache *c);
 enum cache_verdict {
     CACHE_HIT,    /* *data, *len: the result (valid until the next cache call) */
     CACHE_JOINED, /* W waits for the running equal job */
+    CACHE_FULL,   /* MAX_WAITERS wait for it already: refuse W */
     CACHE_MISS,   /* W waits for *flight: submit its job, ctx = *flight */
     CACHE_NOMEM,  /* nothing kept: run the job uncached */
 };

@@ -90,7 +90,8 @@ struct routes *routes_new(const struct conf *c, struct engine *e)
         }
         r->route[r->count++] = (struct route){.conf = cr, .kind = (uint32_t)kind};
         if (cr->cache.enabled &&
-            !(r->route[i].cache = cache_new(cr->job, &cr->params, &cr->cache, &r->cache_figures))) {
+            !(r->route[i].cache = cache_new(cr->job, &cr->params, &cr->cache, c->limits.max_pending,
+                                            &r->cache_figures))) {
             log_error("out of memory for the cache of route %s", cr->name);
             routes_free(r);
             return NULL;
@@ -108,19 +109,21 @@ static void publish_cache_figures(struct routes *r)
 /* The caches of the routes that keep their name move to FRESH, following
  * their new settings; those no route wants any more are retired. A cache
  * that cannot be made leaves its route uncached (logged). */
-static void carry_caches(struct routes *r, struct route *fresh, size_t n)
+static void carry_caches(struct routes *r, const struct conf *c, struct route *fresh)
 {
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < c->nroutes; i++) {
         const struct conf_route *cr = fresh[i].conf;
         for (size_t k = 0; k < r->count && !fresh[i].cache; k++)
             if (r->route[k].cache && cr->cache.enabled &&
                 strcmp(r->route[k].conf->name, cr->name) == 0 &&
-                cache_configure(r->route[k].cache, cr->job, &cr->params, &cr->cache) == 0) {
+                cache_configure(r->route[k].cache, cr->job, &cr->params, &cr->cache,
+                                c->limits.max_pending) == 0) {
                 fresh[i].cache = r->route[k].cache;
                 r->route[k].cache = NULL;
             }
         if (cr->cache.enabled && !fresh[i].cache &&
-            !(fresh[i].cache = cache_new(cr->job, &cr->params, &cr->cache, &r->cache_figures)))
+            !(fresh[i].cache = cache_new(cr->job, &cr->params, &cr->cache, c->limits.max_pending,
+                                         &r->cache_figures)))
             log_error("reload: out of memory for the cache of route %s: not cached", cr->name);
     }
     for (size_t k = 0; k < r->count; k++)
@@ -178,7 +181,7 @@ int routes_reload(struct routes *r, const struct conf *c)
         if (!kept)
             mqtt_unsubscribe(r->mqtt, old, &r->sink);
     }
-    carry_caches(r, fresh, c->nroutes);
+    carry_caches(r, c, fresh);
     free(r->route);
     r->route = fresh;
     r->count = c->nroutes;
@@ -442,6 +445,15 @@ static void submit_cached(struct routes *r, struct cache *c, struct request *q,
         break;
     case CACHE_JOINED:
         break;
+    case CACHE_FULL: {
+        static const char why[] =
+            "refused: limits.max_pending requests wait for an equal one's job";
+        engine_count_refusal(r->engine, j->kind, JOB_E_OVERLOADED);
+        on_job_done(q, &(struct engine_outcome){.status = JOB_E_OVERLOADED,
+                                                .data = (const uint8_t *)why,
+                                                .len = sizeof(why) - 1});
+        break;
+    }
     case CACHE_MISS:
         j->done = on_cached_job_done;
         offer(r, q, j);

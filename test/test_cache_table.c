@@ -30,7 +30,7 @@ static struct cache_figures fig;
 static struct cache *make(double ttl_s, uint32_t max_mb)
 {
     struct conf_cache cc = {.enabled = true, .ttl_s = ttl_s, .max_mb = max_mb};
-    struct cache *c = cache_new("test.echo", &no_params, &cc, &fig);
+    struct cache *c = cache_new("test.echo", &no_params, &cc, 3, &fig);
     T_REQUIRE(c, "cache_new");
     return c;
 }
@@ -57,6 +57,7 @@ static void test_coalesce_and_failure(void)
     T_CHECK(begin(c, "x", 1, &w[0], 1, &f) == CACHE_MISS, "first: miss");
     T_CHECK(begin(c, "x", 1, &w[1], 2, &g) == CACHE_JOINED, "second: joined");
     T_CHECK(begin(c, "x", 1, &w[2], 3, &g) == CACHE_JOINED, "third: joined");
+    T_CHECK(begin(c, "x", 1, &w[3], 3, &g) == CACHE_FULL, "fourth: over max_waiters");
     struct engine_outcome bad = result(JOB_E_FAILED, "no");
     nanswered = 0;
     cache_finish(f, &bad, 4, answer);
@@ -116,7 +117,7 @@ static void test_reload_and_retire(void)
     struct conf_param p = {.key = "voice", .value = "slt"};
     struct conf_params params = {.items = &p, .count = 1};
     struct conf_cache cc = {.enabled = true, .ttl_s = 60, .max_mb = 1};
-    T_CHECK(cache_configure(c, "test.echo", &params, &cc) == 0, "reconfigured");
+    T_CHECK(cache_configure(c, "test.echo", &params, &cc, 3) == 0, "reconfigured");
     T_CHECK(begin(c, "r", 1, &w[1], 2, &g) == CACHE_MISS, "other params: not joined");
     struct engine_outcome ok = result(JOB_OK, "r");
     nanswered = 0;
