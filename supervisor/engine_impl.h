@@ -138,11 +138,21 @@ struct kind {
     char failure[64]; /* what its init did, for the error reports */
 };
 
+#define EST_CLIP_MIN_NS 10000 /* a run always counts for this much at least */
+
 /* A job of kind K ran RUN_NS: the estimate dispatch charges its next jobs
- * with is a moving average over about the last eight. kinds.c's, inline
- * for the hot path (a result). */
+ * with is a moving average over about the last eight. A run counts for at
+ * most twice the estimate (or EST_CLIP_MIN_NS): run_ns is wall time, and a
+ * worker the scheduler set aside for 10 ms (a busy machine) would otherwise
+ * make a 70 us kind look like 1.3 ms, so dispatch would hand each worker one
+ * job where it takes twenty, and the workers would starve between the
+ * supervisor's rounds. A kind that really got slower still doubles its
+ * estimate within six jobs. kinds.c's, inline for the hot path (a result). */
 static inline void kind_measured(struct kind *k, uint64_t run_ns)
 {
+    uint64_t most = 2 * k->est_ns > EST_CLIP_MIN_NS ? 2 * k->est_ns : EST_CLIP_MIN_NS;
+    if (run_ns > most)
+        run_ns = most;
     k->est_ns = k->est_ns - k->est_ns / 8 + run_ns / 8;
     if (k->est_ns == 0)
         k->est_ns = 1;
