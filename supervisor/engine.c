@@ -209,6 +209,8 @@ enum job_status engine_submit(struct engine *e, const struct engine_job *r, uint
     if (!e->accepting)
         return refuse(e, r->kind, JOB_E_SHUTDOWN);
     uint64_t out_cap = kind_out_capacity(&e->kinds[r->kind], r->len);
+    if (r->out_max && r->out_max < out_cap)
+        out_cap = r->out_max;
     if (r->len > kind_max_in(&e->kinds[r->kind], e->limits.max_payload) ||
         r->stream_len > ENGINE_STREAM_KEY_MAX || out_cap > e->max_alloc)
         return refuse(e, r->kind, JOB_E_TOO_LARGE);

@@ -73,6 +73,8 @@ struct engine_job {
     const void *stream; /* stream key: jobs with the same kind and key run one at
                            a time in arrival order and share state; NULL = none */
     size_t stream_len;
+    uint32_t out_max; /* the most output this job can write, when the source knows
+                         better than its kind's bound (which still caps it); 0 = that bound */
     enum conf_priority priority;
     uint32_t timeout_ms;         /* run time allowed per attempt; 0 = 10000 */
     uint32_t deadline_ms;        /* drop as expired if still pending this long; 0 = never */

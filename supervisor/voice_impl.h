@@ -43,9 +43,10 @@ struct stt_job;
 
 #define VOICE_DEVICE_MAX 128 /* bytes of a device id (its MQTT client id) */
 #define VOICE_TOPIC_MAX  512
-#define VOICE_OPUS_MAX   1275 /* the largest Opus packet of one frame */
-#define VOICE_SEND_BATCH 64   /* datagrams per sendmmsg */
-#define VOICE_CONCEAL    4    /* lost uplink packets concealed before the next: 240 ms */
+#define VOICE_OPUS_MAX   1275  /* the largest Opus packet of one frame */
+#define VOICE_SEND_BATCH 64    /* datagrams per sendmmsg */
+#define VOICE_CONCEAL    4     /* lost uplink packets concealed before the next: 240 ms */
+#define VOICE_UP_RATE    16000 /* the uplink as decoded: 16 kHz mono s16le */
 
 enum voice_end {
     END_GOODBYE,  /* the device said goodbye */
@@ -103,7 +104,8 @@ struct voice_session {
     } peer;
     socklen_t peer_len; /* 0: no valid datagram yet */
     uint32_t up_seq;    /* the last uplink sequence accepted */
-    uint32_t unheard;   /* accepted packets the pool refused: concealed with the next */
+    uint32_t unheard;   /* samples of packets the pool refused: silence before the next */
+    uint32_t frame_max; /* samples of the longest packet decoded: a concealed one's most */
     uint64_t seen_ns;   /* the last datagram or message */
     struct loop_timer idle;
     /* downlink */
@@ -232,7 +234,8 @@ void voice_pace_fired(void *ctx);
 /* Listen start (in MODE) or stop from S's device. */
 void voice_stt_listen(struct voice *v, struct voice_session *s, bool start,
                       enum voice_listen_mode mode);
-/* Decoded uplink of S (its decode job finished: s->decoding counts the rest). */
+/* Decoded uplink of S (its decode job finished: s->decoding counts the rest);
+ * PCM NULL: LEN bytes of silence. */
 void voice_stt_audio(struct voice *v, struct voice_session *s, const uint8_t *pcm, size_t len);
 /* S ends: what it heard is still transcribed. */
 void voice_stt_end(struct voice *v, struct voice_session *s);

@@ -19,8 +19,6 @@
 #include "supervisor/engine.h"
 #include "supervisor/voice_impl.h"
 
-#define RATE 16000 /* the uplink as decoded */
-
 /* An utterance with the recognizer. A session's are listed in the order
  * they were handed over (s->stt_head), and their transcripts go out in
  * that order: a short utterance's must not overtake a long one's. */
@@ -118,8 +116,8 @@ static void submit(struct voice *v, struct voice_session *s, uint64_t upto)
         *j = (struct stt_job){.v = v,
                               .slot = s->slot,
                               .gen = s->gen,
-                              .start_s = (double)s->utt_start / RATE,
-                              .end_s = (double)upto / RATE};
+                              .start_s = (double)s->utt_start / VOICE_UP_RATE,
+                              .end_s = (double)upto / VOICE_UP_RATE};
         memcpy(j->device, s->device, sizeof(j->device));
         struct engine_job job = {.kind = (uint32_t)v->stt_kind,
                                  .payload = s->utt,
@@ -168,7 +166,7 @@ static void finish(struct voice *v, struct voice_session *s)
 {
     if (s->endpointing && !s->voiced) {
         v->n.utterances_silent += s->utt_len > 0 || s->vad_done > s->utt_start;
-        v->n.silence_ms += s->utt_len / 2 * 1000 / RATE;
+        v->n.silence_ms += s->utt_len / 2 * 1000 / VOICE_UP_RATE;
         voice_stt_trim(v, s, s->heard);
         v->changed = true;
         return;
@@ -203,7 +201,7 @@ void voice_stt_listen(struct voice *v, struct voice_session *s, bool start,
 
 void voice_stt_audio(struct voice *v, struct voice_session *s, const uint8_t *pcm, size_t len)
 {
-    size_t most = (size_t)v->vc->max_utterance_s * RATE * 2;
+    size_t most = (size_t)v->vc->max_utterance_s * VOICE_UP_RATE * 2;
     s->heard += len / 2;
     if (v->stt_kind < 0 || !(s->listening || s->closing))
         return;
@@ -211,9 +209,12 @@ void voice_stt_audio(struct voice *v, struct voice_session *s, const uint8_t *pc
         return;
     while (len) {
         size_t take = most - s->utt_len < len ? most - s->utt_len : len;
-        memcpy(s->utt + s->utt_len, pcm, take);
+        if (pcm)
+            memcpy(s->utt + s->utt_len, pcm, take), pcm += take;
+        else
+            memset(s->utt + s->utt_len, 0, take);
         s->utt_len += (uint32_t)take;
-        pcm += take, len -= take;
+        len -= take;
         if (s->utt_len == most) {
             v->n.utterances_cut++;
             submit(v, s, s->utt_start + s->utt_len / 2);

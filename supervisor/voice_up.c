@@ -6,14 +6,18 @@
  * cipher, and then relayed to the backend (voice/{device}/opus) and/or
  * decoded in the pool with the session as the stream, as voice.uplink says.
  * Whatever fails is dropped and counted by reason; a gap in sequence is
- * counted as lost and concealed by the decoder. The device's address is
- * the one its latest valid datagram came from (NAT rebinding).
+ * counted as lost and concealed by the decoder. A packet the pool refuses
+ * (overloaded) becomes silence of its length before the next one's PCM:
+ * concealing it would cost the pool a decode just when it has none to
+ * spare, and every refusal would make the next job heavier. The device's
+ * address is the one its latest valid datagram came from (NAT rebinding).
  *
  * Out: voice_udp_send encrypts a packet into the round's batch, which a
  * before-sleep hook sends with one sendmmsg. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <opus.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +35,7 @@ struct up_job {
     struct voice *v;
     uint32_t slot, gen;
     uint32_t concealed;
+    uint32_t silence; /* samples refused before this packet */
     uint64_t arrived_ns;
     char device[VOICE_DEVICE_MAX + 1]; /* for PCM that outlives its session */
 };
@@ -52,17 +57,21 @@ void voice_up_flush_pcm(struct voice *v, struct voice_session *s)
     s->pcm_len = 0;
 }
 
-/* Decoded audio joins the session's batch, published when it is full. */
+/* Decoded audio (NULL: LEN bytes of silence) joins the session's batch,
+ * published when it is full. */
 static void add_pcm(struct voice *v, struct voice_session *s, const uint8_t *pcm, size_t len)
 {
-    size_t batch = (size_t)v->vc->pcm_batch_ms * 16 * 2; /* 16 kHz s16le */
+    size_t batch = (size_t)v->vc->pcm_batch_ms * (VOICE_UP_RATE / 1000) * 2;
     if (!s->pcm && !(s->pcm = malloc(batch)))
         return;
     while (len) {
         size_t take = batch - s->pcm_len < len ? batch - s->pcm_len : len;
-        memcpy(s->pcm + s->pcm_len, pcm, take);
+        if (pcm)
+            memcpy(s->pcm + s->pcm_len, pcm, take), pcm += take;
+        else
+            memset(s->pcm + s->pcm_len, 0, take);
         s->pcm_len += (uint32_t)take;
-        pcm += take, len -= take;
+        len -= take;
         if (s->pcm_len == batch)
             voice_up_flush_pcm(v, s);
     }
@@ -74,6 +83,10 @@ static void on_decoded(void *ctx, const struct engine_outcome *o)
     struct voice *v = j->v;
     struct voice_session *s = voice_job_back(v, j->slot, j->gen);
     bool ok = o->status == JOB_OK;
+    if (s && j->silence) { /* before decoding-- : the session is not done yet */
+        add_pcm(v, s, NULL, (size_t)j->silence * 2);
+        voice_stt_audio(v, s, NULL, (size_t)j->silence * 2);
+    }
     if (s)
         s->decoding--;
     if (ok) {
@@ -93,24 +106,50 @@ static void on_decoded(void *ctx, const struct engine_outcome *o)
     free(j);
 }
 
+/* Samples in Opus packet P as decoded (per channel), 0 when its table of
+ * contents is not valid (the decoder then says why). */
+static uint32_t packet_samples(const uint8_t *p, size_t len)
+{
+    int n = opus_packet_get_nb_samples(p, (opus_int32)len, VOICE_UP_RATE);
+    return n > 0 ? (uint32_t)n : 0;
+}
+
+/* The most PCM a decode job can write: this packet, and CONCEALED before it
+ * each as long as the last one decoded (handler_opus.c), which is at most
+ * the longest this session sent. It keeps a job's slab block at 2 KiB for a
+ * 60 ms frame instead of the 32 KiB any packet could need (five of 120 ms),
+ * so the slab holds 16 times the backlog. 0: the route's own bound. */
+static uint32_t decode_out_max(struct voice_session *s, uint32_t samples, uint32_t concealed)
+{
+    if (!samples)
+        return 0;
+    if (samples > s->frame_max)
+        s->frame_max = samples;
+    return (samples + concealed * s->frame_max) * 2;
+}
+
 static void decode(struct voice *v, struct voice_session *s, const uint8_t *opus, size_t len,
                    uint32_t lost, uint64_t now)
 {
+    uint32_t samples = packet_samples(opus, len);
     struct up_job *j = malloc(sizeof(*j));
     if (!j) {
         v->n.decode_failed++;
+        s->unheard += samples;
         return;
     }
     *j = (struct up_job){.v = v,
                          .slot = s->slot,
                          .gen = s->gen,
                          .concealed = lost < VOICE_CONCEAL ? lost : VOICE_CONCEAL,
+                         .silence = s->unheard,
                          .arrived_ns = now};
     memcpy(j->device, s->device, sizeof(j->device));
     struct engine_job job = {
         .kind = (uint32_t)v->decode_kind,
         .payload = opus,
         .len = len,
+        .out_max = decode_out_max(s, samples, j->concealed),
         .stream = s->id,
         .stream_len = strlen(s->id),
         .priority = PRIO_HIGH,
@@ -121,8 +160,8 @@ static void decode(struct voice *v, struct voice_session *s, const uint8_t *opus
         .ctx = j,
     };
     if (engine_submit(v->engine, &job, NULL) != JOB_OK) {
-        v->n.decode_failed++; /* refused: overloaded or shutting down */
-        s->unheard++;         /* the next one conceals it, so the PCM has no hole */
+        v->n.decode_failed++;  /* refused: overloaded or shutting down */
+        s->unheard += samples; /* silence in its place, so the PCM has no hole */
         free(j);
         return;
     }
@@ -176,7 +215,7 @@ static void on_datagram(struct voice *v, uint8_t *d, size_t len, bool cut,
     if (v->modes & UPLINK_RELAY)
         relay(v, s, d + VOICE_HDR_LEN, h.payload_len);
     if (v->modes & UPLINK_DECODE)
-        decode(v, s, d + VOICE_HDR_LEN, h.payload_len, lost + s->unheard, now);
+        decode(v, s, d + VOICE_HDR_LEN, h.payload_len, lost, now);
 }
 
 /* Read until the socket is empty; a batch at a time. */
