@@ -4,7 +4,8 @@
 # device protocol, and a backend made of mosquitto_sub and mosquitto_pub
 # that answers each "listen stop" with tts start, audio and tts stop: one
 # device gets PCM to say (encoded in the pool), the other Opus to play (a
-# sequence the daemon's own opus.encode route made). Then the counters of
+# sequence the daemon's own opus.encode route made), each paced (loosely:
+# the median interval near 60 ms). Then the counters of
 # block voice, bad datagrams, a hello past max_sessions, a replaced session
 # and an idle one.
 #
@@ -116,6 +117,13 @@ d = json.load(open(sys.argv[1]))["devices"][int(sys.argv[2])]
 ok = (d["result"] == "ok" and d["received"] == 20 and d["lost"] == 0 and d["out_of_order"] == 0
       and d["bad"] == 0 and d["undecodable"] == 0 and d["json"]["tts"] == 2)
 sys.exit(0 if ok else 1)
+EOF
+    # Paced, loosely (the figure against its goal is tools/bench-voice's):
+    # the median interval within 30 ms of 60; a burst would be 60 ms off.
+    python3 - "$TMP/devices.json" "$d" <<'EOF' || fail "device $d: downlink not paced: $(cat "$TMP/devices.json")"
+import json, sys
+d = json.load(open(sys.argv[1]))["devices"][int(sys.argv[2])]
+sys.exit(0 if d["jitter_p50_ms"] is not None and d["jitter_p50_ms"] < 30 else 1)
 EOF
 done
 SENT=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["total"]["sent"])' "$TMP/devices.json")
