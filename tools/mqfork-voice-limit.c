@@ -1,6 +1,6 @@
 /* mqfork-voice-limit - the limits tools/bench-voice measures mqforkd's voice
- * gateway against, and the load it drives it with. One small program, four
- * modes, each doing the least that the job takes:
+ * gateway against, and the load it drives it with. One small program, a
+ * few modes, each doing the least that the job takes:
  *
  *   decode  one process decoding the devices' Opus packets (the recording of
  *           mqfork-device -a, encoded with the firmware's settings) in a loop
@@ -21,6 +21,8 @@
  *   hello   N hellos from N device ids (one MQTT connection), the sessions
  *           then left idle: the memory measurement
  *   sink    a backend that counts the messages on a filter (decoded PCM)
+ *   answer  a backend that answers each listen stop with tts start, the PCM
+ *           of -a FILE on say_pcm and tts stop (mqfork-voice-limit-answer.c)
  *   hist    a histogram of block "voice" bucket by bucket (percentiles of a
  *           window are the difference of two)
  *
@@ -478,13 +480,15 @@ static void usage(FILE *f)
         "                                [-w WINDOW] [-s SECONDS] [-a FILE]\n"
         "       mqfork-voice-limit hello -p PORT -n SESSIONS\n"
         "       mqfork-voice-limit sink -p PORT -f FILTER\n"
+        "       mqfork-voice-limit answer -p PORT -a PCM_FILE\n"
         "       mqfork-voice-limit -h | --help | -V | --version\n"
         "  (each option also by its long name: --host, --port, --udp-port, --sessions,\n"
         "   --id-prefix, --audio, --seconds, --topic, --filter, --window)\n"
         "  -H HOST      broker and UDP host (127.0.0.1)     -p PORT   broker port (1883)\n"
         "  -U PORT      UDP port: the relay's, or where blast sends\n"
         "  -n N         sessions (1)                        -i PREFIX device ids (bench-)\n"
-        "  -a FILE      the recording, as mqfork-device -a (default: its tone)\n"
+        "  -a FILE      the recording, as mqfork-device -a (default: its tone); answer:\n"
+        "               PCM s16le at the downlink rate, sent as say_pcm\n"
         "  -s SECONDS   how long to decode or blast (1)\n"
         "  -t TEMPLATE  relay: where a session's packets go (bare/{device}/opus)\n"
         "  -f FILTER    blast: the backend's filter for the relayed packets; sink: what to count\n"
@@ -585,12 +589,13 @@ int main(int argc, char **argv)
         return 2;
     }
     mosquitto_lib_init();
-    int rc = !strcmp(o.mode, "decode")  ? run_decode(&o)
-             : !strcmp(o.mode, "relay") ? run_relay(&o)
-             : !strcmp(o.mode, "blast") ? run_blast(&o)
-             : !strcmp(o.mode, "hello") ? run_hello(&o)
-             : !strcmp(o.mode, "sink")  ? run_sink(&o)
-                                        : (usage(stderr), 2);
+    int rc = !strcmp(o.mode, "decode")   ? run_decode(&o)
+             : !strcmp(o.mode, "relay")  ? run_relay(&o)
+             : !strcmp(o.mode, "blast")  ? run_blast(&o)
+             : !strcmp(o.mode, "hello")  ? run_hello(&o)
+             : !strcmp(o.mode, "sink")   ? run_sink(&o)
+             : !strcmp(o.mode, "answer") ? run_answer(&o)
+                                         : (usage(stderr), 2);
     mosquitto_lib_cleanup();
     return rc;
 }

@@ -50,5 +50,7 @@ void mq_open(struct mq *q, const struct lopts *o, const char *filter);
 /* "<prefix><n>" somewhere in TOPIC as a whole level: session n - 1, or -1. */
 long session_of(const char *topic, const char *prefix, long n);
 void topic_of(char *out, size_t len, const char *tmpl, const char *device);
+/* Mode answer (mqfork-voice-limit-answer.c). */
+int run_answer(const struct lopts *o);
 
 #endif
