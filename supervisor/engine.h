@@ -102,6 +102,10 @@ struct engine *engine_new(const struct conf *c, struct loop *loop, const struct 
  * index, or -1 (logged) for an unknown handler, bad params or too many kinds. */
 int engine_add_kind(struct engine *e, const char *name, const char *handler,
                     const struct conf_params *params);
+/* The same for a source's own kind (voice.decode, say) rather than a
+ * route's: a reload, which compares routes, leaves it as it is. */
+int engine_add_source_kind(struct engine *e, const char *name, const char *handler,
+                           const struct conf_params *params);
 
 /* Create the segment and fork workers.min workers. 0, or -1 (logged).
  * When the configuration names a `user:` and the process runs as root, the

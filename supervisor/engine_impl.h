@@ -134,6 +134,7 @@ struct kind {
      * few it is set aside (failing) until retry_at_ns (kinds.c). */
     uint32_t init_failures;
     bool failing;
+    bool of_source; /* a source's own (engine_add_source_kind): no route of a reload names it */
     uint64_t retry_at_ns;
     char failure[64]; /* what its init did, for the error reports */
 };

@@ -101,6 +101,15 @@ int engine_add_kind(struct engine *e, const char *name, const char *handler,
     return (int)e->nkinds++;
 }
 
+int engine_add_source_kind(struct engine *e, const char *name, const char *handler,
+                           const struct conf_params *params)
+{
+    int k = engine_add_kind(e, name, handler, params);
+    if (k >= 0)
+        e->kinds[k].of_source = true;
+    return k;
+}
+
 int engine_kind_by_name(const struct engine *e, const char *name)
 {
     for (unsigned k = 0; k < e->nkinds; k++)

@@ -164,7 +164,7 @@ static int plan_kinds(const struct engine *e, const struct conf *c, struct plan 
             return -1;
     }
     for (unsigned k = 0; k < e->nkinds; k++)
-        p->removed[k] = e->kinds[k].handler && !p->taken[k];
+        p->removed[k] = e->kinds[k].handler && !p->taken[k] && !e->kinds[k].of_source;
     size_t outstanding[SEG_MAX_KINDS];
     count_outstanding(e, outstanding);
     for (size_t i = 0; i < c->nroutes; i++) {

@@ -332,10 +332,10 @@ static int add_kinds(struct voice *v)
     struct conf_param enc[] = {{.key = "sample_rate", .value = rate},
                                {.key = "frame_ms", .value = frame}};
     struct conf_params decp = {dec, 2}, encp = {enc, 2};
-    if (v->modes & UPLINK_DECODE &&
-        (v->decode_kind = engine_add_kind(v->engine, "voice.decode", "opus.decode", &decp)) < 0)
+    if (v->modes & UPLINK_DECODE && (v->decode_kind = engine_add_source_kind(
+                                         v->engine, "voice.decode", "opus.decode", &decp)) < 0)
         return -1;
-    v->encode_kind = engine_add_kind(v->engine, "voice.encode", "opus.encode", &encp);
+    v->encode_kind = engine_add_source_kind(v->engine, "voice.encode", "opus.encode", &encp);
     if (v->encode_kind < 0)
         return -1;
     char rate2[16];
@@ -345,14 +345,15 @@ static int add_kinds(struct voice *v)
                                {.key = "max_chars", .value = "300"},
                                {.key = "bound_ms_per_byte", .value = "100"}};
     struct conf_params ttsp = {tts, 3};
-    if (v->vc->say_voice &&
-        (v->tts_kind = engine_add_kind(v->engine, "voice.tts", "speech.synthesize", &ttsp)) < 0) {
+    if (v->vc->say_voice && (v->tts_kind = engine_add_source_kind(
+                                 v->engine, "voice.tts", "speech.synthesize", &ttsp)) < 0) {
         log_error("voice: voice.say_voice needs speech.synthesize: load the speech plugin "
                   "(plugins: [.../mqfork_speech.so])");
         return -1;
     }
     if ((v->modes & UPLINK_RECOGNIZE) &&
-        (v->stt_kind = engine_add_kind(v->engine, "voice.stt", "speech.transcribe", NULL)) < 0) {
+        (v->stt_kind = engine_add_source_kind(v->engine, "voice.stt", "speech.transcribe", NULL)) <
+            0) {
         log_error("voice: uplink recognize needs speech.transcribe: load the speech plugin "
                   "(plugins: [.../mqfork_speech.so])");
         return -1;
