@@ -10,6 +10,10 @@
  * the last packet's length before each one that follows a gap. Then the
  * daemon's counters: lost, concealed, decoded.
  *
+ * Then a reload to limits.max_pending 1 and a burst the pool must refuse
+ * most of: each refused packet is silence of its length in the PCM (no
+ * hole), and counted as decode_failed.
+ *
  *   test_voice_decode MQFORKD MQFORKSTAT */
 #include <arpa/inet.h>
 #include <math.h>
@@ -132,21 +136,27 @@ static size_t reference(uint8_t pkt[FRAMES + 1][1500], const int len[FRAMES + 1]
     return at;
 }
 
+/* PKT (LEN bytes) as the session's datagram SEQ. */
+static void send_one(int fd, int port, struct voice_server_hello *h, struct voice_cipher *c,
+                     const uint8_t *pkt, int len, uint32_t seq)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    uint8_t d[16 + 1500];
+    voice_hdr_build(d, h->nonce, (uint16_t)len, (seq - 1) * 60, seq);
+    voice_cipher_apply(c, d, pkt, d + 16, (size_t)len);
+    T_CHECK(sendto(fd, d, 16 + (size_t)len, 0, (struct sockaddr *)&sa, sizeof(sa)) > 0, "send");
+}
+
 static void send_all(int fd, int port, struct voice_server_hello *h, uint8_t pkt[FRAMES + 1][1500],
                      const int len[FRAMES + 1])
 {
     struct voice_cipher c;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
     T_REQUIRE(voice_cipher_init(&c, h->key) == 0, "cipher");
     for (uint32_t seq = 1; seq <= FRAMES; seq++) {
         if (dropped(seq))
             continue;
-        uint8_t d[16 + 1500];
-        voice_hdr_build(d, h->nonce, (uint16_t)len[seq], (seq - 1) * 60, seq);
-        voice_cipher_apply(&c, d, pkt[seq], d + 16, (size_t)len[seq]);
-        T_CHECK(sendto(fd, d, 16 + (size_t)len[seq], 0, (struct sockaddr *)&sa, sizeof(sa)) > 0,
-                "send");
+        send_one(fd, port, h, &c, pkt[seq], len[seq], seq);
         usleep(2000); /* a loopback burst must not outrun the socket buffer */
     }
     voice_cipher_free(&c);
@@ -200,6 +210,51 @@ static void start_daemon(struct proc *p, const char *mqforkd, const char *dir, c
         up =
             proc_line(p, line, sizeof(line), 100) >= 0 && strstr(line, "subscribed to voice/+/ctl");
     T_REQUIRE(up, "the daemon subscribes");
+}
+
+/* Every packet again, as sequence FRAMES + 1 on, in one burst the daemon
+ * (limits.max_pending 1 by now) must refuse most of, then one more once
+ * the pool is idle: a refused packet becomes silence, so the PCM grows by
+ * one frame per packet sent and none is missing. */
+static void check_refused(int fd, int port, struct voice_server_hello *h, struct client *cl,
+                          uint8_t pkt[FRAMES + 1][1500], const int len[FRAMES + 1],
+                          const char *mqforkstat, const char *instance)
+{
+    struct voice_cipher c;
+    T_REQUIRE(voice_cipher_init(&c, h->key) == 0, "cipher");
+    size_t before = locked_len(cl, false);
+    long failed0 = stat_of(mqforkstat, instance, "voice.decode_failed");
+    long answered0 = stat_of(mqforkstat, instance, "voice.decoded") + failed0;
+    for (uint32_t f = 1; f <= FRAMES; f++)
+        send_one(fd, port, h, &c, pkt[f], len[f], FRAMES + f);
+    bool idle = false; /* every packet of the burst decoded or refused */
+    for (int t = 0; t < 300 && !idle; t++, usleep(50000))
+        idle = stat_of(mqforkstat, instance, "voice.decoded") +
+                   stat_of(mqforkstat, instance, "voice.decode_failed") >=
+               answered0 + FRAMES;
+    T_CHECK(idle, "the burst is answered");
+    send_one(fd, port, h, &c, pkt[1], len[1], 2 * FRAMES + 1);
+    voice_cipher_free(&c);
+    size_t want = before + (size_t)(FRAMES + 1) * FRAME * 2;
+    T_CHECK(wait_len(cl, false, want, 15000), "refused packets are silence: %zu of %zu bytes",
+            locked_len(cl, false), want);
+    long failed = stat_of(mqforkstat, instance, "voice.decode_failed") - failed0;
+    T_CHECK(failed > 0 && failed < FRAMES, "a burst with max_pending 1 is partly refused: %ld",
+            failed);
+}
+
+/* limits.max_pending to 1 by reload (SIGHUP), once the daemon says so. */
+static void reload_max_pending_1(struct proc *p, const char *dir)
+{
+    char conf[256], line[1024];
+    snprintf(conf, sizeof(conf), "%s/d.yaml", dir);
+    FILE *f = fopen(conf, "a");
+    T_REQUIRE(f && fprintf(f, "limits: {max_pending: 1}\n") > 0 && fclose(f) == 0, "config");
+    T_REQUIRE(kill(p->pid, SIGHUP) == 0, "SIGHUP");
+    bool done = false;
+    for (int i = 0; i < 300 && !done; i++)
+        done = proc_line(p, line, sizeof(line), 100) >= 0 && strstr(line, "reload: routes");
+    T_REQUIRE(done, "the daemon reloads");
 }
 
 int main(int argc, char **argv)
@@ -262,6 +317,9 @@ int main(int argc, char **argv)
             concealed);
     T_CHECK(stat_of(argv[2], instance, "voice.decoded") == FRAMES - 10, "voice.decoded %ld",
             stat_of(argv[2], instance, "voice.decoded"));
+
+    reload_max_pending_1(&daemon, dir);
+    check_refused(fd, udp_port, &h, &c, pkt, len, argv[2], instance);
 
     close(fd);
     mosquitto_loop_stop(m, true);
