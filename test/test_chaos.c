@@ -49,6 +49,7 @@ int main(void)
     srand(12345);
 
     size_t submitted = 0, kills = 0;
+    int last_killed[8] = {0};
     double start = fixture_now(), next_kill = start + KILL_EVERY;
     while (fixture_now() - start < CHAOS_SECONDS && submitted < MAX_JOBS) {
         while (engine_outstanding(f.e) < KEEP_OUTSTANDING && submitted < MAX_JOBS)
@@ -56,9 +57,20 @@ int main(void)
         engine_turn(f.e, 1000000);
         if (fixture_now() >= next_kill) {
             next_kill += KILL_EVERY;
-            int pid = engine_worker_pid(f.e, (unsigned)rand() % f.conf.workers.min);
-            if (pid > 0 && kill(pid, SIGKILL) == 0)
-                kills++;
+            /* A worker killed and not reaped yet is a zombie that kill()
+             * still finds: on a loaded machine the loop catches up on its
+             * kills back to back, and would count one death many times.
+             * So the next live one from a random slot. */
+            unsigned first = (unsigned)rand() % f.conf.workers.min;
+            for (unsigned k = 0; k < f.conf.workers.min; k++) {
+                unsigned slot = (first + k) % f.conf.workers.min;
+                int pid = engine_worker_pid(f.e, slot);
+                if (pid > 0 && pid != last_killed[slot] && kill(pid, SIGKILL) == 0) {
+                    last_killed[slot] = pid;
+                    kills++;
+                    break;
+                }
+            }
         }
     }
     T_CHECK(fixture_run_until(&f, fixture_all_answered, &submitted, 30),
