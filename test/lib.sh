@@ -35,6 +35,9 @@ start_broker() {
         PORT=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
         {
             printf 'listener %d 127.0.0.1\nallow_anonymous true\n' "$PORT"
+            # As root, mosquitto would drop to the user mosquitto, who may
+            # not reach a plugin in a tree under a private directory.
+            [ "$(id -u)" -ne 0 ] || printf 'user root\n'
             printf '%s\n' "$@"
         } >"$TMP/mosquitto.conf"
         mosquitto -c "$TMP/mosquitto.conf" >"$TMP/mosquitto.log" 2>&1 &
