@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "shm/clock.h"
 #include "supervisor/engine.h"
 #include "supervisor/voice_impl.h"
 
@@ -76,6 +77,7 @@ static bool send_controls(struct voice *v, struct voice_session *s)
         struct voice_out *o = pop(s);
         if (o->kind != OUT_DONE)
             voice_to_device(v, s->device, (const char *)o->data);
+        s->say_first_due |= o->kind == OUT_SAY_START;
         bool bye = o->kind == OUT_GOODBYE;
         free(o);
         if (bye) {
@@ -103,6 +105,10 @@ static void pump(struct voice *v, struct voice_session *s)
     stats_hist_add(&v->n.down_lateness, now > s->next_ns ? now - s->next_ns : 0);
     voice_udp_send(v, s, o->data, o->len);
     free(o);
+    if (s->say_first_due) {
+        s->say_first_due = false;
+        stats_hist_add(&v->n.say_first_audio, mono_ns() - s->say_asked_ns);
+    }
     s->next_ns += frame_ns(v);
     loop_timer_arm(v->loop, &s->pace, s->next_ns);
 }
@@ -157,6 +163,11 @@ void voice_down_control(struct voice *v, struct voice_session *s, const char *js
     enqueue(v, s, json, strlen(json), OUT_CONTROL, NULL);
 }
 
+void voice_down_say_start(struct voice *v, struct voice_session *s, const char *json)
+{
+    enqueue(v, s, json, strlen(json), OUT_SAY_START, NULL);
+}
+
 void voice_down_kick(struct voice *v, struct voice_session *s)
 {
     kick(v, s);
@@ -167,10 +178,11 @@ void voice_down_abort(struct voice *v, struct voice_session *s)
     s->epoch++; /* audio still being encoded is dropped when it comes back */
     bool speaking = s->say_parts > 0;
     s->say_parts = 0;
+    s->say_first_due = false; /* its first audio will not come */
     struct voice_out *keep = NULL, **tail = &keep;
     while (s->q_head) {
         struct voice_out *o = pop(s);
-        if (o->kind == OUT_CONTROL || o->kind == OUT_GOODBYE) {
+        if (o->kind == OUT_CONTROL || o->kind == OUT_GOODBYE || o->kind == OUT_SAY_START) {
             *tail = o;
             tail = &o->next;
         } else {

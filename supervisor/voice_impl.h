@@ -67,10 +67,11 @@ struct voice_figures {
     uint64_t drops[VOICE_DROP_COUNT], lost, concealed;
     uint64_t relayed, decoded, decode_failed, pcm_out;
     uint64_t utterances, utterances_cut, transcripts, transcripts_empty, stt_failed, stt_replays;
+    uint64_t stt_quarantined;
     uint64_t utterances_silent, endpoints, vad_jobs, vad_failed, silence_ms;
     uint64_t says, sentences, say_failed;
     uint64_t down_frames, down_underruns, down_overflow, down_aborted, down_bad;
-    struct stats_hist decode_latency, down_lateness;
+    struct stats_hist decode_latency, down_lateness, stt_latency, say_first_audio;
 };
 
 /* One entry of a session's downlink queue. Audio still being encoded in
@@ -79,7 +80,17 @@ struct voice_figures {
  * then skipped as OUT_DONE. OUT_ANNOUNCE is the control message ahead of
  * a part of the audio (a sentence's tts sentence_start): an abort drops it
  * with that audio, where it keeps the backend's own control messages. */
-enum voice_out_kind { OUT_AUDIO, OUT_CONTROL, OUT_GOODBYE, OUT_PENDING, OUT_DONE, OUT_ANNOUNCE };
+/* OUT_SAY_START: a say's tts start, after which the next audio frame is the
+ * say's first (say_first_audio). */
+enum voice_out_kind {
+    OUT_AUDIO,
+    OUT_CONTROL,
+    OUT_GOODBYE,
+    OUT_PENDING,
+    OUT_DONE,
+    OUT_ANNOUNCE,
+    OUT_SAY_START
+};
 
 struct voice_out {
     struct voice_out *next;
@@ -110,11 +121,13 @@ struct voice_session {
     struct loop_timer idle;
     /* downlink */
     struct voice_out *q_head, *q_tail;
-    uint32_t q_frames;  /* audio entries queued */
-    uint32_t down_seq;  /* the last sent */
-    uint32_t epoch;     /* raised by an abort: audio encoded for before is dropped */
-    uint32_t say_parts; /* synthesis and encode jobs of the speech being made */
-    uint64_t next_ns;   /* when the next frame is due while pacing; else 0 */
+    uint32_t q_frames;     /* audio entries queued */
+    uint32_t down_seq;     /* the last sent */
+    uint32_t epoch;        /* raised by an abort: audio encoded for before is dropped */
+    uint32_t say_parts;    /* synthesis and encode jobs of the speech being made */
+    uint64_t say_asked_ns; /* when the say being spoken came (mono_ns) */
+    bool say_first_due;    /* its tts start has left: the next audio frame is its first */
+    uint64_t next_ns;      /* when the next frame is due while pacing; else 0 */
     struct loop_timer pace;
     /* decoded uplink waiting to be published as one batch */
     uint8_t *pcm;
@@ -221,6 +234,8 @@ void voice_down_clear(struct voice_session *s);
 /* Queue a control message for S's device, in order with its audio; it
  * leaves with voice_down_kick (which may end S: a goodbye). */
 void voice_down_control(struct voice *v, struct voice_session *s, const char *json);
+/* The same for a say's tts start (the time to its first audio is measured). */
+void voice_down_say_start(struct voice *v, struct voice_session *s, const char *json);
 void voice_down_kick(struct voice *v, struct voice_session *s);
 /* Encode LEN bytes of PCM (downlink rate) for S in the pool and queue the
  * packets, with BEFORE (malloc'd JSON, or NULL; taken) ahead of them; SAY:

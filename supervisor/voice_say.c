@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "shm/clock.h"
 #include "supervisor/engine.h"
 #include "supervisor/voice_impl.h"
 
@@ -142,8 +143,9 @@ void voice_say_message(struct voice *v, struct voice_session *s, const struct mq
     bool started = s->say_parts > 0, any = false;
     if (!started) {
         char *start = voice_tts_json(s->id, "start", NULL);
+        s->say_asked_ns = mono_ns();
         if (start)
-            voice_down_control(v, s, start);
+            voice_down_say_start(v, s, start);
         free(start);
     }
     for (size_t at = 0, len = strlen(text); at < len;) {

@@ -76,6 +76,8 @@ static const struct stats_field_desc voice_fields[] = {
       "Says refused (no voice, malformed, too long) and sentences not synthesized."),
     F(STATS_COUNTER, stt_replays, "stt_replays",
       "Utterances run again after their recognizer's worker died."),
+    F(STATS_COUNTER, stt_quarantined, "stt_quarantined",
+      "Utterances whose recognition killed workers more often than its retries: reported."),
     F(STATS_COUNTER, down_frames, "downlink_frames", "Downlink frames sent to devices."),
     F(STATS_COUNTER, down_underruns, "downlink_underruns", "Downlink frames due and not ready."),
     F(STATS_COUNTER, down_overflow, "downlink_overflow",
@@ -88,6 +90,10 @@ static const struct stats_field_desc voice_fields[] = {
       "From an uplink datagram's arrival to its decoded PCM."),
     F(STATS_HISTOGRAM, down_lateness, "downlink_lateness",
       "How late each downlink frame left against its pacing slot."),
+    F(STATS_HISTOGRAM, stt_latency, "stt_latency",
+      "From an utterance's end (listen stop, or the endpoint) to its transcript out."),
+    F(STATS_HISTOGRAM, say_first_audio, "say_first_audio",
+      "From a say to the first frame of its speech sent to the device."),
 };
 
 int voice_stats_add(struct voice *v)

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "shm/clock.h"
 #include "supervisor/engine.h"
 #include "supervisor/voice_impl.h"
 
@@ -29,6 +30,7 @@ struct stt_job {
     bool done;
     char *text; /* once done: the transcript, NULL when none (counted) */
     double start_s, end_s;
+    uint64_t ended_ns; /* when the utterance ended (mono_ns): its stt_latency */
     char device[VOICE_DEVICE_MAX + 1];
 };
 
@@ -62,6 +64,7 @@ static void publish_one(struct voice *v, struct voice_session *s, struct stt_job
     if (j->text) {
         v->n.transcripts++;
         publish_transcript(v, s, j, j->text);
+        stats_hist_add(&v->n.stt_latency, mono_ns() - j->ended_ns);
     }
     free(j->text);
     free(j);
@@ -84,6 +87,7 @@ static void on_transcript(void *ctx, const struct engine_outcome *o)
     struct voice *v = j->v;
     struct voice_session *s = voice_by_slot(v, j->slot, j->gen);
     v->n.stt_replays += o->attempts > 1 ? o->attempts - 1 : 0;
+    v->n.stt_quarantined += o->status == JOB_E_QUARANTINED;
     cJSON *r = o->status == JOB_OK ? cJSON_ParseWithLength((const char *)o->data, o->len) : NULL;
     const cJSON *text = cJSON_GetObjectItemCaseSensitive(r, "text");
     if (!cJSON_IsString(text)) {
@@ -117,7 +121,8 @@ static void submit(struct voice *v, struct voice_session *s, uint64_t upto)
                               .slot = s->slot,
                               .gen = s->gen,
                               .start_s = (double)s->utt_start / VOICE_UP_RATE,
-                              .end_s = (double)upto / VOICE_UP_RATE};
+                              .end_s = (double)upto / VOICE_UP_RATE,
+                              .ended_ns = mono_ns()};
         memcpy(j->device, s->device, sizeof(j->device));
         struct engine_job job = {.kind = (uint32_t)v->stt_kind,
                                  .payload = s->utt,

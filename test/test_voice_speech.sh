@@ -71,6 +71,10 @@ stat_is() {
 }
 stat_is voice.transcripts 1 || fail "voice.transcripts is not 1"
 stat_is voice.sentences 1 || fail "voice.sentences is not 1"
+# The utterance's end to its transcript, and the say to its first frame.
+stat_is voice.stt_latency_count 1 || fail "voice.stt_latency not observed"
+stat_is voice.say_first_audio_count 1 || fail "voice.say_first_audio not observed"
+"$MQFORKSTAT" -n "$INSTANCE" -1 | grep -E '^voice\.(stt_latency|say_first_audio)_p50_us '
 
 if ((FAILS > 0)); then
     echo "--- device"; tail -n 20 "$TMP/device.err"
