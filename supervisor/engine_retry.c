@@ -45,13 +45,6 @@ static const struct stats_field_desc retry_fields[] = {
     F(STATS_COUNTER, succeeded, "succeeded", "Jobs answered with a result after a failed attempt."),
 };
 
-static const char *const try_names[] = {"", "crashed", "timeout", "failed"};
-
-const char *engine_try_name(enum engine_try t)
-{
-    return (unsigned)t <= TRY_FAILED ? try_names[t] : "";
-}
-
 static void on_due(void *ctx);
 
 int retry_start(struct engine *e)

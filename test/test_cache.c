@@ -57,7 +57,9 @@ static void on_message(struct mosquitto *m, void *ctx, const struct mosquitto_me
     struct client *c = ctx;
     struct msg got = {.len = (size_t)in->payloadlen};
     snprintf(got.topic, sizeof(got.topic), "%s", in->topic);
-    memcpy(got.head, in->payload, got.len < sizeof(got.head) - 1 ? got.len : sizeof(got.head) - 1);
+    if (got.len) /* an empty payload may come as NULL */
+        memcpy(got.head, in->payload,
+               got.len < sizeof(got.head) - 1 ? got.len : sizeof(got.head) - 1);
     void *corr = NULL;
     uint16_t corr_len = 0;
     if (mosquitto_property_read_binary(props, MQTT_PROP_CORRELATION_DATA, &corr, &corr_len,
