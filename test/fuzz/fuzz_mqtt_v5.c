@@ -60,10 +60,11 @@ static enum job_status outcome_status(void)
     return (enum job_status)(now.outcome % JOB_STATUS_COUNT);
 }
 
-/* Whether the engine refuses the job (with outcome_status()). */
+/* Whether the engine refuses the job (with outcome_status()): with an
+ * error, as engine_submit does, never with JOB_OK or JOB_FILTERED. */
 static bool refused(void)
 {
-    return now.outcome & 0x80 && outcome_status() != JOB_OK;
+    return now.outcome & 0x80 && outcome_status() != JOB_OK && outcome_status() != JOB_FILTERED;
 }
 
 /* ---- the stand-ins ----------------------------------------------------- */
