@@ -61,15 +61,15 @@ const char *const stat_blocks_text[] = {
 
 const char *const stat_blocks_prom[] = {
     "# TYPE mqfork_stattest_hits_total counter",
-    "mqfork_stattest_hits_total{instance=\"%s\"} 42",
-    "mqfork_stattest_level{instance=\"%s\"} 7",
-    "mqfork_stattest_errors_total{instance=\"%s\",reason=\"timeout\"} 3",
-    "mqfork_stattest_errors_total{instance=\"%s\",reason=\"refused\"} 1",
-    "mqfork_stattest_ratio{instance=\"%s\"} 1.500",
+    "mqfork_stattest_hits_total{mqfork_instance=\"%s\"} 42",
+    "mqfork_stattest_level{mqfork_instance=\"%s\"} 7",
+    "mqfork_stattest_errors_total{mqfork_instance=\"%s\",reason=\"timeout\"} 3",
+    "mqfork_stattest_errors_total{mqfork_instance=\"%s\",reason=\"refused\"} 1",
+    "mqfork_stattest_ratio{mqfork_instance=\"%s\"} 1.500",
     "# TYPE mqfork_stattest_latency_seconds histogram",
-    "mqfork_stattest_latency_seconds_count{instance=\"%s\"} 3",
-    "mqfork_plugin_stattest_frames_total{instance=\"%s\"} 12",
-    "mqfork_plugin_stattest_decode_seconds_count{instance=\"%s\"} 2",
+    "mqfork_stattest_latency_seconds_count{mqfork_instance=\"%s\"} 3",
+    "mqfork_plugin_stattest_frames_total{mqfork_instance=\"%s\"} 12",
+    "mqfork_plugin_stattest_decode_seconds_count{mqfork_instance=\"%s\"} 2",
     NULL,
 };
 

@@ -29,12 +29,17 @@ while read -r alert; do
     grep -q "alertname: $alert\$" "$SRC/test/alerts/mqfork-alerts-test.yml" ||
         fail "alert $alert has no fixture in test/alerts/mqfork-alerts-test.yml"
 done < <(grep -oE 'alert: [A-Za-z0-9]+' "$rules" | cut -d' ' -f2)
-# Each metric is a family of mqforkstat -p (a histogram's by its _bucket).
+# Each metric is a family of mqforkstat -p (a histogram's by its _bucket);
+# mqfork_instance is the label every series carries, not a metric.
 while read -r metric; do
     family=${metric%_bucket}
     grep -q "^# TYPE $family " "$SRC/test/stat_prom_families.txt" ||
         fail "the rules use $metric, which mqforkstat -p does not print"
-done < <(grep -v '^ *#' "$rules" | grep -oE 'mqfork_[a-z0-9_]+' | sort -u)
+done < <(grep -v '^ *#' "$rules" | grep -oE 'mqfork_[a-z0-9_]+' | grep -vx mqfork_instance | sort -u)
+# They group and name by that label, never by Prometheus' own instance
+# (the target's host:port, which a site may scrape several daemons behind).
+! grep -v '^ *#' "$rules" | grep -qE 'by \([^)]*\binstance\b|labels\.instance\b' ||
+    fail "the rules use the label instance; mqforkstat -p names the daemon mqfork_instance"
 
 [ "$FAILS" -eq 0 ] || exit 1
 echo "test_alert_rules: all checks passed"

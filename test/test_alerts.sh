@@ -110,7 +110,7 @@ for line in 'alerts.fired.pending 1' 'alerts.resolved.pending 1' 'alerts.firing.
         fail "mqforkstat lacks '$line': $("$MQFORKSTAT" -1 -n "$INSTANCE" | grep '^alerts')"
 done
 "$MQFORKSTAT" -p -n "$INSTANCE" |
-    grep -q "^mqfork_alerts_fired_total{instance=\"$INSTANCE\",alert=\"pending\"} 1$" ||
+    grep -q "^mqfork_alerts_fired_total{mqfork_instance=\"$INSTANCE\",alert=\"pending\"} 1$" ||
     fail "mqforkstat -p lacks the alerts: $("$MQFORKSTAT" -p -n "$INSTANCE" | grep alerts)"
 
 # A reload turns an alert on (the workers surely hold a MiB: it fires at

@@ -226,7 +226,7 @@ else
     [ "$code" = 200 ] || fail "GET /metrics answered $code"
     grep -qx "Content-Type: text/plain; version=0.0.4; charset=utf-8" "$TMP/head" ||
         fail "GET /metrics: $(cat "$TMP/head")"
-    grep -q "^mqfork_info{instance=\"$INSTANCE\"" "$TMP/body" ||
+    grep -q "^mqfork_info{mqfork_instance=\"$INSTANCE\"" "$TMP/body" ||
         fail "GET /metrics is not the exposition: $(head -5 "$TMP/body")"
     "$MQFORKSTAT" -n "$INSTANCE" -p | grep '^# TYPE' >"$TMP/types.p"
     grep '^# TYPE' "$TMP/body" | cmp -s - "$TMP/types.p" || fail "GET /metrics has other families than -p"

@@ -137,7 +137,7 @@ wait_for 10 counted ||
     fail "mqforkstat lacks the plugin's counter: $("$BUILD/mqforkstat" -1 -n "$INSTANCE" | grep plugin)"
 "$BUILD/mqforkstat" -j -n "$INSTANCE" | tr -d ' \t\n' | grep -q '"plugin.example.upper":{[^}]*"bytes":6' ||
     fail "mqforkstat -j lacks the plugin's counter"
-"$BUILD/mqforkstat" -p -n "$INSTANCE" | grep -q '^mqfork_plugin_example_upper_bytes_total{instance="'"$INSTANCE"'"} 6$' ||
+"$BUILD/mqforkstat" -p -n "$INSTANCE" | grep -q '^mqfork_plugin_example_upper_bytes_total{mqfork_instance="'"$INSTANCE"'"} 6$' ||
     fail "mqforkstat -p lacks the plugin's counter: $("$BUILD/mqforkstat" -p -n "$INSTANCE" | grep plugin)"
 pub b/a/in hello
 wait_for 20 grep -q "^err/$INSTANCE .*cannot start" "$TMP/sub.out" ||

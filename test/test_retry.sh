@@ -157,7 +157,7 @@ for line in 'retry.scheduled.failed 8' 'retry.scheduled.timeout 1' 'retry.schedu
         fail "mqforkstat lacks '$line': $("$MQFORKSTAT" -1 -n "$INSTANCE" | grep '^retry')"
 done
 "$MQFORKSTAT" -p -n "$INSTANCE" |
-    grep -q "^mqfork_retry_scheduled_total{instance=\"$INSTANCE\",cause=\"failed\"} 8$" ||
+    grep -q "^mqfork_retry_scheduled_total{mqfork_instance=\"$INSTANCE\",cause=\"failed\"} 8$" ||
     fail "mqforkstat -p lacks the retries: $("$MQFORKSTAT" -p -n "$INSTANCE" | grep retry)"
 "$MQFORKSTAT" -j -n "$INSTANCE" | tr -d ' \t\n' | grep -q '"retry":{[^}]*"scheduled":{[^}]*"failed":8},"waiting":0,"exhausted":2,' ||
     fail "mqforkstat -j lacks the retries: $("$MQFORKSTAT" -j -n "$INSTANCE" | tr -d " \t\n" | grep -o "\"retry\":{[^}]*}[^}]*}")"

@@ -363,7 +363,8 @@ static void test_prom(const struct fixture *f)
     const char *argv[] = {stat_bin, "-p", "-n", f->conf.instance, NULL};
     struct run r = run(argv);
     T_CHECK(r.status == 0, "-p exit %d: %s", r.status, r.err);
-    T_CHECK(strstr(r.out, "mqfork_jobs_accepted_total{instance=\"") != NULL, "-p has counters");
+    T_CHECK(strstr(r.out, "mqfork_jobs_accepted_total{mqfork_instance=\"") != NULL,
+            "-p has counters");
     T_CHECK(strstr(r.out, "# TYPE mqfork_kind_run_seconds histogram") != NULL, "-p has histograms");
     T_CHECK(strstr(r.out, "# TYPE mqfork_kind_total_seconds histogram") != NULL,
             "-p has the total histogram");

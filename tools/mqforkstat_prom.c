@@ -63,7 +63,7 @@ void family(FILE *out, const char *name, const char *type, const char *help)
 
 void series(FILE *out, const struct snap *s, const char *name)
 {
-    fprintf(out, "%s{instance=\"", name);
+    fprintf(out, "%s{" PROM_INSTANCE_LABEL "=\"", name);
     label_value(out, s->hdr.instance, sizeof(s->hdr.instance));
     fputc('"', out);
 }
@@ -92,10 +92,10 @@ void prom_hist(FILE *out, const struct snap *s, const char *name, const char *la
     }
     series(out, s, bucket);
     fprintf(out, "%s,le=\"+Inf\"} %llu\n", labels, (unsigned long long)h->count);
-    fprintf(out, "%s_sum{instance=\"", name);
+    fprintf(out, "%s_sum{" PROM_INSTANCE_LABEL "=\"", name);
     label_value(out, s->hdr.instance, sizeof(s->hdr.instance));
     fprintf(out, "\"%s} %.9f\n", labels, (double)h->sum_ns / NS_PER_S);
-    fprintf(out, "%s_count{instance=\"", name);
+    fprintf(out, "%s_count{" PROM_INSTANCE_LABEL "=\"", name);
     label_value(out, s->hdr.instance, sizeof(s->hdr.instance));
     fprintf(out, "\"%s} %llu\n", labels, (unsigned long long)h->count);
 }
@@ -187,8 +187,10 @@ static void field_labels(char *buf, size_t len, const struct stats_field *f)
     snprintf(key, sizeof(key), "%s", f->label[0] ? f->label : "key");
     sanitize(key);
     /* a label name may not start with a digit, nor be one the sample has
-     * already (every sample has instance, a histogram's buckets le) */
-    bool taken = !strcmp(key, "instance") || !strcmp(key, "le");
+     * already (every sample has mqfork_instance, a histogram's buckets le)
+     * or one Prometheus sets on every target itself (instance, job) */
+    bool taken = !strcmp(key, PROM_INSTANCE_LABEL) || !strcmp(key, "le") ||
+                 !strcmp(key, "instance") || !strcmp(key, "job");
     if ((key[0] >= '0' && key[0] <= '9') || taken) {
         memmove(key + 1, key, strlen(key) + 1);
         key[0] = '_';

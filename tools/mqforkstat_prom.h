@@ -12,6 +12,11 @@
 #define NS_PER_S        1e9
 #define PROM_LABELS_LEN 512 /* a series' own labels, escaped */
 
+/* The label naming the mqfork instance on every series. Not "instance":
+ * Prometheus sets that one on every scraped target itself (host:port) and,
+ * without honor_labels, renames ours to exported_instance. */
+#define PROM_INSTANCE_LABEL "mqfork_instance"
+
 /* Copy V (at most MAX bytes, maybe unterminated) into DST escaped as a
  * label value: backslash, double quote and newline. */
 void prom_escape(char *dst, size_t len, const char *v, size_t max);
@@ -20,7 +25,7 @@ void label_value(FILE *out, const char *v, size_t max);
 /* # HELP and # TYPE of family NAME. */
 void family(FILE *out, const char *name, const char *type, const char *help);
 
-/* `name{instance="x"` — the caller adds its labels and closes the brace. */
+/* `name{mqfork_instance="x"` — the caller adds its labels and closes the brace. */
 void series(FILE *out, const struct snap *s, const char *name);
 
 /* Whole numbers in full (a %g would round a large counter), others short. */
