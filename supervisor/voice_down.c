@@ -32,6 +32,12 @@ struct down_job {
     struct voice_out *place; /* its place in the queue (OUT_PENDING) */
 };
 
+static void describe_encode(const void *ctx, char *buf, size_t len)
+{
+    const struct down_job *j = ctx;
+    voice_job_describe(j->v, j->slot, j->gen, NULL, "encode", buf, len);
+}
+
 static uint64_t frame_ns(const struct voice *v)
 {
     return (uint64_t)v->vc->downlink_frame_ms * 1000000;
@@ -284,6 +290,7 @@ static bool encode_part(struct voice *v, struct voice_session *s, const uint8_t 
         .timeout_ms = 5000,
         .retries = 2,
         .done = on_encoded,
+        .describe = describe_encode,
         .ctx = j,
     };
     if (engine_submit(v->engine, &job, NULL) != JOB_OK) {

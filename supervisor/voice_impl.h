@@ -215,6 +215,11 @@ struct voice_session *voice_by_device(const struct voice *v, const char *device)
 struct voice_session *voice_by_slot(const struct voice *v, uint32_t slot, uint32_t gen);
 /* voice_by_slot for a job's outcome, counting the job as back (s->jobs). */
 struct voice_session *voice_job_back(struct voice *v, uint32_t slot, uint32_t gen);
+/* A job of SLOT's session (generation GEN) in a log line, as an
+ * engine_describe_fn writes it: WHAT it does, its device and session.
+ * DEVICE, when the job kept one, names it after the session ended. */
+void voice_job_describe(const struct voice *v, uint32_t slot, uint32_t gen, const char *device,
+                        const char *what, char *buf, size_t len);
 
 /* voice_up.c */
 int voice_udp_open(struct voice *v);

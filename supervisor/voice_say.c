@@ -24,6 +24,12 @@ struct say_job {
     char *sentence_start; /* the tts message to go ahead of its audio */
 };
 
+static void describe_say(const void *ctx, char *buf, size_t len)
+{
+    const struct say_job *j = ctx;
+    voice_job_describe(j->v, j->slot, j->gen, NULL, "say", buf, len);
+}
+
 void voice_say_done(struct voice *v, struct voice_session *s)
 {
     char *stop = voice_tts_json(s->id, "stop", NULL);
@@ -92,6 +98,7 @@ static bool speak(struct voice *v, struct voice_session *s, const char *text, si
                                  .timeout_ms = 10000,
                                  .retries = 1,
                                  .done = on_spoken,
+                                 .describe = describe_say,
                                  .ctx = j};
         ok = engine_submit(v->engine, &job, NULL) == JOB_OK;
         if (!ok)

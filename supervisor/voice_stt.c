@@ -34,6 +34,12 @@ struct stt_job {
     char device[VOICE_DEVICE_MAX + 1];
 };
 
+static void describe_transcribe(const void *ctx, char *buf, size_t len)
+{
+    const struct stt_job *j = ctx;
+    voice_job_describe(j->v, j->slot, j->gen, j->device, "transcribe", buf, len);
+}
+
 static void publish_transcript(struct voice *v, struct voice_session *s, const struct stt_job *j,
                                const char *text)
 {
@@ -131,6 +137,7 @@ static void submit(struct voice *v, struct voice_session *s, uint64_t upto)
                                  .timeout_ms = 60000,
                                  .retries = 2,
                                  .done = on_transcript,
+                                 .describe = describe_transcribe,
                                  .ctx = j};
         v->n.utterances++;
         if (engine_submit(v->engine, &job, NULL) != JOB_OK) {

@@ -9,6 +9,7 @@
  * ties a datagram to its session (doc/VOICE.md: there is no MAC), so it must not
  * be guessable from the slot. */
 #include <openssl/rand.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -145,6 +146,17 @@ struct voice_session *voice_job_back(struct voice *v, uint32_t slot, uint32_t ge
     if (s)
         s->jobs--;
     return s;
+}
+
+void voice_job_describe(const struct voice *v, uint32_t slot, uint32_t gen, const char *device,
+                        const char *what, char *buf, size_t len)
+{
+    const struct voice_session *s = voice_by_slot(v, slot, gen);
+    if (s)
+        snprintf(buf, len, "voice %s, device %.64s, session %s", what, s->device, s->id);
+    else
+        snprintf(buf, len, "voice %s, device %.64s, its session ended", what,
+                 device ? device : "unknown");
 }
 
 /* ---- sessions ------------------------------------------------------------- */

@@ -40,6 +40,12 @@ struct up_job {
     char device[VOICE_DEVICE_MAX + 1]; /* for PCM that outlives its session */
 };
 
+static void describe_decode(const void *ctx, char *buf, size_t len)
+{
+    const struct up_job *j = ctx;
+    voice_job_describe(j->v, j->slot, j->gen, j->device, "decode", buf, len);
+}
+
 /* ---- uplink ------------------------------------------------------------------- */
 
 static void publish_pcm(struct voice *v, const char *device, const void *pcm, size_t len)
@@ -157,6 +163,7 @@ static void decode(struct voice *v, struct voice_session *s, const uint8_t *opus
         .retries = 2,
         .meta = {.lost = lost},
         .done = on_decoded,
+        .describe = describe_decode,
         .ctx = j,
     };
     if (engine_submit(v->engine, &job, NULL) != JOB_OK) {

@@ -52,6 +52,12 @@ struct vad_job {
     uint64_t from, to; /* the window, in stream time */
 };
 
+static void describe_vad(const void *ctx, char *buf, size_t len)
+{
+    const struct vad_job *j = ctx;
+    voice_job_describe(j->v, j->slot, j->gen, NULL, "vad", buf, len);
+}
+
 /* One stretch of speech the detector reported, [A, B) ms into the window;
  * *OPEN when it lasts to the window's end. False when it is malformed. */
 static bool take_stretch(struct voice_session *s, const struct vad_job *j, const cJSON *a,
@@ -155,6 +161,7 @@ void voice_vad_check(struct voice *v, struct voice_session *s)
                              .timeout_ms = 5000,
                              .retries = 2,
                              .done = on_vad,
+                             .describe = describe_vad,
                              .ctx = j};
     if (engine_submit(v->engine, &job, NULL) != JOB_OK) {
         v->n.vad_failed++; /* refused: overloaded, or shutting down; the next window has it */

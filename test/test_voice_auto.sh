@@ -9,7 +9,8 @@
 #  2. quiet-1 streams only silence: no stt, no transcript, the utterance
 #     counted as silent;
 #  3. dev-4 says it thrice, one utterance; the worker transcribing it is
-#     killed: the supervisor's copy is transcribed again, the stt comes once.
+#     killed: the supervisor's copy is transcribed again, the stt comes once,
+#     and the crash line names the job (device, session, transcribe).
 #
 #   test_voice_auto.sh MQFORKD MQFORK-DEVICE MQFORKSTAT MQFORK_P2P.SO MQFORK_SPEECH.SO
 set -u
@@ -95,6 +96,9 @@ until_stt dev-4 "$DEV4"
 [ "$(grep -c 'voice/dev-4/stt ' "$TMP/backend.log")" = 1 ] || fail "not one transcript on voice/dev-4/stt"
 REPLAYS=$(stat_of voice.stt_replays)
 ((${REPLAYS:-0} >= 1)) || fail "voice.stt_replays is ${REPLAYS:-missing}: the transcription was not cut"
+# The crash line says which job it cut: the voice source describes it.
+grep -qE "crashed: signal 9 running job [0-9]+ \(voice transcribe, device dev-4, session [0-9a-f]+\)" \
+    "$TMP/daemon.log" || fail "the crash line does not name dev-4's transcription: $(grep crashed "$TMP/daemon.log")"
 echo "speech.vad: $(stat_of plugin.speech.vad.windows) windows, $(stat_of plugin.speech.vad.audio_ms)" \
     "ms of audio searched in $(stat_of plugin.speech.vad.search_us) us"
 
