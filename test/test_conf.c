@@ -5,7 +5,10 @@
  * must load cleanly. Also the defaults, the shipped examples in conf/, and
  * the diagnostic output format.
  *
- * Usage: test_conf TEST_CONF_DIR REPO_CONF_DIR */
+ * Usage: test_conf TEST_CONF_DIR REPO_CONF_DIR [SPEECH_PLUGIN]
+ *
+ * SPEECH_PLUGIN is this build's mqfork_speech.so, absent when the speech
+ * libraries were not found: demo.yaml is then checked without its plugin. */
 #include "conf/config.h"
 #include "test/t.h"
 #include "worker/registry.h"
@@ -330,8 +333,58 @@ static void check_full(const char *dir)
     free(path);
 }
 
+/* The plugins: line of demo.yaml: a developer's build/ beside conf/. */
+#define DEMO_PLUGINS "plugins: [../build/plugins/speech/mqfork_speech.so]\n"
+
+/* A copy of demo.yaml whose plugin is SPEECH: this build's, wherever it is
+ * (a package build's debian/build, build-asan/), not whatever ../build
+ * holds. The caller unlinks and frees it. */
+static char *demo_with_plugin(const char *demo, const char *speech)
+{
+    FILE *in = fopen(demo, "r");
+    T_REQUIRE(in != NULL, "open %s", demo);
+    char *path = strdup("/tmp/test_conf-demo-XXXXXX.yaml");
+    int fd = path ? mkstemps(path, 5) : -1;
+    FILE *out = fd >= 0 ? fdopen(fd, "w") : NULL;
+    T_REQUIRE(out != NULL, "a temporary copy of %s", demo);
+    char line[512];
+    bool replaced = false;
+    while (fgets(line, sizeof(line), in)) {
+        bool it = strcmp(line, DEMO_PLUGINS) == 0;
+        if (it)
+            fprintf(out, "plugins: [%s]\n", speech);
+        else
+            fputs(line, out);
+        replaced |= it;
+    }
+    fclose(in);
+    T_REQUIRE(fclose(out) == 0, "write %s", path);
+    T_CHECK(replaced, "%s has no line %s", demo, DEMO_PLUGINS);
+    return path;
+}
+
+/* demo.yaml as the daemon would take it, with this build's SPEECH plugin;
+ * without one (not built) only what the loader checks, plugins aside. */
+static void load_demo(const char *dir, const char *speech, struct conf *c)
+{
+    char *demo = join(dir, "demo.yaml");
+    if (speech) {
+        char *copy = demo_with_plugin(demo, speech);
+        load_ok(copy, c);
+        unlink(copy);
+        free(copy);
+    } else {
+        struct conf_diags d = {0};
+        T_CHECK(conf_load(demo, c, &d) == 0 && d.count == 0, "%s: %zu diagnostics", demo, d.count);
+        conf_diags_free(&d);
+        T_REQUIRE(c->path != NULL, "%s must load", demo);
+        printf("test_conf: no speech plugin built: %s checked without its plugin\n", demo);
+    }
+    free(demo);
+}
+
 /* The shipped examples load, and demo.yaml is what its comments promise. */
-static void check_examples(const char *dir)
+static void check_examples(const char *dir, const char *speech)
 {
     char *path = join(dir, "mqfork.yaml");
     struct conf c;
@@ -340,8 +393,7 @@ static void check_examples(const char *dir)
     conf_free(&c);
     free(path);
 
-    path = join(dir, "demo.yaml");
-    load_ok(path, &c);
+    load_demo(dir, speech, &c);
     T_CHECK(str_eq(c.instance, "demo"), "demo instance %s", c.instance);
     T_CHECK(c.workers.min == 2 && c.workers.max == 4, "demo pool");
     T_REQUIRE(c.nroutes == 4, "demo routes %zu", c.nroutes);
@@ -355,7 +407,6 @@ static void check_examples(const char *dir)
     T_CHECK(str_eq(c.routes[3].name, "spin") && str_eq(c.routes[3].job, "test.spin"),
             "demo spin route");
     conf_free(&c);
-    free(path);
 }
 
 /* What conf_diags_print prints for D. Malloc'd. */
@@ -546,11 +597,12 @@ static void check_priorities(void)
 
 int main(int argc, char **argv)
 {
-    T_REQUIRE(argc == 3, "usage: %s TEST_CONF_DIR REPO_CONF_DIR", argv[0]);
+    T_REQUIRE(argc == 3 || argc == 4, "usage: %s TEST_CONF_DIR REPO_CONF_DIR [SPEECH_PLUGIN]",
+              argv[0]);
     check_dir(argv[1]);
     check_empty_and_defaults(argv[1]);
     check_full(argv[1]);
-    check_examples(argv[2]);
+    check_examples(argv[2], argc == 4 ? argv[3] : NULL);
     check_missing_and_print(argv[1]);
     check_hostile();
     check_priorities();
