@@ -70,19 +70,26 @@ daemon_test_cleanup() {
     rm -f "/dev/shm/mqfork.$INSTANCE"
 }
 
-# Subscribe to the daemon's status and the TOPICS given ($TMP/sub.out),
-# start MQFORKD on $TMP/run.yaml ($TMP/daemon.log) and wait until it is
-# online. 0, or 1 (counted) when it never came online.
-daemon_test_start() { # MQFORKD TOPIC...
-    local mqforkd=$1 t args=()
+# Subscribe to the daemon's status and the TOPICS given ($TMP/sub.out, a
+# line `topic payload` a message; with --hex `topic hex-of-payload`, so
+# that binary payloads survive), start MQFORKD on $TMP/run.yaml
+# ($TMP/daemon.log) and wait until it is online. 0, or 1 (counted) when it
+# never came online.
+daemon_test_start() { # MQFORKD [--hex] TOPIC...
+    local mqforkd=$1 t args=(-v) online=online
     shift
+    if [ "${1:-}" = --hex ]; then
+        args=(-F '%t %x')
+        online=$(printf online | xxd -p)
+        shift
+    fi
     for t in "mqfork/$INSTANCE/status" "$@"; do args+=(-t "$t"); done
-    mosquitto_sub -h 127.0.0.1 -p "$PORT" -v "${args[@]}" >"$TMP/sub.out" 2>&1 &
+    mosquitto_sub -h 127.0.0.1 -p "$PORT" "${args[@]}" >"$TMP/sub.out" 2>&1 &
     SUB_PID=$!
     "$mqforkd" -c "$TMP/run.yaml" >"$TMP/daemon.log" 2>&1 &
     DAEMON_PID=$!
-    wait_for 30 grep -q online "$TMP/sub.out" || {
-        fail "the daemon never came online"
+    wait_for 30 grep -q "$online" "$TMP/sub.out" || {
+        fail "the daemon never came online: $(tail -5 "$TMP/daemon.log")"
         return 1
     }
 }
@@ -101,7 +108,7 @@ daemon_test_end() { # NAME
         echo "--- daemon log" >&2
         tail -20 "$TMP/daemon.log" >&2
         echo "--- messages" >&2
-        tail -20 "$TMP/sub.out" >&2
+        tail -20 "$TMP/sub.out" | cut -c1-300 >&2
         exit 1
     fi
     echo "$1: all checks passed"

@@ -12,23 +12,11 @@ set -u
 MQFORKD=$1
 BUILD=$2
 SRC=$3
-TMP=$(mktemp -d)
 FAILS=0
-BROKER_PID=
-DAEMON_PID=
-SUB_PID=
-INSTANCE=plug-$$
-
-cleanup() {
-    for p in $SUB_PID $DAEMON_PID $BROKER_PID; do kill -9 "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$TMP"
-    rm -f "/dev/shm/mqfork.$INSTANCE"
-}
-trap cleanup EXIT
 
 # shellcheck source=test/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+daemon_test_init plug-$$
 
 # ---- build the plugin as a user would -------------------------------------
 
@@ -76,7 +64,6 @@ grep -qF "$TMP/abi.yaml:3:5: error: plugins[0]: example-abi.so: built for handle
 # ---- a private broker -------------------------------------------------------
 
 start_broker || { fail "mosquitto does not start"; exit 1; }
-BROKER_PID=$BROKER
 
 # ---- the plugin as a route --------------------------------------------------
 
@@ -113,12 +100,7 @@ routes:
 EOF
 "$MQFORKD" -t -c "$TMP/run.yaml" >/dev/null 2>&1 || fail "-t rejects the good configuration"
 
-mosquitto_sub -h 127.0.0.1 -p "$PORT" -v -t "mqfork/$INSTANCE/status" -t 'e/#' -t 'up/#' \
-    -t 'b/#' -t "err/$INSTANCE" >"$TMP/sub.out" 2>&1 &
-SUB_PID=$!
-"$MQFORKD" -c "$TMP/run.yaml" >"$TMP/daemon.log" 2>&1 &
-DAEMON_PID=$!
-wait_for 20 grep -q '"online"\|online' "$TMP/sub.out" || fail "the daemon never came online"
+daemon_test_start "$MQFORKD" 'e/#' 'up/#' 'b/#' "err/$INSTANCE"
 
 pub() { mosquitto_pub -h 127.0.0.1 -p "$PORT" -t "$1" -m "$2"; }
 # The echo route answers even while the broken route's workers die.
@@ -165,15 +147,4 @@ for w in $workers; do
     [ "$shared" -ge $((64 * 1024)) ] || fail "worker $w shares only $((shared / 1024)) MiB"
 done
 
-kill -TERM "$DAEMON_PID"
-wait "$DAEMON_PID"
-rc=$?
-DAEMON_PID=
-[ "$rc" -eq 0 ] || fail "the daemon exited $rc on SIGTERM"
-
-if [ "$FAILS" -gt 0 ]; then
-    echo "--- daemon log" >&2
-    tail -20 "$TMP/daemon.log" >&2
-    exit 1
-fi
-echo "test_plugin: all checks passed"
+daemon_test_end test_plugin

@@ -16,23 +16,11 @@ MQFORKSTAT=$2
 PLUGIN=$3
 TESTDATA=/usr/share/pocketsphinx/test/data
 MODEL=/usr/share/pocketsphinx/model/en-us
-TMP=$(mktemp -d)
 FAILS=0
-BROKER_PID=
-DAEMON_PID=
-SUB_PID=
-INSTANCE=speech-$$
-
-cleanup() {
-    for p in $SUB_PID $DAEMON_PID $BROKER_PID; do kill -9 "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$TMP"
-    rm -f "/dev/shm/mqfork.$INSTANCE"
-}
-trap cleanup EXIT
 
 # shellcheck source=test/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+daemon_test_init speech-$$
 
 for f in "$PLUGIN" "$TESTDATA/goforward.raw" "$MODEL/en-us/mdef"; do
     [ -e "$f" ] || {
@@ -72,7 +60,6 @@ grep -qF "$TMP/bad.yaml:14:7: error: routes[1].params.voice: unknown voice 'bogu
 # ---- a private broker ---------------------------------------------------------
 
 start_broker || { fail "mosquitto does not start"; exit 1; }
-BROKER_PID=$BROKER
 
 # ---- the daemon with the routes -------------------------------------------------
 
@@ -130,18 +117,13 @@ YAML
 out=$("$MQFORKD" -t -c "$TMP/run.yaml" 2>&1) || fail "-t rejects the good configuration: $out"
 
 # Every payload in hex, one line per message: binary PCM survives.
-mosquitto_sub -h 127.0.0.1 -p "$PORT" -F '%t %x' -t "mqfork/$INSTANCE/status" -t 'stt/+/out' \
-    -t 'tts/+/out' -t 'ok/+/out' -t 'cmn/+/out' -t "err/$INSTANCE" >"$TMP/sub.out" 2>&1 &
-SUB_PID=$!
-"$MQFORKD" -c "$TMP/run.yaml" >"$TMP/daemon.log" 2>&1 &
-DAEMON_PID=$!
+daemon_test_start "$MQFORKD" --hex 'stt/+/out' 'tts/+/out' 'ok/+/out' 'cmn/+/out' \
+    "err/$INSTANCE" || exit 1
 
 count() { grep -c "^$1 " "$TMP/sub.out"; }
 # The payload of the Nth message on TOPIC, as bytes.
 payload() { grep "^$1 " "$TMP/sub.out" | sed -n "${2:-1}p" | cut -d' ' -f2 | xxd -r -p; }
 has() { [ "$(count "$1")" -ge "${2:-1}" ]; }
-online() { payload "mqfork/$INSTANCE/status" | grep -q online; }
-wait_for 30 online || { fail "the daemon never came online: $(tail -5 "$TMP/daemon.log")"; exit 1; }
 
 pub_file() { mosquitto_pub -h 127.0.0.1 -p "$PORT" -t "$1" -f "$2"; }
 pub() { mosquitto_pub -h 127.0.0.1 -p "$PORT" -t "$1" -m "$2"; }
@@ -275,15 +257,4 @@ grep -q '^plugin.speech.transcribe.per_audio_second_p50_us [1-9]' <<<"$stats" ||
 grep -q '^plugin.speech.synthesize.synthesis_count [1-9]' <<<"$stats" ||
     fail "synthesis times not observed"
 
-kill -TERM "$DAEMON_PID"
-wait "$DAEMON_PID"
-rc=$?
-DAEMON_PID=
-[ "$rc" -eq 0 ] || fail "the daemon exited $rc on SIGTERM"
-
-if [ "$FAILS" -gt 0 ]; then
-    echo "--- daemon log" >&2
-    tail -20 "$TMP/daemon.log" >&2
-    exit 1
-fi
-echo "test_speech: all checks passed"
+daemon_test_end test_speech

@@ -20,16 +20,9 @@ FAILS=0
 PIDS=()
 INSTANCE=voice-$$
 
-cleanup() {
-    for p in "${PIDS[@]}"; do kill_tree "$p"; done
-    wait 2>/dev/null
-    rm -rf "$TMP"
-    rm -f "/dev/shm/mqfork.$INSTANCE"
-}
-trap cleanup EXIT
-
 # shellcheck source=test/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+trap cleanup_test EXIT
 
 start_broker "plugin $P2P" || { fail "mosquitto does not start"; exit 1; }
 PIDS+=("$BROKER")

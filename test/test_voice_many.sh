@@ -22,16 +22,14 @@ PIDS=()
 A=voicea-$$
 B=voiceb-$$
 
-cleanup() {
-    for p in "${PIDS[@]}"; do kill_tree "$p"; done
-    wait 2>/dev/null
-    rm -rf "$TMP"
-    rm -f "/dev/shm/mqfork.$A" "/dev/shm/mqfork.$B"
-}
-trap cleanup EXIT
-
 # shellcheck source=test/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+INSTANCE=$A # cleanup_test removes its segment; B's goes here
+cleanup() {
+    cleanup_test
+    rm -f "/dev/shm/mqfork.$B"
+}
+trap cleanup EXIT
 
 start_broker "plugin $P2P" || { fail "mosquitto does not start"; exit 1; }
 PIDS+=("$BROKER")
