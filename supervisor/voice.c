@@ -154,6 +154,7 @@ void voice_end_session(struct voice *v, struct voice_session *s, enum voice_end 
             voice_to_device(v, s->device, json);
         free(json);
     }
+    voice_up_end(v, s);
     if (s->pcm_len)
         voice_up_flush_pcm(v, s);
     voice_stt_end(v, s);
@@ -323,10 +324,10 @@ static bool voice_wanted(const struct conf *c)
  * when asked for, downlink encode at the announced format for say_pcm. */
 static int add_kinds(struct voice *v)
 {
-    char rate[16], frame[16], conceal[16];
-    snprintf(conceal, sizeof(conceal), "%d", VOICE_CONCEAL);
+    char rate[16], frame[16], sequence[16];
+    snprintf(sequence, sizeof(sequence), "%d", VOICE_DECODE_BATCH);
     struct conf_param dec[] = {{.key = "sample_rate", .value = "16000"},
-                               {.key = "conceal", .value = conceal}};
+                               {.key = "sequence", .value = sequence}};
     snprintf(rate, sizeof(rate), "%u", v->vc->downlink_rate);
     snprintf(frame, sizeof(frame), "%u", v->vc->downlink_frame_ms);
     struct conf_param enc[] = {{.key = "sample_rate", .value = rate},

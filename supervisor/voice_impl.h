@@ -40,13 +40,15 @@
 struct engine;
 struct stats_block;
 struct stt_job;
+struct up_job;
 
-#define VOICE_DEVICE_MAX 128 /* bytes of a device id (its MQTT client id) */
-#define VOICE_TOPIC_MAX  512
-#define VOICE_OPUS_MAX   1275  /* the largest Opus packet of one frame */
-#define VOICE_SEND_BATCH 64    /* datagrams per sendmmsg */
-#define VOICE_CONCEAL    4     /* lost uplink packets concealed before the next: 240 ms */
-#define VOICE_UP_RATE    16000 /* the uplink as decoded: 16 kHz mono s16le */
+#define VOICE_DEVICE_MAX   128 /* bytes of a device id (its MQTT client id) */
+#define VOICE_TOPIC_MAX    512
+#define VOICE_OPUS_MAX     1275  /* the largest Opus packet of one frame */
+#define VOICE_SEND_BATCH   64    /* datagrams per sendmmsg */
+#define VOICE_CONCEAL      4     /* lost uplink packets concealed before the next: 240 ms */
+#define VOICE_DECODE_BATCH 16    /* entries (packets, losses) of a decode job at most */
+#define VOICE_UP_RATE      16000 /* the uplink as decoded: 16 kHz mono s16le */
 
 enum voice_end {
     END_GOODBYE,  /* the device said goodbye */
@@ -65,7 +67,7 @@ struct voice_figures {
     uint64_t control_in, control_bad, control_unknown, forwarded, forwards_other;
     uint64_t dgrams_in, bytes_in, dgrams_out, bytes_out, send_errors;
     uint64_t drops[VOICE_DROP_COUNT], lost, concealed;
-    uint64_t relayed, decoded, decode_failed, pcm_out;
+    uint64_t relayed, decoded, decode_failed, decode_jobs, pcm_out;
     uint64_t utterances, utterances_cut, transcripts, transcripts_empty, stt_failed, stt_replays;
     uint64_t stt_quarantined;
     uint64_t utterances_silent, endpoints, vad_jobs, vad_failed, silence_ms;
@@ -134,6 +136,9 @@ struct voice_session {
     uint32_t pcm_len;
     uint32_t jobs;     /* decode and encode jobs in flight */
     uint32_t decoding; /* of which decode jobs */
+    /* frames that came while a decode job was in the pool: its next (voice_up.c) */
+    struct up_job *batch;
+    uint8_t *seq; /* the batch's packets, as opus.decode's sequence */
     /* the utterance being heard (voice_stt.c) */
     uint8_t *utt;
     uint32_t utt_len;
@@ -178,12 +183,14 @@ struct voice {
         struct sockaddr_in6 in6;
     } * out_addr;
     unsigned nout;
-    void *in_buf; /* what one recvmmsg reads */
+    void *in_buf;              /* what one recvmmsg reads */
+    struct up_job *spare_jobs; /* decode jobs done, for the next ones */
+    unsigned nspare;
     /* figures (voice_stats.c) */
     struct voice_figures n;
     struct stats_block *stats;
     bool changed;
-    struct log_rate bad_control_log, bad_dgram_log;
+    struct log_rate bad_control_log, bad_dgram_log, bad_answer_log;
 };
 
 /* voice.c */
@@ -230,6 +237,8 @@ void voice_udp_send(struct voice *v, struct voice_session *s, const uint8_t *opu
 void voice_udp_flush(struct voice *v);
 /* Publish the decoded uplink S holds as one batch. */
 void voice_up_flush_pcm(struct voice *v, struct voice_session *s);
+/* S ends: the frames waiting for its job in the pool go to the pool now. */
+void voice_up_end(struct voice *v, struct voice_session *s);
 
 /* voice_down.c */
 /* The backend's messages (ctx: the voice): play, say_pcm, ctl. */

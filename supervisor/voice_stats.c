@@ -53,6 +53,9 @@ static const struct stats_field_desc voice_fields[] = {
     F(STATS_COUNTER, decoded, "decoded", "Uplink packets decoded in the pool."),
     F(STATS_COUNTER, decode_failed, "decode_failed",
       "Uplink packets not decoded (refused, failed, or their worker died): the decoder resets."),
+    F(STATS_COUNTER, decode_jobs, "decode_jobs",
+      "Decode jobs given to the pool: the frames of a session that come while its job is in the "
+      "pool go together in its next."),
     F(STATS_COUNTER, pcm_out, "pcm_messages", "Batches of decoded uplink published."),
     F(STATS_COUNTER, utterances, "utterances", "Utterances handed to the recognizer."),
     F(STATS_COUNTER, utterances_cut, "utterances_cut",

@@ -212,6 +212,8 @@ void voice_session_free(struct voice *v, struct voice_session *s)
     voice_down_clear(s);
     free(s->pcm);
     free(s->utt);
+    free(s->batch); /* not given to the pool: the daemon stops */
+    free(s->seq);
     uint32_t slot = s->slot, gen = s->gen;
     *s = (struct voice_session){.owner = v, .slot = slot, .gen = gen};
     v->free_list[v->free_top++] = slot;

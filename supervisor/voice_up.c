@@ -30,13 +30,31 @@
 #define RECV_BATCH 32
 #define RECV_BUF   2048 /* a datagram longer than this is cut: its length is then wrong */
 
-/* What a decode job needs to find its session again. */
+/* A decode job: frames of one session in arrival order, as opus.decode's
+ * sequence (each entry a 2-byte length and a packet; an empty entry a lost
+ * packet to conceal). While a job of the session is in the pool, the frames
+ * that come meanwhile collect in the next one (voice_session.batch, its
+ * bytes in voice_session.seq) instead of each becoming a job: it goes when
+ * the one in the pool is back, or when it is full, to wait for its turn in
+ * the engine. Frames are decoded in the same order and as late as they
+ * would have been one to a job, and a pool that falls behind pays the cost
+ * of a job once for many frames, so it catches up instead of refusing. */
+#define BATCH_BYTES 2048 /* of its sequence */
+#define SPARE_JOBS  1024 /* finished jobs kept for reuse, so a job costs no malloc */
+_Static_assert(VOICE_DECODE_BATCH >= 1 + VOICE_CONCEAL, "a packet and its losses fit a job");
+_Static_assert(BATCH_BYTES >= 2 * (1 + VOICE_CONCEAL) + VOICE_OPUS_MAX, "so do their bytes");
+
 struct up_job {
+    struct up_job *next_spare;
     struct voice *v;
     uint32_t slot, gen;
-    uint32_t concealed;
-    uint32_t silence; /* samples refused before this packet */
-    uint64_t arrived_ns;
+    uint32_t silence;         /* samples refused before it */
+    uint32_t entries, frames; /* entries; of which packets */
+    uint32_t len;             /* bytes of the sequence */
+    uint32_t out_max;         /* the most its answer can hold */
+    uint32_t samples;         /* of its packets: silence in their place if it fails */
+    uint64_t arrived_ns[VOICE_DECODE_BATCH]; /* of each packet; 0: a loss */
+    uint16_t packet_samples[VOICE_DECODE_BATCH];
     char device[VOICE_DEVICE_MAX + 1]; /* for PCM that outlives its session */
 };
 
@@ -83,33 +101,136 @@ static void add_pcm(struct voice *v, struct voice_session *s, const uint8_t *pcm
     }
 }
 
+/* S heard LEN bytes of PCM (NULL: silence): the backend's and the
+ * recognizer's. */
+static void hear(struct voice *v, struct voice_session *s, const uint8_t *pcm, size_t len)
+{
+    add_pcm(v, s, pcm, len);
+    voice_stt_audio(v, s, pcm, len);
+}
+
+static struct up_job *job_new(struct voice *v, struct voice_session *s)
+{
+    struct up_job *j = v->spare_jobs;
+    if (j)
+        v->spare_jobs = j->next_spare, v->nspare--;
+    else if (!(j = malloc(sizeof(*j))))
+        return NULL;
+    j->v = v;
+    j->slot = s->slot;
+    j->gen = s->gen;
+    j->silence = j->entries = j->frames = j->len = j->out_max = j->samples = 0;
+    return j;
+}
+
+static void job_free(struct voice *v, struct up_job *j)
+{
+    if (v->nspare >= SPARE_JOBS) {
+        free(j);
+        return;
+    }
+    j->next_spare = v->spare_jobs;
+    v->spare_jobs = j;
+    v->nspare++;
+}
+
+static void free_spare_jobs(struct voice *v)
+{
+    for (struct up_job *j = v->spare_jobs, *next; j; j = next) {
+        next = j->next_spare;
+        free(j);
+    }
+    v->spare_jobs = NULL;
+    v->nspare = 0;
+}
+
+/* The answer to J (opus.decode's sequence framing: one entry per entry
+ * asked for, whole PCM samples) is checked whole before any of it is used:
+ * a worker's answer is not trusted (doc/DESIGN.md, principle 1). */
+static bool answer_ok(const struct up_job *j, const struct engine_outcome *o)
+{
+    size_t at = 0;
+    for (uint32_t i = 0; i < j->entries; i++) {
+        if (o->len - at < 2)
+            return false;
+        size_t n = (size_t)o->data[at] << 8 | o->data[at + 1];
+        if (n % 2 || n > o->len - at - 2)
+            return false;
+        at += 2 + n;
+    }
+    return at == o->len;
+}
+
+/* Entry I of J's answer, N bytes of PCM at PCM: counted, and heard by S,
+ * or, when S ended meanwhile, appended to ORPHAN (*OLEN bytes so far). A
+ * packet that was not valid Opus is silence of its length. */
+static void take_entry(struct voice *v, struct voice_session *s, const struct up_job *j, uint32_t i,
+                       const uint8_t *pcm, size_t n, uint8_t *orphan, size_t *olen)
+{
+    if (!j->arrived_ns[i]) {
+        v->n.concealed += n > 0;
+    } else if (n) {
+        v->n.decoded++;
+        stats_hist_add(&v->n.decode_latency, mono_ns() - j->arrived_ns[i]);
+    } else {
+        v->n.decode_failed++;
+        pcm = NULL;
+        n = (size_t)j->packet_samples[i] * 2;
+    }
+    if (s)
+        hear(v, s, pcm, n);
+    else if (orphan && pcm)
+        memcpy(orphan + *olen, pcm, n), *olen += n;
+}
+
+/* The PCM of J's answer O, entry by entry. S NULL: its session ended with
+ * J in the pool, and the PCM goes alone. */
+static void take_answer(struct voice *v, struct voice_session *s, const struct up_job *j,
+                        const struct engine_outcome *o)
+{
+    uint8_t *orphan = s ? NULL : malloc(o->len);
+    size_t at = 0, olen = 0;
+    for (uint32_t i = 0; i < j->entries; i++) {
+        size_t n = (size_t)o->data[at] << 8 | o->data[at + 1];
+        take_entry(v, s, j, i, o->data + at + 2, n, orphan, &olen);
+        at += 2 + n;
+    }
+    if (orphan && olen)
+        publish_pcm(v, j->device, orphan, olen);
+    free(orphan);
+}
+
+static void batch_submit(struct voice *v, struct voice_session *s);
+
 static void on_decoded(void *ctx, const struct engine_outcome *o)
 {
     struct up_job *j = ctx;
     struct voice *v = j->v;
     struct voice_session *s = voice_job_back(v, j->slot, j->gen);
-    bool ok = o->status == JOB_OK;
-    if (s && j->silence) { /* before decoding-- : the session is not done yet */
-        add_pcm(v, s, NULL, (size_t)j->silence * 2);
-        voice_stt_audio(v, s, NULL, (size_t)j->silence * 2);
-    }
-    if (s)
-        s->decoding--;
+    /* s->decoding still counts J: the utterance does not end halfway */
+    if (s && j->silence)
+        hear(v, s, NULL, (size_t)j->silence * 2);
+    bool ok = o->status == JOB_OK && answer_ok(j, o);
     if (ok) {
-        v->n.decoded++;
-        v->n.concealed += j->concealed;
-        stats_hist_add(&v->n.decode_latency, mono_ns() - j->arrived_ns);
-        if (s)
-            add_pcm(v, s, o->data, o->len);
-        else /* the session ended with this in flight: its PCM goes alone */
-            publish_pcm(v, j->device, o->data, o->len);
+        take_answer(v, s, j, o);
     } else {
-        v->n.decode_failed++; /* the decoder state is reset with the next packet */
+        if (o->status == JOB_OK)
+            log_rated(&v->bad_answer_log, LOG_LVL_WARN,
+                      "voice: a decode answer of %zu bytes is not the sequence asked for: its "
+                      "frames are silence",
+                      o->len);
+        v->n.decode_failed += j->frames; /* the decoder state is reset with the next packet */
+        if (s)
+            hear(v, s, NULL, (size_t)j->samples * 2);
     }
-    if (s)
-        voice_stt_audio(v, s, ok ? o->data : NULL, ok ? o->len : 0);
+    if (s) {
+        s->decoding--;
+        if (!s->decoding && s->batch)
+            batch_submit(v, s);         /* what came meanwhile: its turn */
+        voice_stt_audio(v, s, NULL, 0); /* an utterance waiting for its last frames ends */
+    }
     v->changed = true;
-    free(j);
+    job_free(v, j);
 }
 
 /* Samples in Opus packet P as decoded (per channel), 0 when its table of
@@ -120,61 +241,94 @@ static uint32_t packet_samples(const uint8_t *p, size_t len)
     return n > 0 ? (uint32_t)n : 0;
 }
 
-/* The most PCM a decode job can write: this packet, and CONCEALED before it
- * each as long as the last one decoded (handler_opus.c), which is at most
- * the longest this session sent. It keeps a job's slab block at 2 KiB for a
- * 60 ms frame instead of the 32 KiB any packet could need (five of 120 ms),
- * so the slab holds 16 times the backlog. 0: the route's own bound. */
-static uint32_t decode_out_max(struct voice_session *s, uint32_t samples, uint32_t concealed)
+/* S's batch goes to the pool. Its answer's room is what its packets decode
+ * to, and each loss as long as the longest packet so far (what the decoder
+ * conceals it with is the last one's length): 2 KiB for a 60 ms frame
+ * rather than the 120 ms any packet could need, so the slab holds that much
+ * more backlog. Refused: its packets are silence before the next job's PCM
+ * (concealing them would cost the pool a decode just when it has none to
+ * spare). */
+static void batch_submit(struct voice *v, struct voice_session *s)
 {
-    if (!samples)
-        return 0;
-    if (samples > s->frame_max)
-        s->frame_max = samples;
-    return (samples + concealed * s->frame_max) * 2;
-}
-
-static void decode(struct voice *v, struct voice_session *s, const uint8_t *opus, size_t len,
-                   uint32_t lost, uint64_t now)
-{
-    uint32_t samples = packet_samples(opus, len);
-    struct up_job *j = malloc(sizeof(*j));
-    if (!j) {
-        v->n.decode_failed++;
-        s->unheard += samples;
-        return;
-    }
-    *j = (struct up_job){.v = v,
-                         .slot = s->slot,
-                         .gen = s->gen,
-                         .concealed = lost < VOICE_CONCEAL ? lost : VOICE_CONCEAL,
-                         .silence = s->unheard,
-                         .arrived_ns = now};
+    struct up_job *j = s->batch;
+    s->batch = NULL;
+    j->silence = s->unheard;
     memcpy(j->device, s->device, sizeof(j->device));
     struct engine_job job = {
         .kind = (uint32_t)v->decode_kind,
-        .payload = opus,
-        .len = len,
-        .out_max = decode_out_max(s, samples, j->concealed),
+        .payload = s->seq,
+        .len = j->len,
+        .out_max = j->out_max,
         .stream = s->id,
         .stream_len = strlen(s->id),
         .priority = PRIO_HIGH,
         .timeout_ms = 1000,
         .retries = 2,
-        .meta = {.lost = lost},
         .done = on_decoded,
         .describe = describe_decode,
         .ctx = j,
     };
     if (engine_submit(v->engine, &job, NULL) != JOB_OK) {
-        v->n.decode_failed++;  /* refused: overloaded or shutting down */
-        s->unheard += samples; /* silence in its place, so the PCM has no hole */
-        free(j);
+        v->n.decode_failed += j->frames; /* refused: overloaded or shutting down */
+        s->unheard += j->samples;
+        job_free(v, j);
         return;
     }
     s->unheard = 0;
     s->jobs++;
     s->decoding++;
+    v->n.decode_jobs++;
+}
+
+static void batch_put(struct voice_session *s, const uint8_t *data, size_t len, uint64_t arrived,
+                      uint32_t samples)
+{
+    struct up_job *j = s->batch;
+    s->seq[j->len] = (uint8_t)(len >> 8);
+    s->seq[j->len + 1] = (uint8_t)(len & 0xff);
+    if (len)
+        memcpy(s->seq + j->len + 2, data, len);
+    j->len += 2 + (uint32_t)len;
+    j->arrived_ns[j->entries] = arrived;
+    j->packet_samples[j->entries] = (uint16_t)samples;
+    j->entries++;
+}
+
+/* Packet OPUS of S, after LOST packets lost: into S's batch, which goes at
+ * once unless a job of S is in the pool. */
+static void decode(struct voice *v, struct voice_session *s, const uint8_t *opus, size_t len,
+                   uint32_t lost, uint64_t now)
+{
+    uint32_t samples = packet_samples(opus, len);
+    uint32_t conceal = lost < VOICE_CONCEAL ? lost : VOICE_CONCEAL;
+    struct up_job *j = s->batch;
+    if (j && (j->entries + conceal + 1 > VOICE_DECODE_BATCH ||
+              j->len + 2 * (conceal + 1) + len > BATCH_BYTES))
+        batch_submit(v, s); /* full: it waits in the engine behind the job in the pool */
+    if (!s->seq)
+        s->seq = malloc(BATCH_BYTES);
+    if (!s->batch && (!s->seq || !(s->batch = job_new(v, s)))) {
+        v->n.decode_failed++;
+        s->unheard += samples;
+        return;
+    }
+    j = s->batch;
+    if (samples > s->frame_max)
+        s->frame_max = samples;
+    for (uint32_t i = 0; i < conceal; i++)
+        batch_put(s, NULL, 0, 0, 0);
+    batch_put(s, opus, len, now, samples);
+    j->frames++;
+    j->samples += samples;
+    j->out_max += 2 * (1 + conceal) + 2 * (samples + conceal * s->frame_max);
+    if (!s->decoding)
+        batch_submit(v, s);
+}
+
+void voice_up_end(struct voice *v, struct voice_session *s)
+{
+    if (s->batch)
+        batch_submit(v, s);
 }
 
 static void relay(struct voice *v, struct voice_session *s, const uint8_t *opus, size_t len)
@@ -366,4 +520,5 @@ void voice_udp_close(struct voice *v)
     free(v->out_buf);
     free(v->out_addr);
     free(v->in_buf);
+    free_spare_jobs(v);
 }

@@ -10,6 +10,11 @@
  * the last packet's length before each one that follows a gap. Then the
  * daemon's counters: lost, concealed, decoded.
  *
+ * Then the same packets from a new session in one burst while the workers
+ * are stopped (SIGSTOP): the frames that come while the session's first job
+ * is in the pool go together in a few jobs (voice.decode_jobs), and the PCM
+ * is still bit for bit the reference's, concealment included.
+ *
  * Then a reload to limits.max_pending 1 and a burst the pool must refuse
  * most of: each refused packet is silence of its length in the PCM (no
  * hole), and counted as decode_failed.
@@ -25,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -212,6 +218,86 @@ static void start_daemon(struct proc *p, const char *mqforkd, const char *dir, c
     T_REQUIRE(up, "the daemon subscribes");
 }
 
+/* A hello from the device: its reply, parsed into *H. */
+static void say_hello(struct mosquitto *m, struct client *c, struct voice_server_hello *h)
+{
+    const char *hello = "{\"type\":\"hello\",\"version\":3,\"transport\":\"udp\",\"audio_params\":"
+                        "{\"format\":\"opus\",\"sample_rate\":16000,\"channels\":1,"
+                        "\"frame_duration\":60}}";
+    pthread_mutex_lock(&c->mu);
+    c->hello_len = 0;
+    pthread_mutex_unlock(&c->mu);
+    for (int i = 0; i < 20 && !locked_len(c, true); i++) {
+        mosquitto_publish(m, NULL, "xiaozhi/" DEVICE "/up", (int)strlen(hello), hello, 0, false);
+        wait_len(c, true, 1, 500);
+    }
+    char why[256] = "none";
+    T_REQUIRE(locked_len(c, true) &&
+                  voice_server_hello_parse(c->hello, c->hello_len, h, why, sizeof(why)) == 0,
+              "a hello reply: %s", why);
+}
+
+/* SIG to every worker of the daemon PID (its children). */
+static void signal_workers(pid_t pid, int sig)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)pid, (int)pid);
+    FILE *f = fopen(path, "r");
+    int child, n = 0;
+    while (f && fscanf(f, "%d", &child) == 1)
+        n += kill(child, sig) == 0;
+    if (f)
+        fclose(f);
+    T_REQUIRE(n > 0, "signal %d to the workers of pid %d", sig, (int)pid);
+}
+
+/* The packets again from a new session, all at once while the workers are
+ * stopped: the first frame's job waits in a worker's ring, and the others
+ * collect behind it, a job for every VOICE_DECODE_BATCH (16) entries of
+ * packets and losses. The PCM is the reference's all the same. */
+static void check_batched(struct proc *daemon, struct mosquitto *m, struct client *cl,
+                          struct voice_server_hello *h, int fd, int port,
+                          uint8_t pkt[FRAMES + 1][1500], const int len[FRAMES + 1],
+                          const int16_t *want, size_t samples, int concealed,
+                          const char *mqforkstat, const char *instance)
+{
+    say_hello(m, cl, h);
+    long in0 = stat_of(mqforkstat, instance, "voice.datagrams_in");
+    long jobs0 = stat_of(mqforkstat, instance, "voice.decode_jobs");
+    long dec0 = stat_of(mqforkstat, instance, "voice.decoded");
+    long fail0 = stat_of(mqforkstat, instance, "voice.decode_failed");
+    long conc0 = stat_of(mqforkstat, instance, "voice.concealed");
+    size_t before = locked_len(cl, false);
+    struct voice_cipher c;
+    T_REQUIRE(voice_cipher_init(&c, h->key) == 0, "cipher");
+    signal_workers(daemon->pid, SIGSTOP);
+    for (uint32_t seq = 1; seq <= FRAMES; seq++)
+        if (!dropped(seq))
+            send_one(fd, port, h, &c, pkt[seq], len[seq], seq);
+    /* a job's attempt may run 1 s: they go on well before that */
+    for (int t = 0;
+         t < 40 && stat_of(mqforkstat, instance, "voice.datagrams_in") < in0 + FRAMES - 10; t++)
+        usleep(5000);
+    signal_workers(daemon->pid, SIGCONT);
+    voice_cipher_free(&c);
+    T_CHECK(wait_len(cl, false, before + samples * 2, 15000), "all PCM of the burst: %zu of %zu",
+            locked_len(cl, false) - before, samples * 2);
+    pthread_mutex_lock(&cl->mu);
+    T_CHECK(cl->pcm_len == before + samples * 2 && !memcmp(cl->pcm + before, want, samples * 2),
+            "batched, the PCM equals an independent decode (%zu vs %zu bytes)",
+            cl->pcm_len - before, samples * 2);
+    pthread_mutex_unlock(&cl->mu);
+    long jobs = stat_of(mqforkstat, instance, "voice.decode_jobs") - jobs0;
+    long decoded = stat_of(mqforkstat, instance, "voice.decoded") - dec0;
+    T_CHECK(jobs >= 2 && jobs <= 6, "%d frames while the pool was stopped went in %ld jobs",
+            FRAMES - 10, jobs);
+    T_CHECK(decoded == FRAMES - 10 && stat_of(mqforkstat, instance, "voice.decode_failed") == fail0,
+            "every frame of the burst decoded: %ld of %d", decoded, FRAMES - 10);
+    T_CHECK(stat_of(mqforkstat, instance, "voice.concealed") - conc0 == concealed,
+            "batched, as many concealed: %ld, want %d",
+            stat_of(mqforkstat, instance, "voice.concealed") - conc0, concealed);
+}
+
 /* Every packet again, as sequence FRAMES + 1 on, in one burst the daemon
  * (limits.max_pending 1 by now) must refuse most of, then one more once
  * the pool is idle: a refused packet becomes silence, so the PCM grows by
@@ -282,18 +368,8 @@ int main(int argc, char **argv)
                   mosquitto_loop_start(m) == 0,
               "the device connects");
     usleep(200000); /* SUBACK: the hello is sent again below until answered */
-    const char *hello = "{\"type\":\"hello\",\"version\":3,\"transport\":\"udp\",\"audio_params\":"
-                        "{\"format\":\"opus\",\"sample_rate\":16000,\"channels\":1,"
-                        "\"frame_duration\":60}}";
-    for (int i = 0; i < 20 && !locked_len(&c, true); i++) {
-        mosquitto_publish(m, NULL, "xiaozhi/" DEVICE "/up", (int)strlen(hello), hello, 0, false);
-        wait_len(&c, true, 1, 500);
-    }
     struct voice_server_hello h;
-    char why[256];
-    T_REQUIRE(locked_len(&c, true) &&
-                  voice_server_hello_parse(c.hello, c.hello_len, &h, why, sizeof(why)) == 0,
-              "a hello reply: %s", why);
+    say_hello(m, &c, &h);
 
     encode_all(pkt, len);
     int concealed = 0;
@@ -318,6 +394,8 @@ int main(int argc, char **argv)
     T_CHECK(stat_of(argv[2], instance, "voice.decoded") == FRAMES - 10, "voice.decoded %ld",
             stat_of(argv[2], instance, "voice.decoded"));
 
+    check_batched(&daemon, m, &c, &h, fd, udp_port, pkt, len, want, samples, concealed, argv[2],
+                  instance);
     reload_max_pending_1(&daemon, dir);
     check_refused(fd, udp_port, &h, &c, pkt, len, argv[2], instance);
 

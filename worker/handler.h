@@ -28,4 +28,7 @@ extern const struct mqfork_handler handler_opus_decode, handler_opus_encode;
  * (meta.lost) before the packet it decodes. */
 #define OPUS_CONCEAL_MAX 8
 
+/* The most entries opus.decode's sequence param lets one job carry. */
+#define OPUS_SEQUENCE_MAX 64
+
 #endif

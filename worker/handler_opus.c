@@ -1,6 +1,7 @@
 /* handler_opus.c - the codec handlers: opus.decode (one Opus packet in, PCM
- * s16le out) and opus.encode (whole frames of PCM s16le in, packets out, each
- * prefixed with its length as a 2-byte big-endian number).
+ * s16le out; or a sequence of packets in, the PCM of each out) and
+ * opus.encode (whole frames of PCM s16le in, packets out, each prefixed with
+ * its length as a 2-byte big-endian number).
  *
  * With a stream, the libopus state lives in the stream's slot in shared
  * memory (doc/DESIGN.md, principle 5): a small header of ours, then the state
@@ -24,6 +25,20 @@
  *                        is exactly one frame of PCM (2.5 to 60 ms at the
  *                        route's rate and channels) is passed through
  *                        unchanged, as the gateway we replace did.
+ *           sequence     0 (default): the input is one packet; 1 to 64: it is
+ *                        a sequence of at most this many entries in
+ *                        opus.encode's framing (a 2-byte big-endian length,
+ *                        then that many bytes), decoded in order in one job.
+ *                        An empty entry is a packet lost, concealed as long
+ *                        as the last packet decoded (rebuilt from the next
+ *                        entry's FEC data with fec, when that is the next
+ *                        packet); meta.lost and conceal do not apply. The
+ *                        output is in the same framing, one entry for each
+ *                        entry in: its PCM, empty for a packet that is not
+ *                        valid Opus (no fallback) or a loss with nothing
+ *                        decoded before it. One job then carries what would
+ *                        be many (a voice session's backlog): the cost of a
+ *                        job is paid once.
  *   encode: frame_ms     2.5, 5, 10, 20, 40, 60 (default)
  *           bitrate      auto (default) or 500..512000 bits/s
  *           complexity   0..10, default 5: about half the CPU of libopus's
@@ -45,6 +60,7 @@ struct opus_params {
     int rate, channels;
     bool fec, fallback_pcm;                         /* decode */
     int conceal;                                    /* decode */
+    int sequence;                                   /* decode: entries at most, 0: one packet */
     int frame_us, bitrate, complexity, application; /* encode */
 };
 
@@ -82,8 +98,8 @@ static const struct choice c_fallback = CHOICE("fallback", fallback);
 static const struct choice c_frame = CHOICE("frame_ms", frame);
 static const struct choice c_app = CHOICE("application", app);
 
-static const char *const decode_keys[] = {"sample_rate", "channels", "fec",
-                                          "fallback",    "conceal",  NULL};
+static const char *const decode_keys[] = {"sample_rate", "channels", "fec", "fallback",
+                                          "conceal",     "sequence", NULL};
 static const char *const encode_keys[] = {"sample_rate", "channels",    "frame_ms", "bitrate",
                                           "complexity",  "application", NULL};
 
@@ -158,9 +174,11 @@ static void parse_params(const struct mqfork_params *p, bool encode, struct opus
     param_choice(p, &c_rate, &o->rate, check);
     param_choice(p, &c_channels, &o->channels, check);
     if (!encode) {
-        long conceal = 0;
+        long conceal = 0, sequence = 0;
         mqfork_param_long(p, "conceal", 0, OPUS_CONCEAL_MAX, &conceal, check);
+        mqfork_param_long(p, "sequence", 0, OPUS_SEQUENCE_MAX, &sequence, check);
         o->conceal = (int)conceal;
+        o->sequence = (int)sequence;
         param_choice(p, &c_fec, &fec, check);
         param_choice(p, &c_fallback, &fallback, check);
         o->fec = fec;
@@ -227,13 +245,14 @@ static size_t packet_cap(const struct opus_params *o)
 }
 
 /* Any packet decodes to at most 120 ms, whatever its size; so does each
- * packet concealed before it. */
+ * packet concealed before it, and each entry of a sequence (after its
+ * length). */
 static void decode_out_bound(const struct mqfork_params *p, struct mqfork_out_bound *b)
 {
     struct opus_params o = params_of(p, false);
-    size_t packets = 1 + (size_t)o.conceal;
-    *b = (struct mqfork_out_bound){
-        .fixed = (uint32_t)(packets * MAX_PACKET_MS * samples_per_ms(&o) * (size_t)o.channels * 2)};
+    size_t most = MAX_PACKET_MS * samples_per_ms(&o) * (size_t)o.channels * 2;
+    size_t fixed = o.sequence ? (size_t)o.sequence * (2 + most) : (1 + (size_t)o.conceal) * most;
+    *b = (struct mqfork_out_bound){.fixed = (uint32_t)fixed};
 }
 
 /* Each whole frame of input becomes at most one length-prefixed packet. */
@@ -460,23 +479,113 @@ static int conceal(struct opus_ctx *c, OpusDecoder *dec, struct mqfork_job *job)
     return 0;
 }
 
+/* ---- sequences (param sequence) ---- */
+
+/* One entry of a sequence: its bytes, and where the next one starts. */
+struct entry {
+    const uint8_t *data;
+    size_t len, next;
+};
+
+/* The entry at AT of the job's input: false when the input ends inside it. */
+static bool entry_at(const struct mqfork_job *job, size_t at, struct entry *e)
+{
+    if (job->in_len - at < 2)
+        return false;
+    e->len = (size_t)job->in[at] << 8 | job->in[at + 1];
+    e->data = job->in + at + 2;
+    e->next = at + 2 + e->len;
+    return e->len <= job->in_len - at - 2;
+}
+
+/* A sequence must be whole and short enough before any of it is decoded:
+ * a bad one leaves the stream's state as it was. */
+static bool sequence_ok(const struct opus_ctx *c, struct mqfork_job *job)
+{
+    struct entry e = {.next = 0};
+    size_t n = 0;
+    while (e.next < job->in_len) {
+        if (!entry_at(job, e.next, &e)) {
+            mqfork_job_error(job, "sequence: entry %zu is cut short (%zu bytes in all)", n + 1,
+                             job->in_len);
+            return false;
+        }
+        if (++n > (size_t)c->o.sequence) {
+            mqfork_job_error(job, "sequence: more than %d entries", c->o.sequence);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Samples of entry E decoded: a packet, or a loss concealed as long as the
+ * last packet (from NEXT's FEC data when asked for and NEXT is a packet);
+ * 0 for a packet that is not valid Opus or a loss with nothing before it. */
+static int decode_entry(struct opus_ctx *c, OpusDecoder *dec, const struct entry *e,
+                        const struct entry *next)
+{
+    if (e->len) {
+        int n = opus_decode(dec, e->data, (opus_int32)e->len, c->pcm,
+                            MAX_PACKET_MS * (int)samples_per_ms(&c->o), 0);
+        return n > 0 ? n : 0;
+    }
+    opus_int32 frame = 0;
+    opus_decoder_ctl(dec, OPUS_GET_LAST_PACKET_DURATION(&frame));
+    if (frame <= 0)
+        return 0;
+    int n = -1;
+    if (c->o.fec && next && next->len)
+        n = opus_decode(dec, next->data, (opus_int32)next->len, c->pcm, frame, 1);
+    if (n < 0) /* no FEC in it after all */
+        n = opus_decode(dec, NULL, 0, c->pcm, frame, 0);
+    return n > 0 ? n : 0;
+}
+
+static enum mqfork_status decode_sequence(struct opus_ctx *c, OpusDecoder *dec,
+                                          struct mqfork_job *job)
+{
+    struct entry e, next;
+    bool more = job->in_len > 0 && entry_at(job, 0, &e);
+    while (more) {
+        more = e.next < job->in_len && entry_at(job, e.next, &next);
+        size_t at = job->out_len;
+        if (at + 2 > job->out_cap) { /* cannot happen: out_bound covers it */
+            mqfork_job_error(job, "decoded audio does not fit the output buffer");
+            return MQFORK_FAILED;
+        }
+        job->out_len += 2;
+        int n = decode_entry(c, dec, &e, more ? &next : NULL);
+        if (n && append_pcm(c, job, n) != MQFORK_OK)
+            return MQFORK_FAILED;
+        size_t bytes = job->out_len - at - 2;
+        job->out[at] = (uint8_t)(bytes >> 8);
+        job->out[at + 1] = (uint8_t)(bytes & 0xff);
+        e = next;
+    }
+    return MQFORK_OK;
+}
+
 static enum mqfork_status decode_run(void *ctx, struct mqfork_job *job)
 {
     struct opus_ctx *c = ctx;
     job->out_len = 0;
     if (is_keepalive(job))
         return MQFORK_FILTERED;
-    if (job->in_len == 0) {
+    if (job->in_len == 0 && !c->o.sequence) {
         mqfork_job_error(job, "empty payload: one Opus packet was expected");
         return MQFORK_BAD_INPUT;
     }
     if (job->in_len > INT32_MAX)
         return decode_failed(c, job, OPUS_INVALID_PACKET);
+    if (c->o.sequence && !sequence_ok(c, job))
+        return MQFORK_BAD_INPUT;
     OpusDecoder *dec = job_decoder(c, job);
     if (!dec) {
         mqfork_job_error(job, "cannot initialize the stream's Opus decoder");
         return MQFORK_FAILED;
     }
+    if (c->o.sequence)
+        return decode_sequence(c, dec, job);
     if (job->state && job->meta.lost && c->o.conceal && conceal(c, dec, job) < 0)
         return MQFORK_FAILED;
     int most = MAX_PACKET_MS * (int)samples_per_ms(&c->o);
