@@ -4,7 +4,9 @@
  * workers; a worker killed mid-stream resets that stream and nothing else;
  * streamed encoding gives valid packets that decode back to the speech;
  * keepalives are filtered; every bad payload gets its error and the pool
- * stays up; fallback: pcm passes PCM through; check() rejects bad params.
+ * stays up; fallback: pcm passes PCM through; check() rejects bad params;
+ * sequence: several packets and losses in one job decode as one decoder
+ * would, entry for entry, and a malformed sequence is refused whole.
  * (The MQTT end-to-end tests live elsewhere.) */
 #include <math.h>
 #include <opus.h>
@@ -704,6 +706,73 @@ static void test_filter_and_bad_input(const struct speech *sp)
     fixture_free(&f);
 }
 
+/* ---- sequence ---------------------------------------------------------------------- */
+
+/* Append an entry of LEN bytes to the sequence at SEQ (*AT bytes so far). */
+static void seq_put(uint8_t *seq, size_t *at, const uint8_t *data, size_t len)
+{
+    seq[*at] = (uint8_t)(len >> 8);
+    seq[*at + 1] = (uint8_t)(len & 0xff);
+    if (len) /* a loss has no bytes, and no pointer to them */
+        memcpy(seq + *at + 2, data, len);
+    *at += 2 + len;
+}
+
+/* Packet, loss, packet, not Opus, packet: one job's answer is what one
+ * decoder makes of them, entry for entry (the one not Opus empty). */
+static void test_decode_sequence(const struct speech *sp)
+{
+    struct fixture f;
+    fixture_init(&f, "opusseq", 0);
+    int dec;
+    static struct conf_param sq[] = {{.key = "sequence", .value = "5"}};
+    static const struct conf_params sq_params = {sq, 1};
+    fixture_add_kind(&f, "dec", "opus.decode", &sq_params, &dec);
+    fixture_start(&f);
+    static uint8_t seq[6 * (2 + MAX_PACKET)];
+    uint8_t junk[300];
+    random_invalid(junk, sizeof(junk));
+    size_t len = 0;
+    seq_put(seq, &len, sp->pk.data[10], sp->pk.len[10]);
+    seq_put(seq, &len, NULL, 0);
+    seq_put(seq, &len, sp->pk.data[12], sp->pk.len[12]);
+    seq_put(seq, &len, junk, sizeof(junk));
+    seq_put(seq, &len, sp->pk.data[13], sp->pk.len[13]);
+    size_t whole = len;
+    seq_put(seq, &len, sp->pk.data[14], sp->pk.len[14]); /* a sixth entry */
+    struct coll c;
+    coll_init(&c, 3);
+    submit(&f, &c, 0, dec, seq, whole, NULL, 0);
+    submit(&f, &c, 1, dec, seq, len, NULL, 0);
+    submit(&f, &c, 2, dec, seq, whole - 1, NULL, 0);
+    T_CHECK(fixture_run_until(&f, coll_done, &c, 20), "all answered");
+    static uint8_t want[5 * (2 + FRAME_BYTES)];
+    int16_t pcm[FRAME_SAMPLES];
+    size_t at = 0;
+    OpusDecoder *d = new_decoder();
+    const size_t order[] = {10, 0, 12, 0, 13};
+    for (size_t i = 0; i < 5; i++) {
+        int n = i == 3   ? 0
+                : i == 1 ? opus_decode(d, NULL, 0, pcm, FRAME_SAMPLES, 0)
+                         : opus_decode(d, sp->pk.data[order[i]], (opus_int32)sp->pk.len[order[i]],
+                                       pcm, FRAME_SAMPLES, 0);
+        seq_put(want, &at, (const uint8_t *)pcm, (size_t)n * 2);
+    }
+    opus_decoder_destroy(d);
+    T_CHECK(c.recs[0].status == JOB_OK && c.recs[0].len == at &&
+                memcmp(c.recs[0].data, want, at) == 0,
+            "a sequence decodes entry for entry as one decoder does (%s, %zu of %zu bytes)",
+            job_status_name(c.recs[0].status), c.recs[0].len, at);
+    T_CHECK(c.recs[1].status == JOB_E_BAD_INPUT &&
+                strstr((const char *)c.recs[1].data, "more than 5 entries"),
+            "six entries of five: %s", (const char *)c.recs[1].data);
+    T_CHECK(c.recs[2].status == JOB_E_BAD_INPUT &&
+                strstr((const char *)c.recs[2].data, "entry 5 is cut short"),
+            "a cut entry: %s", (const char *)c.recs[2].data);
+    coll_free(&c);
+    fixture_free(&f);
+}
+
 int main(void)
 {
     struct speech sp;
@@ -716,6 +785,7 @@ int main(void)
     test_decode_worker_killed(&sp);
     test_encode_streams(&sp);
     test_filter_and_bad_input(&sp);
+    test_decode_sequence(&sp);
     free(sp.pcm);
     free(sp.pk.data);
     free(sp.pk.len);
