@@ -219,7 +219,8 @@ struct jobs {
 /* The pending queues, served high priority first (engine_queue.c). */
 struct queues {
     struct job_list pending[PRIO_COUNT];
-    size_t n; /* jobs in them */
+    size_t n;             /* jobs in them */
+    size_t with_deadline; /* of which with a deadline: none, and nothing can expire */
     uint64_t next_expire_ns;
 };
 

@@ -17,6 +17,7 @@ static inline void queue_push(struct engine *e, struct job *j, bool front)
     else
         TAILQ_INSERT_TAIL(&e->q.pending[j->prio], j, link);
     e->q.n++;
+    e->q.with_deadline += j->deadline_ns != 0;
     e->g.pending[j->prio]++;
 }
 
@@ -26,6 +27,7 @@ static inline void queue_take(struct engine *e, struct job *j)
     job_move(j, JOB_PENDING, JOB_TAKEN);
     TAILQ_REMOVE(&e->q.pending[j->prio], j, link);
     e->q.n--;
+    e->q.with_deadline -= j->deadline_ns != 0;
     e->g.pending[j->prio]--;
 }
 
