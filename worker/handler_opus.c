@@ -9,41 +9,7 @@
  * Without a stream, each worker keeps one private decoder or encoder and
  * resets it before every job, so independent jobs stay independent.
  *
- * Params (all optional):
- *   both:   sample_rate  8000, 12000, 16000 (default), 24000, 48000
- *           channels     1 (default) or 2
- *   decode: conceal      0 (default) to 8: with a stream, a job whose
- *                        meta.lost says packets were lost right before it
- *                        first gets up to this many of them concealed, each
- *                        as long as the last packet decoded, so the PCM
- *                        timeline has no holes (each job's output room grows
- *                        by that many packets' worth)
- *           fec          true or false (default): the last packet concealed
- *                        is rebuilt from this one's in-band FEC data rather
- *                        than by libopus's packet loss concealment
- *           fallback     none (default) or pcm: an invalid packet whose size
- *                        is exactly one frame of PCM (2.5 to 60 ms at the
- *                        route's rate and channels) is passed through
- *                        unchanged, as the gateway we replace did.
- *           sequence     0 (default): the input is one packet; 1 to 64: it is
- *                        a sequence of at most this many entries in
- *                        opus.encode's framing (a 2-byte big-endian length,
- *                        then that many bytes), decoded in order in one job.
- *                        An empty entry is a packet lost, concealed as long
- *                        as the last packet decoded (rebuilt from the next
- *                        entry's FEC data with fec, when that is the next
- *                        packet); meta.lost and conceal do not apply. The
- *                        output is in the same framing, one entry for each
- *                        entry in: its PCM, empty for a packet that is not
- *                        valid Opus (no fallback) or a loss with nothing
- *                        decoded before it. One job then carries what would
- *                        be many (a voice session's backlog): the cost of a
- *                        job is paid once.
- *   encode: frame_ms     2.5, 5, 10, 20, 40, 60 (default)
- *           bitrate      auto (default) or 500..512000 bits/s
- *           complexity   0..10, default 5: about half the CPU of libopus's
- *                        own default of 10 for little audible loss in speech
- *           application  voip (default), audio or lowdelay
+ * The params are opus_params.c's.
  */
 #include <limits.h>
 #include <opus.h>
@@ -53,165 +19,7 @@
 
 #include "mqfork/handler.h"
 #include "worker/handler.h"
-
-/* ---- params ------------------------------------------------------------ */
-
-struct opus_params {
-    int rate, channels;
-    bool fec, fallback_pcm;                         /* decode */
-    int conceal;                                    /* decode */
-    int sequence;                                   /* decode: entries at most, 0: one packet */
-    int frame_us, bitrate, complexity, application; /* encode */
-};
-
-/* A param whose value must be one of NAMES; VALUES[i] goes with NAMES[i]. */
-struct choice {
-    const char *key;
-    const char *const *names;
-    const int *values;
-    size_t n;
-};
-
-static const char *const rate_names[] = {"8000", "12000", "16000", "24000", "48000"};
-static const int rate_values[] = {8000, 12000, 16000, 24000, 48000};
-static const char *const channel_names[] = {"1", "2"};
-static const int channel_values[] = {1, 2};
-static const char *const bool_names[] = {"true", "false", "yes", "no", "on", "off"};
-static const int bool_values[] = {1, 0, 1, 0, 1, 0};
-static const char *const fallback_names[] = {"none", "pcm"};
-static const int fallback_values[] = {0, 1};
-static const char *const frame_names[] = {"2.5", "5", "10", "20", "40", "60"};
-static const int frame_values[] = {2500, 5000, 10000, 20000, 40000, 60000};
-static const char *const app_names[] = {"voip", "audio", "lowdelay"};
-static const int app_values[] = {OPUS_APPLICATION_VOIP, OPUS_APPLICATION_AUDIO,
-                                 OPUS_APPLICATION_RESTRICTED_LOWDELAY};
-
-#define CHOICE(k, stem)                                                                            \
-    {                                                                                              \
-        k, stem##_names, stem##_values, sizeof(stem##_values) / sizeof(int)                        \
-    }
-
-static const struct choice c_rate = CHOICE("sample_rate", rate);
-static const struct choice c_channels = CHOICE("channels", channel);
-static const struct choice c_fec = CHOICE("fec", bool);
-static const struct choice c_fallback = CHOICE("fallback", fallback);
-static const struct choice c_frame = CHOICE("frame_ms", frame);
-static const struct choice c_app = CHOICE("application", app);
-
-static const char *const decode_keys[] = {"sample_rate", "channels", "fec", "fallback",
-                                          "conceal",     "sequence", NULL};
-static const char *const encode_keys[] = {"sample_rate", "channels",    "frame_ms", "bitrate",
-                                          "complexity",  "application", NULL};
-
-/* "a, b or c" into buf: the accepted values, for messages. */
-static void list_names(const char *const *names, size_t n, char *buf, size_t len)
-{
-    size_t used = 0;
-    buf[0] = '\0';
-    for (size_t i = 0; i < n && used < len; i++) {
-        const char *sep = i == 0 ? "" : i + 1 == n ? " or " : ", ";
-        int w = snprintf(buf + used, len - used, "%s%s", sep, names[i]);
-        if (w < 0)
-            break;
-        used += (size_t)w;
-    }
-}
-
-/* Set *OUT from param C->key when present and one of its names; report
- * it to CHECK (when not NULL) otherwise. */
-static void param_choice(const struct mqfork_params *p, const struct choice *c, int *out,
-                         struct mqfork_check *check)
-{
-    const struct mqfork_param *param = mqfork_param_find(p, c->key);
-    if (!param)
-        return;
-    for (size_t i = 0; i < c->n; i++)
-        if (strcmp(param->value, c->names[i]) == 0) {
-            *out = c->values[i];
-            return;
-        }
-    char names[128];
-    list_names(c->names, c->n, names, sizeof(names));
-    if (check)
-        check->problem(check, param, "%s: '%s' is not one of %s", c->key, param->value, names);
-}
-
-static void param_bitrate(const struct mqfork_params *p, int *out, struct mqfork_check *check)
-{
-    const struct mqfork_param *param = mqfork_param_find(p, "bitrate");
-    long v = 0;
-    if (!param)
-        return;
-    if (strcmp(param->value, "auto") == 0)
-        *out = OPUS_AUTO;
-    else if (param->value[0] < '0' || param->value[0] > '9') {
-        if (check)
-            check->problem(check, param,
-                           "bitrate: expected 'auto' or bits per second (500..512000), got '%s'",
-                           param->value);
-    } else if (mqfork_param_long(p, "bitrate", 500, 512000, &v, check) == 0)
-        *out = (int)v;
-}
-
-/* Parse P into *O, defaults first; every problem goes to CHECK when it is
- * not NULL (a bad value then leaves its default in place). */
-static void parse_params(const struct mqfork_params *p, bool encode, struct opus_params *o,
-                         struct mqfork_check *check)
-{
-    *o = (struct opus_params){
-        .rate = 16000,
-        .channels = 1,
-        .frame_us = 60000,
-        .bitrate = OPUS_AUTO,
-        .complexity = 5,
-        .application = OPUS_APPLICATION_VOIP,
-    };
-    int fec = 0, fallback = 0;
-    long complexity = o->complexity;
-    if (check)
-        mqfork_params_known(p, encode ? encode_keys : decode_keys,
-                            encode ? "opus.encode" : "opus.decode", check);
-    param_choice(p, &c_rate, &o->rate, check);
-    param_choice(p, &c_channels, &o->channels, check);
-    if (!encode) {
-        long conceal = 0, sequence = 0;
-        mqfork_param_long(p, "conceal", 0, OPUS_CONCEAL_MAX, &conceal, check);
-        mqfork_param_long(p, "sequence", 0, OPUS_SEQUENCE_MAX, &sequence, check);
-        o->conceal = (int)conceal;
-        o->sequence = (int)sequence;
-        param_choice(p, &c_fec, &fec, check);
-        param_choice(p, &c_fallback, &fallback, check);
-        o->fec = fec;
-        o->fallback_pcm = fallback;
-        return;
-    }
-    param_choice(p, &c_frame, &o->frame_us, check);
-    param_bitrate(p, &o->bitrate, check);
-    mqfork_param_long(p, "complexity", 0, 10, &complexity, check);
-    param_choice(p, &c_app, &o->application, check);
-    o->complexity = (int)complexity;
-}
-
-static void decode_check(const struct mqfork_params *p, struct mqfork_check *c)
-{
-    struct opus_params o;
-    parse_params(p, false, &o, c);
-}
-
-static void encode_check(const struct mqfork_params *p, struct mqfork_check *c)
-{
-    struct opus_params o;
-    parse_params(p, true, &o, c);
-}
-
-/* Params that passed check() (the engine refuses a kind otherwise); should
- * they not, the defaults stand in for the bad values rather than garbage. */
-static struct opus_params params_of(const struct mqfork_params *p, bool encode)
-{
-    struct opus_params o;
-    parse_params(p, encode, &o, NULL);
-    return o;
-}
+#include "worker/opus_params.h"
 
 /* ---- sizes --------------------------------------------------------------- */
 
@@ -249,7 +57,7 @@ static size_t packet_cap(const struct opus_params *o)
  * length). */
 static void decode_out_bound(const struct mqfork_params *p, struct mqfork_out_bound *b)
 {
-    struct opus_params o = params_of(p, false);
+    struct opus_params o = opus_params_of(p, false);
     size_t most = MAX_PACKET_MS * samples_per_ms(&o) * (size_t)o.channels * 2;
     size_t fixed = o.sequence ? (size_t)o.sequence * (2 + most) : (1 + (size_t)o.conceal) * most;
     *b = (struct mqfork_out_bound){.fixed = (uint32_t)fixed};
@@ -258,7 +66,7 @@ static void decode_out_bound(const struct mqfork_params *p, struct mqfork_out_bo
 /* Each whole frame of input becomes at most one length-prefixed packet. */
 static void encode_out_bound(const struct mqfork_params *p, struct mqfork_out_bound *b)
 {
-    struct opus_params o = params_of(p, true);
+    struct opus_params o = opus_params_of(p, true);
     uint64_t per_frame = 2 + packet_cap(&o), fb = frame_bytes(&o);
     *b = (struct mqfork_out_bound){.per_in_q16 = (uint32_t)((per_frame * 65536 + fb - 1) / fb)};
 }
@@ -302,13 +110,13 @@ static bool slot_matches(const void *slot, const struct slot_header *want)
 
 static size_t decode_state_size(const struct mqfork_params *p)
 {
-    struct opus_params o = params_of(p, false);
+    struct opus_params o = opus_params_of(p, false);
     return SLOT_HEADER + (size_t)opus_decoder_get_size(o.channels);
 }
 
 static size_t encode_state_size(const struct mqfork_params *p)
 {
-    struct opus_params o = params_of(p, true);
+    struct opus_params o = opus_params_of(p, true);
     return SLOT_HEADER + (size_t)opus_encoder_get_size(o.channels);
 }
 
@@ -375,7 +183,7 @@ static struct opus_ctx *ctx_new(const struct mqfork_params *p, bool encode, size
     struct opus_ctx *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
-    c->o = params_of(p, encode);
+    c->o = opus_params_of(p, encode);
     c->header = header_for(&c->o, encode ? ENCODE_MAGIC : DECODE_MAGIC);
     c->pcm = calloc(scratch_samples, sizeof(*c->pcm));
     size_t size = encode ? (size_t)opus_encoder_get_size(c->o.channels)
@@ -393,7 +201,7 @@ static struct opus_ctx *ctx_new(const struct mqfork_params *p, bool encode, size
 static void *decode_init(const struct mqfork_init *in)
 {
     const struct mqfork_params *p = in->params;
-    struct opus_params o = params_of(p, false);
+    struct opus_params o = opus_params_of(p, false);
     size_t most = MAX_PACKET_MS * samples_per_ms(&o) * (size_t)o.channels;
     struct opus_ctx *c = ctx_new(p, false, most);
     if (c && opus_decoder_init(c->codec, c->o.rate, c->o.channels) != OPUS_OK) {
@@ -424,8 +232,8 @@ static OpusDecoder *job_decoder(struct opus_ctx *c, struct mqfork_job *job)
 /* Is a payload of LEN bytes exactly one frame of PCM (2.5 to 60 ms)? */
 static bool plausible_pcm(const struct opus_params *o, size_t len)
 {
-    for (size_t i = 0; i < sizeof(frame_values) / sizeof(frame_values[0]); i++) {
-        size_t samples = (size_t)o->rate * (size_t)frame_values[i] / 1000000;
+    for (size_t i = 0; i < OPUS_FRAME_SIZES; i++) {
+        size_t samples = (size_t)o->rate * (size_t)opus_frame_us[i] / 1000000;
         if (len == samples * (size_t)o->channels * 2)
             return true;
     }
@@ -616,7 +424,7 @@ static int init_encoder(OpusEncoder *enc, const struct opus_params *o)
 static void *encode_init(const struct mqfork_init *in)
 {
     const struct mqfork_params *p = in->params;
-    struct opus_params o = params_of(p, true);
+    struct opus_params o = opus_params_of(p, true);
     struct opus_ctx *c = ctx_new(p, true, frame_samples(&o) * (size_t)o.channels);
     if (c && init_encoder(c->codec, &c->o) < 0) {
         ctx_free(c);
@@ -690,6 +498,18 @@ static enum mqfork_status encode_run(void *ctx, struct mqfork_job *job)
     }
     job->out_len = pos;
     return MQFORK_OK;
+}
+
+static void decode_check(const struct mqfork_params *p, struct mqfork_check *c)
+{
+    struct opus_params o;
+    opus_parse_params(p, false, &o, c);
+}
+
+static void encode_check(const struct mqfork_params *p, struct mqfork_check *c)
+{
+    struct opus_params o;
+    opus_parse_params(p, true, &o, c);
 }
 
 const struct mqfork_handler handler_opus_decode = {
