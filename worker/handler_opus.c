@@ -9,7 +9,7 @@
  * Without a stream, each worker keeps one private decoder or encoder and
  * resets it before every job, so independent jobs stay independent.
  *
- * The params are opus_params.c's.
+ * Their params are described in opus_params.h, checked in opus_params.c.
  */
 #include <limits.h>
 #include <opus.h>
