@@ -84,6 +84,30 @@ void set_string(char **field, const char *value)
     free(*field);
     *field = value ? xstrdup(value) : NULL;
 }
+
+int conf_strings_add(struct conf_strings *l, const char *s)
+{
+    char *copy = strdup(s);
+    char **items = copy ? realloc(l->items, (l->count + 1) * sizeof(*items)) : NULL;
+    if (!items) {
+        free(copy);
+        return -1;
+    }
+    items[l->count++] = copy;
+    l->items = items;
+    return 0;
+}
+
+bool conf_strings_equal(const struct conf_strings *a, const struct conf_strings *b)
+{
+    if (a->count != b->count)
+        return false;
+    for (size_t i = 0; i < a->count; i++)
+        if (strcmp(a->items[i], b->items[i]) != 0)
+            return false;
+    return true;
+}
+
 /* ---- diagnostics */
 
 /* Past CONF_DIAGS_MAX, a diagnostic is only counted: a file of 80,000

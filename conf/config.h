@@ -59,9 +59,22 @@ struct conf_cache {
     uint32_t max_mb; /* 1..65536, default 16 */
 };
 
+/* The most filters one route subscribes to (and parts a correlation has). */
+#define CONF_ROUTE_FILTERS_MAX 16
+
+/* A route's `correlate:` (supervisor/correlate.h): the messages of its
+ * filters that make the same key within window_ms become one job. */
+struct conf_correlate {
+    bool enabled;              /* true when a correlate: mapping is present */
+    char *key;                 /* template over the matched filter's wildcards ({1}) */
+    struct conf_strings parts; /* a name per subscribe filter, in their order */
+    uint32_t window_ms;        /* 1..3600000, required */
+    uint32_t max_open;         /* keys open at once, 1..10000000, default 10000 */
+};
+
 struct conf_route {
-    char *name; /* 1 to CONF_ROUTE_NAME_MAX of A-Z a-z 0-9 _ . - */
-    char *subscribe;
+    char *name;                    /* 1 to CONF_ROUTE_NAME_MAX of A-Z a-z 0-9 _ . - */
+    struct conf_strings subscribe; /* 1 to CONF_ROUTE_FILTERS_MAX filters, one string or a list */
     int qos;                         /* 0..2, default 0 */
     char *job;                       /* handler name, must exist in the registry */
     char *reply;                     /* topic template, NULL = no reply */
@@ -79,6 +92,7 @@ struct conf_route {
                                         0..3600000, default 0 (at once) */
     uint32_t backoff_max_ms;         /* cap of that delay, 1..3600000, default 30000 */
     struct conf_cache cache;
+    struct conf_correlate correlate;
     struct conf_params params;
     int line, column;               /* where the route's mapping starts */
     int job_line, job_column;       /* where its `job:` value is */
@@ -295,6 +309,12 @@ char *conf_diags_omitted_text(const struct conf_diags *d);
 
 /* How many of D's diagnostics are warnings. */
 size_t conf_diags_warnings(const struct conf_diags *d);
+
+/* Append a copy of S to *L. 0, or -1 when out of memory. */
+int conf_strings_add(struct conf_strings *l, const char *s);
+
+/* Whether A and B hold equal strings in the same order. */
+bool conf_strings_equal(const struct conf_strings *a, const struct conf_strings *b);
 
 /* The enum conf_retry bit named S ("crashed", "timeout", "failed"), or 0. */
 unsigned conf_retry_cause(const char *s);

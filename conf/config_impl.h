@@ -128,7 +128,7 @@ uint64_t load_map(struct loader *ld, const yaml_node_t *map, const struct key *k
 /* ---- config_strings.c: checks of strings, and of route templates */
 
 string_check check_instance, check_route_name, check_topic, check_filter, check_allow_filter,
-    check_device_filter, check_device_topic, check_uplink, check_retry_cause;
+    check_device_filter, check_device_topic, check_uplink, check_retry_cause, check_part_name;
 void check_template(struct loader *ld, const yaml_node_t *n, const char *path, const char *tpl,
                     const char *filter, bool publish);
 

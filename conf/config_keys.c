@@ -190,6 +190,14 @@ const struct key top_keys[] = {
     {0},
 };
 
+static const struct key route_correlate_keys[] = {
+    STR("key", R(correlate.key), 0, NULL),
+    {.name = "parts", .kind = KEY_STRINGS, R(correlate.parts), .check = check_part_name},
+    INT("window_ms", R(correlate.window_ms), 1, 3600000),
+    INT("max_open", R(correlate.max_open), 1, 10000000),
+    {0},
+};
+
 static const struct key route_cache_keys[] = {
     NUM("ttl_s", R(cache.ttl_s), 0.001, 31536000),
     INT("max_mb", R(cache.max_mb), 1, 65536),
@@ -200,7 +208,11 @@ static const struct key route_cache_keys[] = {
 const struct key route_keys[] = {
     STR("name", R(name), KEY_REQUIRED, check_route_name),
     /* check_filter explains what is wrong with an empty filter */
-    STR("subscribe", R(subscribe), KEY_REQUIRED | KEY_EMPTY_OK, check_filter),
+    {.name = "subscribe",
+     .kind = KEY_STRINGS,
+     R(subscribe),
+     .flags = KEY_REQUIRED | KEY_EMPTY_OK,
+     .check = check_filter},
     INT("qos", R(qos), 0, 2),
     STR("job", R(job), KEY_REQUIRED, NULL),
     STR("reply", R(reply), KEY_NULLABLE, NULL),
@@ -217,6 +229,11 @@ const struct key route_keys[] = {
      .kind = KEY_MAP,
      .sub = route_cache_keys,
      R(cache.enabled),
+     .flags = KEY_MARK},
+    {.name = "correlate",
+     .kind = KEY_MAP,
+     .sub = route_correlate_keys,
+     R(correlate.enabled),
      .flags = KEY_MARK},
     {.name = "params", .kind = KEY_PARAMS},
     {0},
@@ -236,6 +253,7 @@ void route_defaults(struct conf_route *r)
         .backoff_ms = 0,
         .backoff_max_ms = 30000,
         .cache = {.ttl_s = 60, .max_mb = 16},
+        .correlate = {.max_open = 10000},
     };
 }
 
@@ -321,19 +339,24 @@ void conf_defaults(struct conf *c)
         c->alerts.rule[f].resolve = -1; /* check_alerts: 80% of fire */
 }
 
+static void strings_free(struct conf_strings *l)
+{
+    for (size_t i = 0; i < l->count; i++)
+        free(l->items[i]);
+    free(l->items);
+}
+
 static void route_free(struct conf_route *r)
 {
     free(r->name);
-    free(r->subscribe);
+    strings_free(&r->subscribe);
     free(r->job);
     free(r->reply);
-    for (size_t i = 0; i < r->reply_allow.count; i++)
-        free(r->reply_allow.items[i]);
-    free(r->reply_allow.items);
+    strings_free(&r->reply_allow);
     free(r->stream);
-    for (size_t i = 0; i < r->retry_on.count; i++)
-        free(r->retry_on.items[i]);
-    free(r->retry_on.items);
+    strings_free(&r->retry_on);
+    free(r->correlate.key);
+    strings_free(&r->correlate.parts);
     for (size_t i = 0; i < r->params.count; i++) {
         free(r->params.items[i].key);
         free(r->params.items[i].value);
@@ -349,9 +372,7 @@ static void voice_free(struct conf_voice *v)
                        &v->public_host, &v->say_voice};
     for (size_t i = 0; i < sizeof(topics) / sizeof(topics[0]); i++)
         free(*topics[i]);
-    for (size_t i = 0; i < v->uplink.count; i++)
-        free(v->uplink.items[i]);
-    free(v->uplink.items);
+    strings_free(&v->uplink);
 }
 
 void conf_free(struct conf *c)

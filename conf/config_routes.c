@@ -49,7 +49,18 @@ void load_params(struct loader *ld, const yaml_node_t *v, struct conf_route *r, 
     free(first);
 }
 
-/* The {N} of each reply_allow filter against the route's filter. */
+/* TPL (the value at V, a template whose {N} the matched filter's wildcards
+ * fill) against each of the route's filters, until one finds it wrong. */
+static void check_template_all(struct loader *ld, const yaml_node_t *v, const char *path,
+                               const char *tpl, const struct conf_route *r, bool publish)
+{
+    if (!r->subscribe.count)
+        check_template(ld, v, path, tpl, NULL, publish);
+    for (size_t i = 0; i < r->subscribe.count && !was_reported(ld, v); i++)
+        check_template(ld, v, path, tpl, r->subscribe.items[i], publish);
+}
+
+/* The {N} of each reply_allow filter against the route's filters. */
 static void check_reply_allow(struct loader *ld, const struct conf_route *r,
                               const yaml_node_t *item, const char *path)
 {
@@ -62,10 +73,65 @@ static void check_reply_allow(struct loader *ld, const struct conf_route *r,
             continue;
         char *key_path = xasprintf("%s.reply_allow", path);
         char *item_path = list_item_path(key_path, v, i);
-        check_template(ld, f, item_path, scalar(f), r->subscribe, false);
+        check_template_all(ld, f, item_path, scalar(f), r, false);
         free(item_path);
         free(key_path);
     }
+}
+
+/* The filters: at most CONF_ROUTE_FILTERS_MAX, none twice (a message goes
+ * to the first filter of the route that matches it). */
+static void check_filters(struct loader *ld, const struct conf_route *r, const yaml_node_t *item,
+                          const char *path)
+{
+    const yaml_node_t *v = map_get(ld, item, "subscribe");
+    if (!v || v->type != YAML_SEQUENCE_NODE)
+        return;
+    size_t n = list_count(v);
+    if (n > CONF_ROUTE_FILTERS_MAX) {
+        report(ld, v, "%s.subscribe: at most %d filters; this route has %zu", path,
+               CONF_ROUTE_FILTERS_MAX, n);
+        return;
+    }
+    size_t *first = first_equal((const char *const *)r->subscribe.items, r->subscribe.count);
+    for (size_t i = 0; i < r->subscribe.count && r->subscribe.count == n; i++)
+        if (first[i] != i)
+            report(ld, list_item(ld, v, i), "%s.subscribe[%zu]: '%s' is already subscribe[%zu]",
+                   path, i, r->subscribe.items[i], first[i]);
+    free(first);
+}
+
+/* correlate: its key, parts and window given; a part per filter, each
+ * named once; the key's {N} within every filter's wildcards. */
+static void check_correlate(struct loader *ld, const struct conf_route *r, const yaml_node_t *item,
+                            const char *path)
+{
+    const struct conf_correlate *cc = &r->correlate;
+    const yaml_node_t *v = map_get(ld, item, "correlate"), *f;
+    if (!cc->enabled || !v || was_reported(ld, v))
+        return;
+    static const char *const required[] = {"key", "parts", "window_ms"};
+    for (size_t i = 0; i < 3; i++)
+        if (!map_get(ld, v, required[i]))
+            report(ld, v, "%s.correlate: missing required key '%s'", path, required[i]);
+    char *key_path = xasprintf("%s.correlate.key", path);
+    if (cc->key && (f = map_get(ld, v, "key")))
+        check_template_all(ld, f, key_path, cc->key, r, false);
+    free(key_path);
+    const yaml_node_t *parts = map_get(ld, v, "parts"), *subs = map_get(ld, item, "subscribe");
+    if (!parts || was_reported(ld, parts) || !subs || was_reported(ld, subs))
+        return;
+    if (list_count(parts) != list_count(subs)) {
+        report(ld, parts, "%s.correlate.parts: %zu names for %zu subscribe filters: one a filter",
+               path, list_count(parts), list_count(subs));
+        return;
+    }
+    size_t *first = first_equal((const char *const *)cc->parts.items, cc->parts.count);
+    for (size_t i = 0; i < cc->parts.count && cc->parts.count == list_count(parts); i++)
+        if (first[i] != i)
+            report(ld, list_item(ld, parts, i), "%s.correlate.parts[%zu]: '%s' is already part %zu",
+                   path, i, cc->parts.items[i], first[i]);
+    free(first);
 }
 
 /* retry_on's causes as bits; backoff_max_ms caps backoff_ms's doubling,
@@ -101,22 +167,23 @@ static void load_route(struct loader *ld, struct conf_route *r, const yaml_node_
         if ((route_keys[i].flags & KEY_REQUIRED) && !(seen & (UINT64_C(1) << i)))
             report(ld, item, "%s: missing required key '%s'", path, route_keys[i].name);
 
-    /* r->subscribe is only set when it is a valid filter. */
+    /* r->subscribe holds the filters that are valid. */
     char key_path[48];
     yaml_node_t *v;
+    check_filters(ld, r, item, path);
     if (r->reply && (v = map_get(ld, item, "reply"))) {
         snprintf(key_path, sizeof(key_path), "%s.reply", path);
-        check_template(ld, v, key_path, r->reply, r->subscribe, true);
-        if (r->subscribe && !was_reported(ld, v) &&
-            topic_template_can_match(r->reply, r->subscribe))
-            report_warning(ld, v,
-                           "%s: '%s' can match the route's own filter '%s': its replies would come "
-                           "back to it as requests",
-                           key_path, r->reply, r->subscribe);
+        check_template_all(ld, v, key_path, r->reply, r, true);
+        for (size_t i = 0; i < r->subscribe.count && !was_reported(ld, v); i++)
+            if (topic_template_can_match(r->reply, r->subscribe.items[i]))
+                report_warning(ld, v,
+                               "%s: '%s' can match the route's own filter '%s': its replies "
+                               "would come back to it as requests",
+                               key_path, r->reply, r->subscribe.items[i]);
     }
     if (r->stream && (v = map_get(ld, item, "stream"))) {
         snprintf(key_path, sizeof(key_path), "%s.stream", path);
-        check_template(ld, v, key_path, r->stream, r->subscribe, false);
+        check_template_all(ld, v, key_path, r->stream, r, false);
     }
     /* A stream's jobs share the state the ones before them left (a decoder,
      * say): equal requests need not give equal results. */
@@ -126,6 +193,7 @@ static void load_route(struct loader *ld, struct conf_route *r, const yaml_node_
                "them; remove cache: or stream:",
                path);
     check_reply_allow(ld, r, item, path);
+    check_correlate(ld, r, item, path);
     load_retry(ld, r, item, path);
     if ((v = map_get(ld, item, "job"))) {
         r->job_line = (int)v->start_mark.line + 1;

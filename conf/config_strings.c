@@ -21,16 +21,30 @@ bool check_instance(struct loader *ld, const yaml_node_t *n, const char *path, c
     return false;
 }
 
-/* Route names appear in stats, logs and error reports: keep them tame. */
-bool check_route_name(struct loader *ld, const yaml_node_t *n, const char *path, const char *s)
+/* A name of WHAT ("route") that appears in stats, logs, reports and JSON
+ * keys: kept tame, 1 to CONF_ROUTE_NAME_MAX of A-Z a-z 0-9 _ . - */
+static bool tame_name(struct loader *ld, const yaml_node_t *n, const char *path, const char *s,
+                      const char *what)
 {
     size_t len = strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-");
     if (s[len] == '\0' && len >= 1 && len <= CONF_ROUTE_NAME_MAX)
         return true;
     char buf[64];
-    report(ld, n, "%s: %s is not a valid route name (1 to %d of A-Z a-z 0-9 _ . -)", path,
-           describe(n, buf, sizeof(buf)), CONF_ROUTE_NAME_MAX);
+    report(ld, n, "%s: %s is not a valid %s name (1 to %d of A-Z a-z 0-9 _ . -)", path,
+           describe(n, buf, sizeof(buf)), what, CONF_ROUTE_NAME_MAX);
     return false;
+}
+
+bool check_route_name(struct loader *ld, const yaml_node_t *n, const char *path, const char *s)
+{
+    return tame_name(ld, n, path, s, "route");
+}
+
+/* A correlation's part names are keys of the JSON object a completed key
+ * becomes. */
+bool check_part_name(struct loader *ld, const yaml_node_t *n, const char *path, const char *s)
+{
+    return tame_name(ld, n, path, s, "part");
 }
 
 /* A topic to publish to, as the broker will take it (topic_publish_problem). */

@@ -41,7 +41,10 @@ char *report_json(const struct report *r)
         cJSON_AddNumberToObject(o, "attempts", r->attempts) &&
         (!r->ntries ||
          cJSON_AddItemToObject(o, "tries", cJSON_CreateStringArray(r->tries, (int)r->ntries))) &&
-        (!corr || cJSON_AddStringToObject(o, "correlation_data", corr)))
+        (!corr || cJSON_AddStringToObject(o, "correlation_data", corr)) &&
+        (!r->key || (cJSON_AddStringToObject(o, "key", r->key) &&
+                     cJSON_AddItemToObject(o, "parts", cJSON_CreateStringArray(
+                                                           r->parts, (int)r->nparts)))))
         text = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     free(detail);

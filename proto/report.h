@@ -3,7 +3,8 @@
  * job status word such as "overloaded" or "quarantined"), detail (a sentence
  * for a human), attempts, tries (what ended each attempt of a job tried
  * more than once: "crashed", "timeout", "failed"), and the request's MQTT v5
- * correlation data, base64 encoded, when there was some. */
+ * correlation data, base64 encoded, when there was some. A correlation key
+ * dropped incomplete adds key and parts (the names of the parts it had). */
 #ifndef MQFORK_PROTO_REPORT_H
 #define MQFORK_PROTO_REPORT_H
 
@@ -21,6 +22,9 @@ struct report {
     size_t ntries;
     const void *correlation;
     size_t correlation_len;
+    const char *key;          /* a correlation key, or NULL */
+    const char *const *parts; /* with key: the nparts names of the parts it had */
+    size_t nparts;
 };
 
 /* The report as a JSON text (malloc'd; the caller frees it), or NULL when

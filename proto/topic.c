@@ -114,6 +114,16 @@ static size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
     return len;
 }
 
+bool utf8_valid(const void *text, size_t len)
+{
+    const unsigned char *s = text;
+    uint32_t c;
+    for (size_t i = 0, n; i < len; i += n)
+        if (!(n = utf8_decode(s + i, len - i, &c)))
+            return false;
+    return true;
+}
+
 /* Characters MQTT says a string should not hold; a broker may treat them as
  * malformed and close the connection. */
 static bool unwelcome(uint32_t c)

@@ -55,6 +55,9 @@ const char *topic_publish_problem(const char *topic, size_t len);
  * whole text, a "$share/<group>/" prefix included, as a broker may. */
 const char *topic_filter_problem(const char *filter, size_t len);
 
+/* Whether the LEN bytes at TEXT are well-formed UTF-8 (utf8_decode's rules). */
+bool utf8_valid(const void *text, size_t len);
+
 /* Whether a topic that template TMPL makes, its {N} filled with anything
  * wildcard N of FILTER may match, can match FILTER itself: a route whose
  * reply can match its own filter answers its own replies. The templates'

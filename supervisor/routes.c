@@ -7,31 +7,15 @@
  * could not be published is refused as bad_input, counted and reported, and
  * never reaches the broker. The request's context (topic, reply topic,
  * correlation data) travels with the job and comes back with its outcome. */
-#include "supervisor/routes.h"
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/log.h"
-#include "proto/report.h"
-#include "proto/topic.h"
 #include "shm/clock.h"
 #include "shm/statblock.h"
-#include "supervisor/cache.h"
 #include "supervisor/engine.h"
+#include "supervisor/routes_impl.h"
 #include "supervisor/source.h"
-
-#define TOPIC_MAX 1024
-/* Bytes of a refused topic quoted in its report and log line: enough to
- * recognise it, while a 64 KiB topic stays out of both. */
-#define QUOTED_TOPIC_MAX 64
-
-struct route {
-    const struct conf_route *conf;
-    uint32_t kind;
-    struct cache *cache; /* NULL: the route has no cache: */
-};
 
 /* The routes' figures: the data of their block "routes", counted in
  * place (each write is one seqlock round, on messages that are no job). */
@@ -44,34 +28,7 @@ static const struct stats_field_desc routes_fields[] = {
                 "MQTT messages that matched no route."),
 };
 
-struct routes {
-    const struct conf *conf;
-    struct engine *engine;
-    struct mqtt *mqtt;
-    struct mqtt_sink sink; /* the messages of every route's filter */
-    struct route *route;
-    size_t count;
-    struct log_rate refusals;           /* a flood of bad requests is not a flood of lines */
-    struct stats_block *stats;          /* "routes" in the segment */
-    struct cache_figures cache_figures; /* every route's cache, published as "cache" */
-    struct stats_block *cache_stats;
-};
-
-/* What an accepted job needs to be answered: one allocation. It holds
- * copies, not pointers into the routes, which a reload replaces. */
-struct request {
-    struct cache_waiter waiter;  /* first: the cache chains the requests of one job */
-    struct cache_flight *flight; /* the job equal requests wait for, or NULL */
-    struct routes *routes;
-    int qos;
-    char *route; /* name */
-    char *topic;
-    char *reply; /* NULL: the route sends no reply */
-    void *corr;
-    size_t corr_len;
-};
-
-struct routes *routes_new(const struct conf *c, struct engine *e)
+struct routes *routes_new(const struct conf *c, struct engine *e, struct loop *l)
 {
     struct routes *r = calloc(1, sizeof(*r));
     if (!r || !(r->route = calloc(c->nroutes ? c->nroutes : 1, sizeof(*r->route)))) {
@@ -80,6 +37,7 @@ struct routes *routes_new(const struct conf *c, struct engine *e)
     }
     r->conf = c;
     r->engine = e;
+    r->loop = l;
     r->sink = (struct mqtt_sink){.fn = routes_on_message, .ctx = r};
     for (size_t i = 0; i < c->nroutes; i++) {
         const struct conf_route *cr = &c->routes[i];
@@ -97,6 +55,12 @@ struct routes *routes_new(const struct conf *c, struct engine *e)
             return NULL;
         }
     }
+    correlate_carry(r, r->route, r->count, NULL, 0);
+    for (size_t i = 0; i < r->count; i++)
+        if (r->route[i].conf->correlate.enabled && !r->route[i].table) {
+            routes_free(r);
+            return NULL;
+        }
     return r;
 }
 
@@ -133,11 +97,23 @@ static void carry_caches(struct routes *r, const struct conf *c, struct route *f
 
 static int subscribe_all(struct routes *r)
 {
-    for (size_t i = 0; i < r->count; i++)
-        if (mqtt_subscribe(r->mqtt, r->route[i].conf->subscribe, r->route[i].conf->qos, &r->sink) <
-            0)
-            return -1;
+    for (size_t i = 0; i < r->count; i++) {
+        const struct conf_route *cr = r->route[i].conf;
+        for (size_t f = 0; f < cr->subscribe.count; f++)
+            if (mqtt_subscribe(r->mqtt, cr->subscribe.items[f], cr->qos, &r->sink) < 0)
+                return -1;
+    }
     return 0;
+}
+
+/* Whether a route of C subscribes to FILTER. */
+static bool wanted_filter(const struct conf *c, const char *filter)
+{
+    for (size_t k = 0; k < c->nroutes; k++)
+        for (size_t f = 0; f < c->routes[k].subscribe.count; f++)
+            if (strcmp(filter, c->routes[k].subscribe.items[f]) == 0)
+                return true;
+    return false;
 }
 
 int routes_attach(struct routes *r, struct mqtt *m)
@@ -153,6 +129,11 @@ int routes_attach(struct routes *r, struct mqtt *m)
     if (!r->stats && !(r->stats = engine_add_block(r->engine, &spec)))
         return -1;
     if (!r->cache_stats && !(r->cache_stats = engine_add_block(r->engine, &cache_stats_spec)))
+        return -1;
+    if (!r->correlate_stats &&
+        !(r->correlate_stats = engine_add_block(r->engine, &correlate_stats_spec)))
+        return -1;
+    if (correlate_attach(r) < 0)
         return -1;
     return subscribe_all(r);
 }
@@ -174,14 +155,13 @@ int routes_reload(struct routes *r, const struct conf *c)
     /* Unsubscribe only what no route wants any more; kept filters never
      * stop delivering, new ones are added by subscribe_all. */
     for (size_t i = 0; i < r->count; i++) {
-        const char *old = r->route[i].conf->subscribe;
-        bool kept = false;
-        for (size_t k = 0; k < c->nroutes && !kept; k++)
-            kept = strcmp(old, c->routes[k].subscribe) == 0;
-        if (!kept)
-            mqtt_unsubscribe(r->mqtt, old, &r->sink);
+        const struct conf_route *cr = r->route[i].conf;
+        for (size_t f = 0; f < cr->subscribe.count; f++)
+            if (!wanted_filter(c, cr->subscribe.items[f]))
+                mqtt_unsubscribe(r->mqtt, cr->subscribe.items[f], &r->sink);
     }
     carry_caches(r, c, fresh);
+    correlate_carry(r, fresh, c->nroutes, r->route, r->count);
     free(r->route);
     r->route = fresh;
     r->count = c->nroutes;
@@ -207,29 +187,35 @@ static void tries_of(const struct engine_outcome *o, struct tries *t)
     }
 }
 
+void publish_report(struct routes *r, const struct report *rep)
+{
+    char *json = report_json(rep);
+    if (!json) {
+        log_error("out of memory for an error report on %s", rep->topic);
+        return;
+    }
+    if (r->mqtt)
+        mqtt_publish(r->mqtt, r->conf->errors_topic, json, strlen(json), 1, false,
+                     rep->correlation, rep->correlation_len);
+    free(json);
+}
+
 static void report(struct routes *r, const char *route, const char *topic, const char *error,
                    const char *detail, size_t detail_len, uint32_t attempts,
                    const struct tries *tries, const void *corr, size_t corr_len)
 {
-    struct report rep = {
-        .route = route,
-        .topic = topic,
-        .error = error,
-        .detail = detail,
-        .detail_len = detail_len,
-        .attempts = attempts,
-        .tries = tries ? tries->words : NULL,
-        .ntries = tries ? tries->n : 0,
-        .correlation = corr,
-        .correlation_len = corr_len,
-    };
-    char *json = report_json(&rep);
-    if (!json) {
-        log_error("out of memory for an error report on %s", topic);
-        return;
-    }
-    mqtt_publish(r->mqtt, r->conf->errors_topic, json, strlen(json), 1, false, corr, corr_len);
-    free(json);
+    publish_report(r, &(struct report){
+                          .route = route,
+                          .topic = topic,
+                          .error = error,
+                          .detail = detail,
+                          .detail_len = detail_len,
+                          .attempts = attempts,
+                          .tries = tries ? tries->words : NULL,
+                          .ntries = tries ? tries->n : 0,
+                          .correlation = corr,
+                          .correlation_len = corr_len,
+                      });
 }
 
 static void on_job_done(void *ctx, const struct engine_outcome *o)
@@ -265,33 +251,61 @@ static void on_cached_job_done(void *ctx, const struct engine_outcome *o)
     publish_cache_figures(r);
 }
 
-static const struct route *match(const struct routes *r, const char *topic, struct topic_levels *lv)
+/* The route that takes TOPIC, and in *FILTER the index of its filter that
+ * matched (the first, in the configured order). */
+static const struct route *match(const struct routes *r, const char *topic,
+                                 struct topic_levels *lv, size_t *filter)
 {
     for (size_t i = 0; i < r->count; i++)
-        if (topic_match(r->route[i].conf->subscribe, topic, lv))
+        for (size_t f = 0; f < r->route[i].conf->subscribe.count; f++)
+            if (topic_match(r->route[i].conf->subscribe.items[f], topic, lv)) {
+                *filter = f;
+                return &r->route[i];
+            }
+    return NULL;
+}
+
+const struct route *route_named(const struct routes *r, const char *name)
+{
+    for (size_t i = 0; i < r->count; i++)
+        if (strcmp(r->route[i].conf->name, name) == 0)
             return &r->route[i];
     return NULL;
 }
 
-/* One allocation for the request and its strings. */
-static struct request *new_request(struct routes *r, const struct route *route,
-                                   const struct mqtt_message *msg, const char *reply)
+/* The length of S with its NUL, or 0 for NULL. */
+static size_t size_of(const char *s)
 {
-    size_t nlen = strlen(route->conf->name) + 1, tlen = strlen(msg->topic) + 1;
-    size_t rlen = reply ? strlen(reply) + 1 : 0;
-    struct request *q = malloc(sizeof(*q) + nlen + tlen + rlen + msg->correlation_len);
+    return s ? strlen(s) + 1 : 0;
+}
+
+/* S copied to *AT (moved past it), or NULL for NULL. */
+static char *put(char **at, const char *s, size_t len)
+{
+    if (!s)
+        return NULL;
+    char *out = memcpy(*at, s, len);
+    *at += len;
+    return out;
+}
+
+struct request *new_request(struct routes *r, const struct route *route,
+                            const struct mqtt_message *msg, const char *reply, const char *stream)
+{
+    size_t nlen = size_of(route->conf->name), tlen = size_of(msg->topic);
+    size_t rlen = size_of(reply), slen = size_of(stream);
+    struct request *q = malloc(sizeof(*q) + nlen + tlen + rlen + slen + msg->correlation_len);
     if (!q)
         return NULL;
     char *p = (char *)(q + 1);
     q->flight = NULL;
     q->routes = r;
     q->qos = route->conf->qos;
-    q->route = memcpy(p, route->conf->name, nlen);
-    q->topic = memcpy(p + nlen, msg->topic, tlen);
-    q->reply = reply ? memcpy(p + nlen + tlen, reply, rlen) : NULL;
-    q->corr = msg->correlation_len
-                  ? memcpy(p + nlen + tlen + rlen, msg->correlation, msg->correlation_len)
-                  : NULL;
+    q->route = put(&p, route->conf->name, nlen);
+    q->topic = put(&p, msg->topic, tlen);
+    q->reply = put(&p, reply, rlen);
+    q->stream = put(&p, stream, slen);
+    q->corr = msg->correlation_len ? memcpy(p, msg->correlation, msg->correlation_len) : NULL;
     q->corr_len = msg->correlation_len;
     return q;
 }
@@ -327,9 +341,7 @@ static const char *quote_topic(const char *topic, char *out)
     return out;
 }
 
-/* Refuse a message before it becomes a job: counted against the route's
- * kind, logged (at most a line a second) and reported on errors.topic. */
-static void refuse_message(struct routes *r, const struct route *route,
+void refuse_message(struct routes *r, const struct route *route,
                            const struct mqtt_message *msg, enum job_status st, const char *why)
 {
     char quoted[QUOTED_TOPIC_MAX + 4];
@@ -466,22 +478,16 @@ static void submit_cached(struct routes *r, struct cache *c, struct request *q,
     publish_cache_figures(r);
 }
 
-/* Offer the job; a refusal is reported at once. */
-static void submit(struct routes *r, const struct route *route, const struct mqtt_message *msg,
-                   const char *reply, const char *stream)
+void submit_request(struct routes *r, const struct route *route, struct request *q,
+                    const void *payload, size_t len)
 {
     const struct conf_route *cr = route->conf;
-    struct request *q = new_request(r, route, msg, reply);
-    if (!q) {
-        log_error("out of memory for a request on %s", msg->topic);
-        return;
-    }
     struct engine_job j = {
         .kind = route->kind,
-        .payload = msg->payload,
-        .len = msg->len,
-        .stream = stream,
-        .stream_len = stream ? strlen(stream) : 0,
+        .payload = payload,
+        .len = len,
+        .stream = q->stream,
+        .stream_len = q->stream ? strlen(q->stream) : 0,
         .priority = cr->priority,
         .timeout_ms = cr->timeout_ms,
         .deadline_ms = cr->deadline_ms,
@@ -503,7 +509,8 @@ void routes_on_message(void *ctx, const struct mqtt_message *msg)
 {
     struct routes *r = ctx;
     struct topic_levels lv;
-    const struct route *route = match(r, msg->topic, &lv);
+    size_t filter = 0;
+    const struct route *route = match(r, msg->topic, &lv, &filter);
     if (!route) {
         struct routes_figures *fig = stats_block_begin(r->stats);
         fig->unrouted++;
@@ -516,18 +523,28 @@ void routes_on_message(void *ctx, const struct mqtt_message *msg)
     const char *reply = reply_topic(cr, msg, &lv, buf, sizeof(buf), why, sizeof(why));
     if (!why[0] && cr->stream && topic_expand(cr->stream, &lv, stream, sizeof(stream)) < 0)
         snprintf(why, sizeof(why), "the stream key made from the topic is too long");
+    const char *s = cr->stream ? stream : NULL;
+    struct request *q;
     if (why[0])
         refuse_message(r, route, msg, JOB_E_BAD_INPUT, why);
+    else if (cr->correlate.enabled)
+        correlate_part(r, route, filter, &lv, msg, reply, s);
+    else if (!(q = new_request(r, route, msg, reply, s)))
+        log_error("out of memory for a request on %s", msg->topic);
     else
-        submit(r, route, msg, reply, cr->stream ? stream : NULL);
+        submit_request(r, route, q, msg->payload, msg->len);
 }
 
 void routes_free(struct routes *r)
 {
     if (!r)
         return;
-    for (size_t i = 0; i < r->count; i++)
+    r->mqtt = NULL; /* gone: what the windows still hold is only logged */
+    for (size_t i = 0; i < r->count; i++) {
         cache_retire(r->route[i].cache);
+        correlate_free(r->route[i].table);
+    }
+    correlate_detach(r);
     free(r->route);
     free(r);
 }
@@ -541,7 +558,7 @@ static bool routes_wanted(const struct conf *c)
 
 static void *routes_create(const struct conf *c, struct engine *e, struct loop *l)
 {
-    return routes_new(c, e);
+    return routes_new(c, e, l);
 }
 
 static int routes_attach_source(void *self, struct mqtt *m)
@@ -552,6 +569,11 @@ static int routes_attach_source(void *self, struct mqtt *m)
 static int routes_reload_source(void *self, const struct conf *c)
 {
     return routes_reload(self, c);
+}
+
+static void routes_drain_source(void *self)
+{
+    correlate_drain(self);
 }
 
 static void routes_free_source(void *self)
@@ -565,5 +587,6 @@ const struct source_ops routes_source = {
     .create = routes_create,
     .attach = routes_attach_source,
     .reload = routes_reload_source,
+    .drain = routes_drain_source,
     .free = routes_free_source,
 };

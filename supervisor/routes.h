@@ -14,9 +14,12 @@
 struct engine;
 struct routes;
 
+struct loop;
+
 /* Register one job kind per route of C (C must outlive the routes). Before
- * engine_start. NULL on failure (logged). */
-struct routes *routes_new(const struct conf *c, struct engine *e);
+ * engine_start. L runs the timers of correlation windows (NULL: none
+ * expire). NULL on failure (logged). */
+struct routes *routes_new(const struct conf *c, struct engine *e, struct loop *l);
 
 /* Start publishing through M and subscribe every route's filter; the
  * routes' figures (mqtt_unrouted) get their block "routes" in the

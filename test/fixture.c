@@ -176,8 +176,7 @@ static int add_route(struct conf *c, const char *name, const char *handler)
     struct conf_route *r = &c->routes[c->nroutes++];
     r->name = strdup(name);
     r->job = strdup(handler);
-    r->subscribe = strdup(name);
-    return r->name && r->job && r->subscribe ? 0 : -1;
+    return r->name && r->job && conf_strings_add(&r->subscribe, name) == 0 ? 0 : -1;
 }
 
 int fixture_reload_conf(const struct fixture *f, struct conf *c)

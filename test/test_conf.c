@@ -282,7 +282,8 @@ static void check_full_routes(const struct conf *c)
     T_REQUIRE(c->nroutes == 2, "nroutes %zu", c->nroutes);
     const struct conf_route *r = &c->routes[0];
     T_CHECK(str_eq(r->name, "echo") && str_eq(r->job, "test.echo"), "route 0");
-    T_CHECK(str_eq(r->subscribe, "$share/grp/full/+/echo/#"), "subscribe %s", r->subscribe);
+    T_CHECK(r->subscribe.count == 1 && str_eq(r->subscribe.items[0], "$share/grp/full/+/echo/#"),
+            "subscribe %s", r->subscribe.items[0]);
     T_CHECK(str_eq(r->reply, "full-out/{2}/{1}") && str_eq(r->stream, "{1}"), "templates");
     T_CHECK(r->reply_allow.count == 3 && str_eq(r->reply_allow.items[0], "resp/{1}/#") &&
                 str_eq(r->reply_allow.items[1], "+/{2}/answers") &&
@@ -389,7 +390,12 @@ static void check_examples(const char *dir, const char *speech)
     char *path = join(dir, "mqfork.yaml");
     struct conf c;
     load_ok(path, &c);
-    T_CHECK(c.nroutes == 4, "mqfork.yaml routes %zu", c.nroutes);
+    T_REQUIRE(c.nroutes == 5, "mqfork.yaml routes %zu", c.nroutes);
+    const struct conf_correlate *cc = &c.routes[1].correlate;
+    T_CHECK(c.routes[1].subscribe.count == 3 && cc->enabled && str_eq(cc->key, "{1}") &&
+                cc->parts.count == 3 && str_eq(cc->parts.items[2], "head") &&
+                cc->window_ms == 2000 && cc->max_open == 10000,
+            "mqfork.yaml's correlating route");
     conf_free(&c);
     free(path);
 
@@ -398,7 +404,7 @@ static void check_examples(const char *dir, const char *speech)
     T_CHECK(c.workers.min == 2 && c.workers.max == 4, "demo pool");
     T_REQUIRE(c.nroutes == 4, "demo routes %zu", c.nroutes);
     T_CHECK(str_eq(c.routes[0].name, "echo") && str_eq(c.routes[0].job, "test.echo") &&
-                str_eq(c.routes[0].subscribe, "demo/echo/+/in") &&
+                str_eq(c.routes[0].subscribe.items[0], "demo/echo/+/in") &&
                 str_eq(c.routes[0].reply, "demo/echo/{1}/out"),
             "demo echo route");
     T_CHECK(str_eq(c.routes[1].name, "decode") && str_eq(c.routes[1].job, "opus.decode") &&

@@ -220,7 +220,7 @@ static void add_route(struct conf *c, const char *name, const char *job)
     struct conf_route *r = &c->routes[c->nroutes++];
     memset(r, 0, sizeof(*r));
     r->name = strdup(name);
-    r->subscribe = strdup("t/#");
+    conf_strings_add(&r->subscribe, "t/#");
     r->job = strdup(job);
 }
 

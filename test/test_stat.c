@@ -591,7 +591,7 @@ int main(int argc, char **argv)
     fixture_start(&f);
     /* the daemon's MQTT source, not connected: its blocks ("mqtt", "routes")
      * hold names -1 must print, all 0 here */
-    struct routes *routes = routes_new(&f.conf, f.e);
+    struct routes *routes = routes_new(&f.conf, f.e, f.loop);
     struct mqtt *mqtt = routes ? mqtt_new(&f.conf, f.loop, engine_segment(f.e)) : NULL;
     T_REQUIRE(mqtt && routes_attach(routes, mqtt) == 0, "MQTT source attached");
     /* and its alerts, one on and never firing: their block holds names too */
@@ -611,8 +611,8 @@ int main(int argc, char **argv)
     test_usage();
 
     alerts_source.free(alerts);
+    routes_free(routes); /* its timer is the fixture's loop's */
     fixture_free(&f);
     mqtt_free(mqtt);
-    routes_free(routes);
     T_DONE();
 }

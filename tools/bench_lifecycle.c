@@ -103,7 +103,7 @@ static void bench_route(struct conf *c, const char *name, const char *job)
     struct conf_route *r = &c->routes[c->nroutes++];
     memset(r, 0, sizeof(*r));
     r->name = strdup(name);
-    r->subscribe = strdup("bench/#");
+    conf_strings_add(&r->subscribe, "bench/#");
     r->job = strdup(job);
 }
 

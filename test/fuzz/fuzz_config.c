@@ -61,18 +61,24 @@ static void check_template(const char *tmpl, const struct topic_levels *lv)
 
 static void check_route(const struct conf_route *r)
 {
-    FUZZ_CHECK(r->name && r->subscribe && r->job);
+    FUZZ_CHECK(r->name && r->subscribe.count >= 1 && r->job);
     FUZZ_CHECK(r->qos >= 0 && r->qos <= 2);
     FUZZ_CHECK(r->priority < PRIO_COUNT);
     FUZZ_CHECK(r->timeout_ms >= 1 && r->timeout_ms <= 3600000);
     FUZZ_CHECK(r->deadline_ms <= 3600000 && r->retries <= 100);
-    FUZZ_CHECK(!topic_filter_problem(r->subscribe, strlen(r->subscribe)));
-    char *topic = topic_for(r->subscribe);
-    struct topic_levels lv;
-    FUZZ_CHECK(topic_match(r->subscribe, topic, &lv));
-    check_template(r->reply, &lv);
-    check_template(r->stream, &lv);
-    free(topic);
+    FUZZ_CHECK(r->subscribe.count <= CONF_ROUTE_FILTERS_MAX);
+    FUZZ_CHECK(!r->correlate.enabled || r->correlate.parts.count == r->subscribe.count);
+    for (size_t i = 0; i < r->subscribe.count; i++) {
+        const char *filter = r->subscribe.items[i];
+        FUZZ_CHECK(!topic_filter_problem(filter, strlen(filter)));
+        char *topic = topic_for(filter);
+        struct topic_levels lv;
+        FUZZ_CHECK(topic_match(filter, topic, &lv));
+        check_template(r->reply, &lv);
+        check_template(r->stream, &lv);
+        check_template(r->correlate.enabled ? r->correlate.key : NULL, &lv);
+        free(topic);
+    }
 }
 
 static void check_valid(const struct conf *c)

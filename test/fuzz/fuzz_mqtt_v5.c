@@ -242,7 +242,7 @@ static void check_outcome(const struct conf_route *r, const struct mqtt_message 
 {
     struct topic_levels lv;
     char stream[ENGINE_STREAM_KEY_MAX + 1], *reply;
-    if (!topic_match(r->subscribe, msg->topic, &lv)) {
+    if (!topic_match(r->subscribe.items[0], msg->topic, &lv)) {
         FUZZ_CHECK(now.submits == 0 && now.publishes == 0 && unrouted() == 1);
         return;
     }
@@ -285,7 +285,7 @@ static bool with_properties(struct mqtt_message *msg, const char *response, cons
 
 static void run(struct conf *c, struct mqtt_message *msg)
 {
-    struct routes *r = routes_new(c, NULL);
+    struct routes *r = routes_new(c, NULL, NULL);
     FUZZ_CHECK(r != NULL);
     FUZZ_CHECK(routes_attach(r, NULL) == 0);
     routes_on_message(r, msg);
@@ -309,7 +309,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     now.outcome = fuzz_byte(&in);
     struct conf_route route = {.name = ROUTE_NAME, .job = "test.echo", .qos = fuzz_byte(&in) % 3};
     now.attempts = fuzz_byte(&in);
-    route.subscribe = fuzz_str(&in);
+    char *filter = fuzz_str(&in);
+    route.subscribe = (struct conf_strings){.items = &filter, .count = 1};
     route.reply = optional(fuzz_str(&in), flags & 4);
     route.stream = optional(fuzz_str(&in), flags & 8);
     char *allow_text = fuzz_str(&in), *allow[MAX_ALLOW];
@@ -337,7 +338,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(cd);
     free(now.topic);
     free(now.payload);
-    free(route.subscribe);
+    free(filter);
     free(route.reply);
     free(route.stream);
     free(allow_text);
