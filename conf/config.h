@@ -73,8 +73,8 @@ struct conf_correlate {
 };
 
 struct conf_route {
-    char *name;                    /* 1 to CONF_ROUTE_NAME_MAX of A-Z a-z 0-9 _ . - */
-    struct conf_strings subscribe; /* 1 to CONF_ROUTE_FILTERS_MAX filters, one string or a list */
+    char *name;                      /* 1 to CONF_ROUTE_NAME_MAX of A-Z a-z 0-9 _ . - */
+    struct conf_strings subscribe;   /* 1 to CONF_ROUTE_FILTERS_MAX filters, one string or a list */
     int qos;                         /* 0..2, default 0 */
     char *job;                       /* handler name, must exist in the registry */
     char *reply;                     /* topic template, NULL = no reply */

@@ -42,9 +42,9 @@ char *report_json(const struct report *r)
         (!r->ntries ||
          cJSON_AddItemToObject(o, "tries", cJSON_CreateStringArray(r->tries, (int)r->ntries))) &&
         (!corr || cJSON_AddStringToObject(o, "correlation_data", corr)) &&
-        (!r->key || (cJSON_AddStringToObject(o, "key", r->key) &&
-                     cJSON_AddItemToObject(o, "parts", cJSON_CreateStringArray(
-                                                           r->parts, (int)r->nparts)))))
+        (!r->key ||
+         (cJSON_AddStringToObject(o, "key", r->key) &&
+          cJSON_AddItemToObject(o, "parts", cJSON_CreateStringArray(r->parts, (int)r->nparts)))))
         text = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     free(detail);

@@ -79,9 +79,14 @@ struct correlate *correlate_new(const struct conf_correlate *conf, size_t max_by
     struct correlate *t = calloc(1, sizeof(*t));
     if (!t)
         return NULL;
-    *t = (struct correlate){.nparts = conf->parts.count, .max_bytes = max_bytes,
-                            .window_ms = conf->window_ms, .max_open = conf->max_open,
-                            .fig = fig, .ops = ops, .owner = owner, .nbuckets = 64};
+    *t = (struct correlate){.nparts = conf->parts.count,
+                            .max_bytes = max_bytes,
+                            .window_ms = conf->window_ms,
+                            .max_open = conf->max_open,
+                            .fig = fig,
+                            .ops = ops,
+                            .owner = owner,
+                            .nbuckets = 64};
     t->key_tpl = strdup(conf->key);
     t->names = calloc(t->nparts ? t->nparts : 1, sizeof(*t->names));
     t->bucket = calloc(t->nbuckets, sizeof(*t->bucket));
@@ -100,10 +105,9 @@ struct correlate *correlate_new(const struct conf_correlate *conf, size_t max_by
 
 bool correlate_conf_equal(const struct conf_correlate *a, const struct conf_correlate *b)
 {
-    return a->enabled == b->enabled && (!a->enabled || (!strcmp(a->key, b->key) &&
-                                                        conf_strings_equal(&a->parts, &b->parts) &&
-                                                        a->window_ms == b->window_ms &&
-                                                        a->max_open == b->max_open));
+    return a->enabled == b->enabled &&
+           (!a->enabled || (!strcmp(a->key, b->key) && conf_strings_equal(&a->parts, &b->parts) &&
+                            a->window_ms == b->window_ms && a->max_open == b->max_open));
 }
 
 void correlate_set_max_bytes(struct correlate *t, size_t max_bytes)
@@ -185,8 +189,10 @@ static struct entry *open_key(struct correlate *t, uint64_t hash, const char *ke
 static void hand_over(struct correlate *t, struct entry *e, bool complete, enum correlate_end why)
 {
     unlink_entry(t, e);
-    struct correlate_set set = {.key = e->key, .nparts = t->nparts,
-                                .names = (const char *const *)t->names, .have = e->have,
+    struct correlate_set set = {.key = e->key,
+                                .nparts = t->nparts,
+                                .names = (const char *const *)t->names,
+                                .have = e->have,
                                 .last = e->last};
     for (size_t i = 0; i < t->nparts; i++) {
         set.part[i].data = e->part[i].data;

@@ -195,8 +195,8 @@ void publish_report(struct routes *r, const struct report *rep)
         return;
     }
     if (r->mqtt)
-        mqtt_publish(r->mqtt, r->conf->errors_topic, json, strlen(json), 1, false,
-                     rep->correlation, rep->correlation_len);
+        mqtt_publish(r->mqtt, r->conf->errors_topic, json, strlen(json), 1, false, rep->correlation,
+                     rep->correlation_len);
     free(json);
 }
 
@@ -253,8 +253,8 @@ static void on_cached_job_done(void *ctx, const struct engine_outcome *o)
 
 /* The route that takes TOPIC, and in *FILTER the index of its filter that
  * matched (the first, in the configured order). */
-static const struct route *match(const struct routes *r, const char *topic,
-                                 struct topic_levels *lv, size_t *filter)
+static const struct route *match(const struct routes *r, const char *topic, struct topic_levels *lv,
+                                 size_t *filter)
 {
     for (size_t i = 0; i < r->count; i++)
         for (size_t f = 0; f < r->route[i].conf->subscribe.count; f++)
@@ -341,8 +341,8 @@ static const char *quote_topic(const char *topic, char *out)
     return out;
 }
 
-void refuse_message(struct routes *r, const struct route *route,
-                           const struct mqtt_message *msg, enum job_status st, const char *why)
+void refuse_message(struct routes *r, const struct route *route, const struct mqtt_message *msg,
+                    enum job_status st, const char *why)
 {
     char quoted[QUOTED_TOPIC_MAX + 4];
     engine_count_refusal(r->engine, route->kind, st);

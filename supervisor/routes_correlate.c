@@ -83,8 +83,7 @@ static void on_complete(void *owner, const struct correlate_set *set)
         if (i != set->last)
             free(set->part[i].ctx);
     if (!payload || !route) {
-        log_error("route %s: out of memory for the job of correlation key %s", q->route,
-                  set->key);
+        log_error("route %s: out of memory for the job of correlation key %s", q->route, set->key);
         free(q);
         return;
     }
@@ -93,7 +92,7 @@ static void on_complete(void *owner, const struct correlate_set *set)
     free(payload);
 }
 
-static const char *end_words(enum correlate_end why)
+static const char *end_words(const struct routes *r, enum correlate_end why)
 {
     switch (why) {
     case CORRELATE_EXPIRED:
@@ -101,7 +100,8 @@ static const char *end_words(enum correlate_end why)
     case CORRELATE_OVERFLOWED:
         return "correlate.max_open keys were open and it was the oldest";
     default:
-        return "its route's correlation changed or the daemon is stopping";
+        return r->draining ? "the daemon is stopping"
+                           : "its route's correlate: changed or went (reload)";
     }
 }
 
@@ -122,7 +122,7 @@ static void on_incomplete(void *owner, const struct correlate_set *set, enum cor
                                    set->names[i]);
     char detail[768];
     snprintf(detail, sizeof(detail), "correlation key '%s' dropped incomplete: %s; missing %s",
-             set->key, end_words(why), missing);
+             set->key, end_words(r, why), missing);
     log_rated(&r->refusals, LOG_LVL_WARN, "route %s: %s", q->route, detail);
     publish_report(r, &(struct report){.route = q->route,
                                        .topic = q->topic,
@@ -144,8 +144,8 @@ static const struct correlate_ops table_ops = {
 
 /* ---- tables across reloads */
 
-void correlate_carry(struct routes *r, struct route *fresh, size_t nfresh,
-                     const struct route *old, size_t nold)
+void correlate_carry(struct routes *r, struct route *fresh, size_t nfresh, const struct route *old,
+                     size_t nold)
 {
     struct route *was = (struct route *)old;
     for (size_t i = 0; i < nfresh; i++) {
@@ -201,8 +201,8 @@ void correlate_part(struct routes *r, const struct route *route, size_t part,
     if (!q)
         return;
     void *old = NULL;
-    enum correlate_verdict v = correlate_add(route->table, key, (size_t)key_len, part,
-                                             msg->payload, msg->len, q, mono_ns(), &old);
+    enum correlate_verdict v = correlate_add(route->table, key, (size_t)key_len, part, msg->payload,
+                                             msg->len, q, mono_ns(), &old);
     free(old);
     if (v == CORRELATE_DUPLICATE)
         log_debug("route %s: a duplicate part of correlation key %s", route->conf->name, key);

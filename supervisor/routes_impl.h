@@ -81,8 +81,8 @@ const struct route *route_named(const struct routes *r, const char *name);
 /* The tables of the routes that have correlate:, made (at start) or
  * carried over from OLD (a reload: by route name, when their settings are
  * equal; the others' open keys dropped and reported). */
-void correlate_carry(struct routes *r, struct route *fresh, size_t nfresh,
-                     const struct route *old, size_t nold);
+void correlate_carry(struct routes *r, struct route *fresh, size_t nfresh, const struct route *old,
+                     size_t nold);
 /* MSG is part PART of ROUTE's key made from LV: held, or the job it completes. */
 void correlate_part(struct routes *r, const struct route *route, size_t part,
                     const struct topic_levels *lv, const struct mqtt_message *msg,
