@@ -19,6 +19,17 @@ wait_for() {
     done
 }
 
+# mqforkd -t on FILE must refuse it (WHAT names it in the failure) and
+# print each of the LINES (fixed strings); each miss is counted.
+t_refuses() { # MQFORKD FILE WHAT LINE...
+    local mqforkd=$1 file=$2 what=$3 out want
+    shift 3
+    out=$("$mqforkd" -t -c "$file" 2>&1) && fail "-t accepted $what"
+    for want in "$@"; do
+        grep -qF "$want" <<<"$out" || fail "-t does not say '$want': $out"
+    done
+}
+
 # A pid and its descendants (a pipeline in a subshell, say), with SIGKILL.
 kill_tree() {
     local c

@@ -29,15 +29,12 @@ alerts:
   latency: {fire: 1}
   cpu: {fire: 1.5}
 EOF
-out=$("$MQFORKD" -t -c "$TMP/bad.yaml" 2>&1) && fail "-t accepted bad alerts"
-for want in \
+t_refuses "$MQFORKD" "$TMP/bad.yaml" "bad alerts" \
     "$TMP/bad.yaml:3:10: error: alerts.topic:" \
     "$TMP/bad.yaml:4:32: error: alerts.pending.resolve (20) must be below alerts.pending.fire (10)" \
     "$TMP/bad.yaml:5:15: error: alerts.error_rate: missing required key 'fire'" \
     "$TMP/bad.yaml:6:3: error: unknown key 'latency' in 'alerts'" \
-    "$TMP/bad.yaml:7:15: error: alerts.cpu.fire: 1.5 is out of range"; do
-    grep -qF "$want" <<<"$out" || fail "-t does not say '$want': $out"
-done
+    "$TMP/bad.yaml:7:15: error: alerts.cpu.fire: 1.5 is out of range"
 
 # ---- the daemon --------------------------------------------------------------
 
