@@ -122,7 +122,8 @@ static void check_correlate(struct loader *ld, const struct conf_route *r, const
     if (!parts || was_reported(ld, parts) || !subs || was_reported(ld, subs))
         return;
     if (list_count(parts) != list_count(subs)) {
-        report(ld, parts, "%s.correlate.parts: %zu names for %zu subscribe filters: one a filter",
+        report(ld, parts,
+               "%s.correlate.parts: %zu part names for %zu subscribe filters: give one per filter",
                path, list_count(parts), list_count(subs));
         return;
     }

@@ -161,11 +161,13 @@ int routes_reload(struct routes *r, const struct conf *c)
                 mqtt_unsubscribe(r->mqtt, cr->subscribe.items[f], &r->sink);
     }
     carry_caches(r, c, fresh);
+    /* The windows follow the new limits, and what they drop is reported
+     * on the new errors.topic. */
+    r->conf = c;
     correlate_carry(r, fresh, c->nroutes, r->route, r->count);
     free(r->route);
     r->route = fresh;
     r->count = c->nroutes;
-    r->conf = c;
     return subscribe_all(r);
 }
 

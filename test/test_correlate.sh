@@ -39,7 +39,7 @@ routes:
 EOF
 t_refuses "$MQFORKD" "$TMP/bad.yaml" "bad correlate: sections" \
     "$TMP/bad.yaml:7:12: error: routes[0].correlate.key: {2} refers to wildcard 2 but 'rigs/+/result' has only 1" \
-    "$TMP/bad.yaml:8:14: error: routes[0].correlate.parts: 3 names for 2 subscribe filters: one a filter" \
+    "$TMP/bad.yaml:8:14: error: routes[0].correlate.parts: 3 part names for 2 subscribe filters: give one per filter" \
     "$TMP/bad.yaml:9:18: error: routes[0].correlate.window_ms: 0 is out of range (1..3600000)" \
     "$TMP/bad.yaml:13:16: error: routes[1].correlate: missing required key 'window_ms'" \
     "$TMP/bad.yaml:13:40: error: routes[1].correlate.parts[1]: 'x' is already part 0"
