@@ -1,8 +1,9 @@
 /* routes.c - from MQTT message to job, and from outcome to reply.
  *
  * A message is matched against the routes in configuration order; the
- * first whose filter matches takes it. The levels its wildcards matched fill
- * the reply and stream templates. The topic a reply will go to is checked
+ * first with a filter that matches takes it. The levels that filter's
+ * wildcards matched fill the reply and stream templates. A route with
+ * correlate: holds the message as a part instead (routes_correlate.c). The topic a reply will go to is checked
  * before the job is made (topic_publish_problem): a message whose reply
  * could not be published is refused as bad_input, counted and reported, and
  * never reaches the broker. The request's context (topic, reply topic,
