@@ -3,11 +3,11 @@
  * A message is matched against the routes in configuration order; the
  * first with a filter that matches takes it. The levels that filter's
  * wildcards matched fill the reply and stream templates. A route with
- * correlate: holds the message as a part instead (routes_correlate.c). The topic a reply will go to is checked
- * before the job is made (topic_publish_problem): a message whose reply
- * could not be published is refused as bad_input, counted and reported, and
- * never reaches the broker. The request's context (topic, reply topic,
- * correlation data) travels with the job and comes back with its outcome. */
+ * correlate: holds the message as a part instead (routes_correlate.c). The topic a reply will go to
+ * is checked before the job is made (topic_publish_problem): a message whose reply could not be
+ * published is refused as bad_input, counted and reported, and never reaches the broker. The
+ * request's context (topic, reply topic, correlation data) travels with the job and comes back with
+ * its outcome. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,7 +197,7 @@ void publish_report(struct routes *r, const struct report *rep)
         log_error("out of memory for an error report on %s", rep->topic);
         return;
     }
-    if (r->mqtt)
+    if (!r->broker_gone)
         mqtt_publish(r->mqtt, r->conf->errors_topic, json, strlen(json), 1, false, rep->correlation,
                      rep->correlation_len);
     free(json);
@@ -542,7 +542,7 @@ void routes_free(struct routes *r)
 {
     if (!r)
         return;
-    r->mqtt = NULL; /* gone: what the windows still hold is only logged */
+    r->broker_gone = true; /* what the windows still hold is only logged */
     for (size_t i = 0; i < r->count; i++) {
         cache_retire(r->route[i].cache);
         correlate_free(r->route[i].table);

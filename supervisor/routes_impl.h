@@ -42,6 +42,7 @@ struct routes {
     struct stats_block *correlate_stats;
     struct loop_timer window_end; /* the earliest end of an open key's window */
     bool draining;                /* no key is opened any more */
+    bool broker_gone;             /* routes_free: the MQTT client was freed before */
 };
 
 /* What an accepted job needs to be answered: one allocation. It holds
