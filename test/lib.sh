@@ -105,16 +105,25 @@ daemon_test_start() { # MQFORKD [--hex] TOPIC...
     }
 }
 
-# SIGTERM to the daemon, which must drain and exit 0; then the verdict of
-# test NAME, with the end of the daemon's log and of the messages
-# ($TMP/daemon.log, $TMP/sub.out) when a check failed.
+# SIGTERM to the daemon, which must drain and exit 0; then the verdict.
 daemon_test_end() { # NAME
+    daemon_test_stop
+    daemon_test_verdict "$1"
+}
+
+# SIGTERM to the daemon, which must drain and exit 0 (counted if not).
+daemon_test_stop() {
     local rc
     kill -TERM "$DAEMON_PID"
     wait "$DAEMON_PID"
     rc=$?
     DAEMON_PID=
     [ "$rc" -eq 0 ] || fail "the daemon exited $rc on SIGTERM"
+}
+
+# The verdict of test NAME, with the end of the daemon's log and of the
+# messages ($TMP/daemon.log, $TMP/sub.out) when a check failed.
+daemon_test_verdict() { # NAME
     if [ "$FAILS" -gt 0 ]; then
         echo "--- daemon log" >&2
         tail -20 "$TMP/daemon.log" >&2
