@@ -202,6 +202,7 @@ struct conf_voice {
     uint32_t pcm_batch_ms;      /* multiple of 60, 60..6000, default 600 */
     uint32_t max_utterance_s;   /* audio kept for one transcript, 1..300, default 15 */
     uint32_t vad_silence_ms;    /* silence that ends an auto-mode utterance, 200..10000, 800 */
+    uint32_t stt_part_ms;       /* speech recognized while it goes on, 0|500..10000, 2000; 0: off */
     char *say_voice;            /* speech.synthesize's voice for say; NULL: say is off */
     uint32_t downlink_rate;     /* 8000|12000|16000|24000|48000, default 24000 */
     uint32_t downlink_frame_ms; /* 20, 40 or 60 (default) */

@@ -39,6 +39,7 @@
 
 struct engine;
 struct stats_block;
+struct stt_queue;
 struct stt_job;
 struct up_job;
 
@@ -70,7 +71,7 @@ struct voice_figures {
     uint64_t relayed, decoded, decode_failed, decode_jobs, pcm_out;
     uint64_t utterances, utterances_cut, transcripts, transcripts_empty, stt_failed, stt_replays;
     uint64_t stt_quarantined;
-    uint64_t utterances_silent, endpoints, vad_jobs, vad_failed, silence_ms;
+    uint64_t utterances_silent, endpoints, vad_jobs, vad_failed, silence_ms, stt_parts, stt_part_words;
     uint64_t says, sentences, say_failed;
     uint64_t down_frames, down_underruns, down_overflow, down_aborted, down_bad;
     struct stats_hist decode_latency, down_lateness, stt_latency, say_first_audio;
@@ -142,10 +143,17 @@ struct voice_session {
     /* the utterance being heard (voice_stt.c) */
     uint8_t *utt;
     uint32_t utt_len;
-    bool listening, closing;             /* closing: listen stop came, decodes still in flight */
-    uint64_t heard;                      /* samples decoded so far: the session's stream time */
-    uint64_t utt_start;                  /* where the audio kept for the utterance begins */
-    struct stt_job *stt_head, *stt_tail; /* with the recognizer, in order */
+    bool listening, closing; /* closing: listen stop came, decodes still in flight */
+    uint64_t heard;          /* samples decoded so far: the session's stream time */
+    uint64_t utt_start;      /* where the audio kept for the utterance begins */
+    struct stt_queue *stt;   /* with the recognizer, in order; NULL: none yet */
+    /* parts of the utterance recognized while it goes on
+     * (voice.stt_part_ms), whose words wait in s->stt for its end */
+    uint32_t parts;           /* handed to the recognizer since the utterance began */
+    uint64_t utt_began;       /* stream time where it began */
+    uint64_t part_from;       /* where the words not yet kept begin */
+    struct stt_job *part_out; /* the part with the recognizer; NULL: none */
+    uint64_t part_upto;       /* where the last part's audio ended */
     /* endpointing, in auto and realtime listen mode (voice_vad.c) */
     bool endpointing;    /* the utterance ends after voice.vad_silence_ms of silence */
     bool voiced;         /* the detector heard speech in this utterance */

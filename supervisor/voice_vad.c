@@ -36,7 +36,6 @@
 #include "supervisor/engine.h"
 #include "supervisor/voice_impl.h"
 
-#define RATE            16000 /* the uplink as decoded */
 #define VAD_EVERY_MS    300   /* new audio that makes a window */
 #define VAD_LEAD_MS     1000  /* judged audio ahead of it, for the noise */
 #define VAD_EDGE_MS     200   /* a stretch starting this early may be the noise not yet learnt */
@@ -44,7 +43,7 @@
 #define VAD_MIN_MS      200   /* shorter stretches are clicks (and DTX's comfort noise) */
 #define VAD_HANGOVER_MS 100   /* speech.vad's: silence it still counts as speech */
 
-#define SAMPLES(ms) ((uint64_t)(ms) * (RATE / 1000))
+#define SAMPLES(ms) ((uint64_t)(ms) * (VOICE_UP_RATE / 1000))
 
 struct vad_job {
     struct voice *v;
@@ -74,7 +73,7 @@ static bool take_stretch(struct voice_session *s, const struct vad_job *j, const
         end = j->to;
     /* one still open at the window's end may hold the detector's hangover:
      * if that short, the next window says what it was */
-    bool open = b->valuedouble >= (double)(j->to - j->from) * 1000 / RATE - 10;
+    bool open = b->valuedouble >= (double)(j->to - j->from) * 1000 / VOICE_UP_RATE - 10;
     *open_end |= open;
     if (b->valuedouble - a->valuedouble < VAD_MIN_MS + (open ? VAD_HANGOVER_MS : 0))
         return true;
@@ -103,7 +102,7 @@ static void judge(struct voice *v, struct voice_session *s, const struct vad_job
     if (!s->voiced) {
         uint64_t keep = j->to > SAMPLES(VAD_LEAD_MS) ? j->to - SAMPLES(VAD_LEAD_MS) : 0;
         if (keep > s->utt_start) {
-            v->n.silence_ms += (keep - s->utt_start) * 1000 / RATE;
+            v->n.silence_ms += (keep - s->utt_start) * 1000 / VOICE_UP_RATE;
             voice_stt_trim(v, s, keep);
         }
     } else if (!open_end && j->to >= s->voiced_end + SAMPLES(v->vc->vad_silence_ms)) {

@@ -19,7 +19,7 @@ FAILS=0
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 speech_test_init test_voice_auto "$@"
 
-start_voice_speech "  vad_silence_ms: 800" || exit 1
+start_voice_speech "  vad_silence_ms: 800" "  stt_part_ms: 0" || exit 1
 
 # The backend: it logs the transcripts.
 mosquitto_sub -h 127.0.0.1 -p "$PORT" -t 'voice/+/stt' -t test/probe -F '%t %p' \

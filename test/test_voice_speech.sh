@@ -17,7 +17,9 @@ FAILS=0
 speech_test_init test_voice_speech "$@"
 AGENT=$6
 
-start_voice_speech "routes:" \
+# Parts every 1.5 s: what the device has said so far is recognized while
+# it still speaks.
+start_voice_speech "  stt_part_ms: 1500" "routes:" \
     "  - {name: again, subscribe: test/again, job: speech.transcribe, reply: test/again/out}" ||
     exit 1
 
@@ -71,12 +73,17 @@ stat_is() {
 }
 stat_is voice.transcripts 1 || fail "voice.transcripts is not 1"
 stat_is voice.sentences 1 || fail "voice.sentences is not 1"
+# A part went while the device spoke (what it kept depends on how soon it
+# came back; the transcript above is whole and exact either way).
+PARTS=$("$MQFORKSTAT" -n "$INSTANCE" -1 | awk '$1 == "voice.utterance_parts" {print $2}')
+((${PARTS:-0} >= 1)) || fail "voice.utterance_parts is ${PARTS:-?}: no part recognized during speech"
 # The utterance's end to its transcript, and the say to its first frame.
 stat_is voice.stt_latency_count 1 || fail "voice.stt_latency not observed"
 stat_is voice.say_first_audio_count 1 || fail "voice.say_first_audio not observed"
-"$MQFORKSTAT" -n "$INSTANCE" -1 | grep -E '^voice\.(stt_latency|say_first_audio)_p50_us '
+"$MQFORKSTAT" -n "$INSTANCE" -1 | grep -E '^voice\.((stt_latency|say_first_audio)_p50_us|utterance_part)'
 
 if ((FAILS > 0)); then
+    echo "--- backend"; cut -c1-300 "$TMP/backend.log"
     echo "--- device"; tail -n 20 "$TMP/device.err"
     echo "--- daemon"; tail -n 20 "$TMP/daemon.log"
     exit 1

@@ -1,9 +1,13 @@
 /* transcribe.c - speech.transcribe: one whole utterance of PCM (16 kHz mono
  * s16le) in, its transcript out as JSON
  *
- *   {"text": "go forward ten meters", "audio_s": 2.860, "decode_s": 0.412}
+ *   {"text": "go forward ten meters", "audio_s": 2.860, "decode_s": 0.412,
+ *    "ends_ms": [610, 1130, 1490, 2210]}
  *
- * (empty text for noise only). The recognizer is pocketsphinx (Debian's
+ * (empty text for noise only). ends_ms: where each word of the text ends,
+ * which is where a caller that recognizes an utterance in parts while it
+ * is still being spoken may cut it: at a word the recognizer has heard
+ * whole (supervisor/voice_stt.c). The recognizer is pocketsphinx (Debian's
  * libpocketsphinx3, 0.8+5prealpha). Params:
  *   hmm    acoustic model directory   (default: pocketsphinx-en-us's)
  *   dict   pronunciation dictionary   (default: pocketsphinx-en-us's)
@@ -17,6 +21,7 @@
  * engine replays the job on another worker. */
 #include "speech.h"
 
+#include <inttypes.h>
 #include <unistd.h>
 
 #include <pocketsphinx.h>
@@ -119,6 +124,14 @@ static void transcribe_unload(void *preloaded)
     free(pl);
 }
 
+/* What one decode found. */
+struct transcript {
+    const char *text;
+    uint32_t ends[OUT_FIXED / 2]; /* where each word ends, ms */
+    size_t nends;
+    double audio_s, decode_s;
+};
+
 static void *transcribe_init(const struct mqfork_init *in)
 {
     struct preload *pl = in->preloaded;
@@ -138,29 +151,74 @@ static void transcribe_fini(void *ctx)
     free(ctx);
 }
 
+/* Where each word of the hypothesis ends, in ms, at most MAX; 0 when the
+ * words cannot be told apart from the fillers (<sil>, [NOISE], ...) that
+ * the hypothesis leaves out. */
+static size_t word_ends(ps_decoder_t *ps, uint32_t *ends, size_t max)
+{
+    size_t n = 0;
+    for (ps_seg_t *seg = ps_seg_iter(ps); seg; seg = ps_seg_next(seg)) {
+        const char *w = ps_seg_word(seg);
+        if (!w || w[0] == '<' || w[0] == '[' || w[0] == '+')
+            continue;
+        if (n == max) {
+            ps_seg_free(seg);
+            return 0;
+        }
+        int sf, ef;
+        ps_seg_frames(seg, &sf, &ef);
+        ends[n++] = ef >= 0 ? (uint32_t)(ef + 1) * 10 : 0;
+    }
+    return n;
+}
+
+static size_t count_words(const char *text, size_t len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        n += text[i] != ' ' && (i == 0 || text[i - 1] == ' ');
+    return n;
+}
+
+/* The answer's tail after the text: the figures and the first WORDS ends;
+ * false when it does not fit in CAP. */
+static bool format_tail(char *tail, size_t cap, const struct transcript *tr, size_t words,
+                        bool truncated)
+{
+    int n = snprintf(tail, cap, "\", \"audio_s\": %.3f, \"decode_s\": %.3f%s, \"ends_ms\": [",
+                     tr->audio_s, tr->decode_s, truncated ? ", \"truncated\": true" : "");
+    size_t pos = n > 0 ? (size_t)n : cap;
+    for (size_t i = 0; i < words && pos < cap; i++) {
+        n = snprintf(tail + pos, cap - pos, "%s%" PRIu32, i ? "," : "", tr->ends[i]);
+        pos = n > 0 ? pos + (size_t)n : cap;
+    }
+    if (pos < cap)
+        n = snprintf(tail + pos, cap - pos, "]}");
+    return pos < cap && n > 0 && (size_t)n < cap - pos;
+}
+
 /* The answer, within OUT_FIXED bytes: the transcript cut at a word if need
  * be. */
-static void answer(struct mqfork_job *job, const char *hyp, double audio_s, double decode_s)
+static void answer(struct mqfork_job *job, const struct transcript *tr)
 {
-    char tail[128];
+    char tail[OUT_FIXED];
     size_t cap = job->out_cap < OUT_FIXED ? job->out_cap : OUT_FIXED;
     char *out = (char *)job->out;
-    size_t len = strlen(hyp);
+    const char *hyp = tr->text;
+    size_t len = strlen(hyp), all = count_words(hyp, len);
     if (cap < 256) { /* cannot happen: out_bound asks for OUT_FIXED */
         mqfork_job_error(job, "speech.transcribe: no room for the answer");
         return;
     }
     for (;;) {
-        int truncated = len < strlen(hyp);
-        int n = snprintf(tail, sizeof(tail), "\", \"audio_s\": %.3f, \"decode_s\": %.3f%s}",
-                         audio_s, decode_s, truncated ? ", \"truncated\": true" : "");
-        size_t pos = 0;
+        size_t words = tr->nends == all ? count_words(hyp, len) : 0;
         const char *head = "{\"text\": \"";
-        memcpy(out, head, strlen(head));
-        pos = strlen(head);
-        if (speech_json_escape(out, cap - (size_t)n, &pos, hyp, len) == 0) {
-            memcpy(out + pos, tail, (size_t)n);
-            job->out_len = pos + (size_t)n;
+        size_t pos = strlen(head);
+        memcpy(out, head, pos);
+        if (format_tail(tail, cap - pos, tr, words, len < strlen(hyp)) &&
+            speech_json_escape(out, cap - strlen(tail), &pos, hyp, len) == 0) {
+            memcpy(out + pos, tail, strlen(tail));
+            job->out_len = pos + strlen(tail);
             return;
         }
         /* Too long: drop the last word and try again. */
@@ -181,36 +239,41 @@ static enum mqfork_status transcribe_run(void *ctx, struct mqfork_job *job)
     }
     size_t samples = job->in_len / 2;
     uint64_t t0 = speech_now_ns();
-    const char *hyp = NULL;
+    struct transcript *tr = calloc(1, sizeof(*tr));
+    int16_t *pcm = samples ? malloc(samples * sizeof(*pcm)) : NULL;
+    if (!tr || (samples && !pcm)) {
+        free(tr);
+        free(pcm);
+        mqfork_job_error(job, "speech.transcribe: out of memory");
+        return MQFORK_FAILED;
+    }
     if (samples > 0) {
         /* pocketsphinx reads host-order int16: copy, since the input may be
          * unaligned (and so the decoder never reads shared memory twice). */
-        int16_t *pcm = malloc(samples * sizeof(*pcm));
-        if (!pcm) {
-            mqfork_job_error(job, "speech.transcribe: out of memory");
-            return MQFORK_FAILED;
-        }
         for (size_t i = 0; i < samples; i++)
             pcm[i] = (int16_t)(job->in[2 * i] | job->in[2 * i + 1] << 8);
-        if (ps_start_utt(t->ps) < 0) {
-            free(pcm);
-            mqfork_job_error(job, "speech.transcribe: pocketsphinx cannot start an utterance");
-            return MQFORK_FAILED;
-        }
-        int rc = ps_process_raw(t->ps, pcm, samples, FALSE, TRUE);
-        free(pcm);
+        int rc = ps_start_utt(t->ps);
+        if (rc >= 0)
+            rc = ps_process_raw(t->ps, pcm, samples, FALSE, TRUE) < 0 ? -1 : 0;
         if (ps_end_utt(t->ps) < 0 || rc < 0) {
+            free(pcm);
+            free(tr);
             mqfork_job_error(job, "speech.transcribe: pocketsphinx failed to decode");
             return MQFORK_FAILED;
         }
         int32 score;
-        hyp = ps_get_hyp(t->ps, &score);
+        tr->text = ps_get_hyp(t->ps, &score);
+        if (tr->text)
+            tr->nends = word_ends(t->ps, tr->ends, sizeof(tr->ends) / sizeof(tr->ends[0]));
     }
+    free(pcm);
     uint64_t decode_ns = speech_now_ns() - t0;
-    if (!hyp)
-        hyp = "";
-    double audio_s = (double)samples / SAMPLE_RATE;
-    answer(job, hyp, audio_s, (double)decode_ns / 1e9);
+    const char *hyp = tr->text ? tr->text : "";
+    tr->text = hyp;
+    tr->audio_s = (double)samples / SAMPLE_RATE;
+    tr->decode_s = (double)decode_ns / 1e9;
+    answer(job, tr);
+    free(tr);
     mqfork_count(t->counters, C_UTTERANCES, 1);
     if (!*hyp)
         mqfork_count(t->counters, C_EMPTY, 1);
