@@ -71,7 +71,8 @@ struct voice_figures {
     uint64_t relayed, decoded, decode_failed, decode_jobs, pcm_out;
     uint64_t utterances, utterances_cut, transcripts, transcripts_empty, stt_failed, stt_replays;
     uint64_t stt_quarantined;
-    uint64_t utterances_silent, endpoints, vad_jobs, vad_failed, silence_ms, stt_parts, stt_part_words;
+    uint64_t utterances_silent, endpoints, vad_jobs, vad_failed, silence_ms, stt_parts,
+        stt_part_words;
     uint64_t says, sentences, say_failed;
     uint64_t down_frames, down_underruns, down_overflow, down_aborted, down_bad;
     struct stats_hist decode_latency, down_lateness, stt_latency, say_first_audio;
@@ -142,6 +143,8 @@ struct voice_session {
     uint8_t *seq; /* the batch's packets, as opus.decode's sequence */
     /* the utterance being heard (voice_stt.c) */
     uint8_t *utt;
+    uint8_t *preroll;     /* the newest audio while not listening (voice_stt.c); NULL: none yet */
+    uint16_t preroll_len; /* bytes of it */
     uint32_t utt_len;
     bool listening, closing; /* closing: listen stop came, decodes still in flight */
     uint64_t heard;          /* samples decoded so far: the session's stream time */

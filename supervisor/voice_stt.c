@@ -28,6 +28,11 @@
 #include "supervisor/engine.h"
 #include "supervisor/voice_impl.h"
 
+/* Audio that comes just before listen start belongs to the utterance: the
+ * device sends listen start over MQTT and its first frames over UDP at
+ * once, and the frames often come first (through the pool even). */
+#define PREROLL_BYTES (240 * (VOICE_UP_RATE / 1000) * 2)
+
 /* A part's words that end this close to its end are left to the next. */
 #define PART_HOLD_MS 300
 /* Audio before a cut that the next part, or the end, hears again: the
@@ -442,37 +447,10 @@ static void finish(struct voice *v, struct voice_session *s)
     submit(v, s, s->heard, false);
 }
 
-void voice_stt_listen(struct voice *v, struct voice_session *s, bool start,
-                      enum voice_listen_mode mode)
-{
-    if (v->stt_kind < 0)
-        return;
-    if (start) {
-        if (s->listening || s->closing)
-            finish(v, s); /* a new start ends the last one */
-        s->listening = true;
-        s->closing = false;
-        s->endpointing = mode != VOICE_MODE_MANUAL && v->vad_kind >= 0;
-        s->utt_start = s->utt_began = s->part_from = s->part_upto = s->heard;
-        s->utt_len = 0;
-        s->voiced = false;
-        s->vad_done = s->voiced_end = s->heard;
-        return;
-    }
-    if (!s->listening)
-        return;
-    s->listening = false;
-    s->closing = s->decoding > 0; /* the last frames are still in the pool */
-    if (!s->closing)
-        finish(v, s);
-}
-
-void voice_stt_audio(struct voice *v, struct voice_session *s, const uint8_t *pcm, size_t len)
+/* PCM (NULL: silence) to the utterance of S. */
+static void append_audio(struct voice *v, struct voice_session *s, const uint8_t *pcm, size_t len)
 {
     size_t most = (size_t)v->vc->max_utterance_s * VOICE_UP_RATE * 2;
-    s->heard += len / 2;
-    if (v->stt_kind < 0 || !(s->listening || s->closing))
-        return;
     if (!s->utt && !(s->utt = malloc(most)))
         return;
     while (len) {
@@ -488,6 +466,68 @@ void voice_stt_audio(struct voice *v, struct voice_session *s, const uint8_t *pc
             submit(v, s, s->utt_start + s->utt_len / 2, false);
         }
     }
+}
+
+/* The newest PREROLL_BYTES of S's audio while it does not listen. */
+static void keep_preroll(struct voice_session *s, const uint8_t *pcm, size_t len)
+{
+    if (!s->preroll && !(s->preroll = malloc(PREROLL_BYTES)))
+        return;
+    if (len >= PREROLL_BYTES) {
+        pcm = pcm ? pcm + len - PREROLL_BYTES : NULL;
+        len = PREROLL_BYTES;
+        s->preroll_len = 0;
+    } else if (s->preroll_len + len > PREROLL_BYTES) {
+        size_t drop = s->preroll_len + len - PREROLL_BYTES;
+        memmove(s->preroll, s->preroll + drop, s->preroll_len - drop);
+        s->preroll_len -= (uint16_t)drop;
+    }
+    if (pcm)
+        memcpy(s->preroll + s->preroll_len, pcm, len);
+    else
+        memset(s->preroll + s->preroll_len, 0, len);
+    s->preroll_len += (uint16_t)len;
+}
+
+void voice_stt_listen(struct voice *v, struct voice_session *s, bool start,
+                      enum voice_listen_mode mode)
+{
+    if (v->stt_kind < 0)
+        return;
+    if (start) {
+        if (s->listening || s->closing)
+            finish(v, s); /* a new start ends the last one */
+        s->listening = true;
+        s->closing = false;
+        s->endpointing = mode != VOICE_MODE_MANUAL && v->vad_kind >= 0;
+        uint64_t from = s->heard - s->preroll_len / 2;
+        s->utt_start = s->utt_began = s->part_from = s->part_upto = from;
+        s->utt_len = 0;
+        s->voiced = false;
+        s->vad_done = s->voiced_end = from;
+        if (s->preroll_len)
+            append_audio(v, s, s->preroll, s->preroll_len);
+        s->preroll_len = 0;
+        return;
+    }
+    if (!s->listening)
+        return;
+    s->listening = false;
+    s->closing = s->decoding > 0; /* the last frames are still in the pool */
+    if (!s->closing)
+        finish(v, s);
+}
+
+void voice_stt_audio(struct voice *v, struct voice_session *s, const uint8_t *pcm, size_t len)
+{
+    s->heard += len / 2;
+    if (v->stt_kind < 0)
+        return;
+    if (!(s->listening || s->closing)) {
+        keep_preroll(s, pcm, len);
+        return;
+    }
+    append_audio(v, s, pcm, len);
     if (s->closing && !s->decoding) {
         s->closing = false;
         finish(v, s);
@@ -504,6 +544,9 @@ void voice_stt_end(struct voice *v, struct voice_session *s)
         finish(v, s);
     free(s->utt);
     s->utt = NULL;
+    free(s->preroll);
+    s->preroll = NULL;
+    s->preroll_len = 0;
     /* What is done goes out now; what is still out, when it comes back. */
     struct stt_queue *q = s->stt;
     s->stt = NULL;

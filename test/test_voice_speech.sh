@@ -43,6 +43,10 @@ grep -q '"type":"stt".*"text":"go forward ten meters"' "$TMP/device.err" ||
     fail "the device got no stt 'go forward ten meters'"
 grep -q 'voice/dev-1/stt .*"text":"go forward ten meters".*"audio_s"' "$TMP/backend.log" ||
     fail "no transcript on voice/dev-1/stt"
+# from the first frame, though it may come before listen start (UDP is not
+# slower than MQTT through the broker)
+grep -q 'voice/dev-1/stt .*"start_s":0,' "$TMP/backend.log" ||
+    fail "the transcript does not start with the device's first frame"
 for state in '"state":"start"' '"state":"sentence_start","text":"You said go forward ten meters."' \
     '"state":"stop"'; do
     grep -q "\"type\":\"tts\".*$state" "$TMP/device.err" || fail "the device got no tts $state"
