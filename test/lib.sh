@@ -43,7 +43,8 @@ kill_tree() {
 start_broker() {
     local try
     for try in 1 2 3 4 5; do
-        PORT=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+        # below the kernel's ephemeral ports (32768 up), which clients take
+        PORT=$((20000 + (RANDOM * 32768 + RANDOM) % 12000))
         {
             printf 'listener %d 127.0.0.1\nallow_anonymous true\n' "$PORT"
             # As root, mosquitto would drop to the user mosquitto, who may

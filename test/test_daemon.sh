@@ -212,7 +212,7 @@ get() { http "GET $1 HTTP/1.1\r\nHost: test\r\n\r\n"; }
 # Serving, or gone (the port was taken).
 serving_or_gone() { [ "$(get /metrics)" = 200 ] || ! kill -0 "$SERVE_PID" 2>/dev/null; }
 for try in 1 2 3 4 5; do
-    SERVE_PORT=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+    SERVE_PORT=$((20000 + (RANDOM * 32768 + RANDOM) % 12000))
     "$MQFORKSTAT" -n "$INSTANCE" --listen "127.0.0.1:$SERVE_PORT" 2>>"$TMP/serve.log" &
     SERVE_PID=$!
     wait_for 15 serving_or_gone
