@@ -298,21 +298,29 @@ static void check_batched(struct proc *daemon, struct mosquitto *m, struct clien
             stat_of(mqforkstat, instance, "voice.concealed") - conc0, concealed);
 }
 
-/* Every packet again, as sequence FRAMES + 1 on, in one burst the daemon
- * (limits.max_pending 1 by now) must refuse most of, then one more once
- * the pool is idle: a refused packet becomes silence, so the PCM grows by
- * one frame per packet sent and none is missing. */
-static void check_refused(int fd, int port, struct voice_server_hello *h, struct client *cl,
-                          uint8_t pkt[FRAMES + 1][1500], const int len[FRAMES + 1],
-                          const char *mqforkstat, const char *instance)
+/* Every packet again, as sequence FRAMES + 1 on, in one burst while the
+ * workers are stopped, which the daemon (limits.max_pending 1 by now) must
+ * refuse part of: the first job waits in a worker's ring, one full batch
+ * behind it is the one pending, and the next are refused. Then one more
+ * once the pool is idle: a refused packet becomes silence, so the PCM
+ * grows by one frame per packet sent and none is missing. */
+static void check_refused(struct proc *daemon, int fd, int port, struct voice_server_hello *h,
+                          struct client *cl, uint8_t pkt[FRAMES + 1][1500],
+                          const int len[FRAMES + 1], const char *mqforkstat, const char *instance)
 {
     struct voice_cipher c;
     T_REQUIRE(voice_cipher_init(&c, h->key) == 0, "cipher");
     size_t before = locked_len(cl, false);
     long failed0 = stat_of(mqforkstat, instance, "voice.decode_failed");
     long answered0 = stat_of(mqforkstat, instance, "voice.decoded") + failed0;
+    long in0 = stat_of(mqforkstat, instance, "voice.datagrams_in");
+    signal_workers(daemon->pid, SIGSTOP);
     for (uint32_t f = 1; f <= FRAMES; f++)
         send_one(fd, port, h, &c, pkt[f], len[f], FRAMES + f);
+    for (int t = 0; t < 40 && stat_of(mqforkstat, instance, "voice.datagrams_in") < in0 + FRAMES;
+         t++)
+        usleep(5000);
+    signal_workers(daemon->pid, SIGCONT);
     bool idle = false; /* every packet of the burst decoded or refused */
     for (int t = 0; t < 300 && !idle; t++, usleep(50000))
         idle = stat_of(mqforkstat, instance, "voice.decoded") +
@@ -397,7 +405,7 @@ int main(int argc, char **argv)
     check_batched(&daemon, m, &c, &h, fd, udp_port, pkt, len, want, samples, concealed, argv[2],
                   instance);
     reload_max_pending_1(&daemon, dir);
-    check_refused(fd, udp_port, &h, &c, pkt, len, argv[2], instance);
+    check_refused(&daemon, fd, udp_port, &h, &c, pkt, len, argv[2], instance);
 
     close(fd);
     mosquitto_loop_stop(m, true);
