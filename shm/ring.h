@@ -148,12 +148,27 @@ static inline void ring_sleep(struct ring *r, const struct timespec *timeout)
 }
 
 /* Producer: after one or more pushes, wake the consumer if it is parked.
- * Costs a fence and, only when the consumer sleeps, one syscall. */
+ * Costs a fence and, only when the consumer sleeps, one syscall. The
+ * producer takes the flag down itself: a consumer already woken but not yet
+ * scheduled (slow on a busy machine) would otherwise be woken again, one
+ * useless syscall for each push until it runs. Taking the flag down early
+ * loses nothing: a consumer that has not reached FUTEX_WAIT yet finds tail
+ * moved and returns at once, and it raises the flag again before it next
+ * parks. */
 static inline void ring_wake(struct ring *r)
 {
     atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&r->shm->sleeping, memory_order_relaxed))
+    if (atomic_load_explicit(&r->shm->sleeping, memory_order_relaxed) &&
+        atomic_exchange(&r->shm->sleeping, 0))
         syscall(SYS_futex, &r->shm->tail, FUTEX_WAKE, 1, NULL, NULL, 0);
+}
+
+/* Producer: is the consumer parked (or about to be), so that the next push
+ * costs a wake-up? Only a hint: the consumer may raise or drop the flag
+ * right after. */
+static inline bool ring_consumer_parked(const struct ring *r)
+{
+    return atomic_load_explicit(&r->shm->sleeping, memory_order_relaxed);
 }
 
 #endif

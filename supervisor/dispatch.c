@@ -11,11 +11,21 @@
 
 #define SKIP_MAX 64 /* jobs passed over per queue while a reload recycles */
 
+/* What waking a parked worker costs, counted as queued work: the
+ * supervisor's futex syscall, the worker's way back through the scheduler
+ * (both dear in a VM), and its parking again after. A job goes to a worker
+ * that is awake, or already being woken this round, while the work queued
+ * there is less than this; a parked one is woken only beyond it. */
+#define WAKE_COST_NS 100000
+
 /* Expected work queued to W: the estimates of its jobs, plus however long
- * the running one has already overrun its estimate. */
+ * the running one has already overrun its estimate, plus the cost of a
+ * wake-up if W is parked and not yet woken by this dispatch. */
 static uint64_t worker_load(const struct engine *e, const struct worker *w)
 {
     uint64_t load = w->est_ns;
+    if (!w->wake && ring_consumer_parked(&w->jobs))
+        load += WAKE_COST_NS;
     const struct job *head = TAILQ_FIRST(&w->inflight);
     if (head) {
         uint64_t age = e->now_ns - w->head_started_ns;
@@ -27,8 +37,8 @@ static uint64_t worker_load(const struct engine *e, const struct worker *w)
 }
 
 /* The least loaded worker that may take J, or NULL. Ties go to the lowest
- * slot, so a lightly loaded pool keeps using the same warm workers and the
- * others can sleep. */
+ * slot, and a parked worker counts the cost of waking it, so a lightly
+ * loaded pool keeps using the same warm workers and the others can sleep. */
 static struct worker *pick_worker(struct engine *e, const struct job *j)
 {
     uint64_t budget = (uint64_t)e->wconf.inflight_us * 1000;
