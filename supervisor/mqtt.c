@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -433,6 +434,32 @@ static int add_block(struct mqtt *m, struct segment *seg)
     return m->stats ? 0 : -1;
 }
 
+/* A client without libmosquitto's wake-up socket pair. The library makes
+ * one in mosquitto_new() for mosquitto_loop_start()'s thread, and writes a
+ * byte to it for every packet it queues; only mosquitto_loop() reads it
+ * back. Our own loop never does, so after the first few hundred publishes
+ * the pair is full and each publish made one more syscall that failed
+ * (EAGAIN): half of the supervisor's writes, a syscall per published
+ * result on the MQTT path, dear in a VM. Refusing the pair (no descriptor
+ * may be opened for that moment: the supervisor is single-threaded, and
+ * mosquitto_new opens nothing else) is the one way the library offers: it
+ * then skips the write; publishes still go out at once. */
+static struct mosquitto *client_new(const char *id, bool clean_session, void *obj)
+{
+    struct rlimit old, none = {0, 0};
+    bool limited = getrlimit(RLIMIT_NOFILE, &old) == 0;
+    if (limited) {
+        none.rlim_max = old.rlim_max;
+        limited = setrlimit(RLIMIT_NOFILE, &none) == 0;
+    }
+    struct mosquitto *mosq = mosquitto_new(id, clean_session, obj);
+    int err = errno;
+    if (limited && setrlimit(RLIMIT_NOFILE, &old) < 0)
+        log_error("mqtt: cannot restore the descriptor limit: %s", strerror(errno));
+    errno = err;
+    return mosq;
+}
+
 struct mqtt *mqtt_new(const struct conf *c, struct loop *loop, struct segment *seg)
 {
     mosquitto_lib_init();
@@ -458,7 +485,7 @@ struct mqtt *mqtt_new(const struct conf *c, struct loop *loop, struct segment *s
     }
     m->hook = (struct loop_hook){.before_sleep = before_sleep, .ctx = m};
     if (m->status_topic)
-        m->mosq = mosquitto_new(m->client_id, c->broker.clean_session, m);
+        m->mosq = client_new(m->client_id, c->broker.clean_session, m);
     if (!m->mosq || configure(m) < 0) {
         log_error("mqtt: cannot set up the client: %s", strerror(errno));
         mqtt_free(m);
