@@ -72,17 +72,25 @@ for _ in 1 2 3; do
 done
 grep -Eq 'test/again/out .*"text": *"[^"]*forward[^"]*meters' "$TMP/backend.log" ||
     fail "the answer recognized again: $(grep test/again/out "$TMP/backend.log" | tail -n 1)"
+# A device that says goodbye as soon as it stops speaking: its transcript,
+# still being made when its session ends, reaches the backend all the
+# same, once, whole.
+"$DEVICE" -p "$PORT" -n 1 -i bye- -a "$RAW" -m manual -W 0 -j >"$TMP/bye.out" 2>"$TMP/bye.err" ||
+    fail "mqfork-device (bye): $(tail -n 3 "$TMP/bye.err")"
+wait_for 30 grep -q 'voice/bye-1/stt ' "$TMP/backend.log" || fail "no transcript after the goodbye"
+BYE=$(grep -c 'voice/bye-1/stt .*"text":"go forward ten meters"' "$TMP/backend.log")
+((BYE == 1)) || fail "after the goodbye: $(grep 'voice/bye-1/stt' "$TMP/backend.log")"
 stat_is() {
     "$MQFORKSTAT" -n "$INSTANCE" -1 2>/dev/null | grep -qx "$1 $2"
 }
-stat_is voice.transcripts 1 || fail "voice.transcripts is not 1"
+stat_is voice.transcripts 2 || fail "voice.transcripts is not 2"
 stat_is voice.sentences 1 || fail "voice.sentences is not 1"
 # A part went while the device spoke (what it kept depends on how soon it
 # came back; the transcript above is whole and exact either way).
 PARTS=$("$MQFORKSTAT" -n "$INSTANCE" -1 | awk '$1 == "voice.utterance_parts" {print $2}')
 ((${PARTS:-0} >= 1)) || fail "voice.utterance_parts is ${PARTS:-?}: no part recognized during speech"
 # The utterance's end to its transcript, and the say to its first frame.
-stat_is voice.stt_latency_count 1 || fail "voice.stt_latency not observed"
+stat_is voice.stt_latency_count 2 || fail "voice.stt_latency not observed"
 stat_is voice.say_first_audio_count 1 || fail "voice.say_first_audio not observed"
 "$MQFORKSTAT" -n "$INSTANCE" -1 | grep -E '^voice\.((stt_latency|say_first_audio)_p50_us|utterance_part)'
 
