@@ -153,7 +153,6 @@ struct voice_session {
     /* parts of the utterance recognized while it goes on
      * (voice.stt_part_ms), whose words wait in s->stt for its end */
     uint32_t parts;           /* handed to the recognizer since the utterance began */
-    uint64_t utt_began;       /* stream time where it began */
     uint64_t part_from;       /* where the words not yet kept begin */
     struct stt_job *part_out; /* the part with the recognizer; NULL: none */
     uint64_t part_upto;       /* where the last part's audio ended */

@@ -12,10 +12,10 @@
  * pocketsphinx runs at a few times real time and its state cannot leave a
  * worker, so an utterance handed over whole at its end would be recognized
  * long after it. While the device speaks, every voice.stt_part_ms of new
- * audio goes to the recognizer as a part (one at a time, at low priority:
- * a head start, never in an end's way); the words it heard whole are kept,
- * and the next part, or the end, starts where the last of them ends. So at
- * the end only the last words are left to recognize.
+ * audio goes to the recognizer as a part (one at a time); the words it
+ * heard whole are kept, and the next part, or the end, starts where the
+ * last of them ends. So at the end only the last words are left to
+ * recognize.
  *
  * The transcript goes to the device as stt, and to the backend on
  * voice/{device}/stt with the utterance's place in the session's stream
@@ -41,11 +41,12 @@
  * little from one hearing to the next), are the last part's, dropped. */
 #define PART_LEAD_MS  500
 #define PART_SLACK_MS 150
+#define PART_LEAD     ((uint64_t)PART_LEAD_MS * (VOICE_UP_RATE / 1000)) /* samples */
 
 /* A session's utterances with the recognizer, in the order they were
  * handed over: their transcripts go out in that order (a short utterance's
- * must not overtake a long one's), and the parts of an utterance cut at its
- * pauses go out joined, as one. The queue outlives its session when
+ * must not overtake a long one's), and the words of an utterance's parts
+ * go out joined with its end's, as one. The queue outlives its session when
  * transcripts are still out at its end: they still reach the backend, in
  * their order, and the queue goes with its last. */
 struct stt_queue {
@@ -123,8 +124,10 @@ static bool repeats_last_word(const char *said, const char *text)
  * there is no memory (the part is lost, as a failed one is). */
 static void join(char **said, const char *text)
 {
-    if (*said && repeats_last_word(*said, text))
-        text += strcspn(text, " ") + strspn(text + strcspn(text, " "), " ");
+    if (*said && repeats_last_word(*said, text)) {
+        text += strcspn(text, " ");
+        text += strspn(text, " ");
+    }
     if (!*text)
         return;
     char *both = NULL;
@@ -336,8 +339,7 @@ static bool recognize(struct voice *v, struct stt_job *j, const uint8_t *pcm, ui
  * lead before FROM (samples from the part's start, where its audio does). */
 static void send_held(struct voice *v, struct stt_job *j, uint64_t from)
 {
-    uint64_t lead =
-        from < PART_LEAD_MS * (VOICE_UP_RATE / 1000) ? from : PART_LEAD_MS * (VOICE_UP_RATE / 1000);
+    uint64_t lead = from < PART_LEAD ? from : PART_LEAD;
     uint64_t skip = (from - lead) * 2 < j->held_len ? (from - lead) * 2 : j->held_len;
     j->lead = lead;
     j->start_s += (double)(skip / 2) / VOICE_UP_RATE;
@@ -353,9 +355,9 @@ static void send_held(struct voice *v, struct stt_job *j, uint64_t from)
  * audio, rather than recognize again all that the part is recognizing. */
 static void submit(struct voice *v, struct voice_session *s, uint64_t upto, bool part)
 {
-    uint64_t lead = PART_LEAD_MS * (VOICE_UP_RATE / 1000);
-    uint64_t begin = s->part_from > s->utt_start + lead ? s->part_from - lead : s->utt_start;
-    lead = s->part_from > begin ? s->part_from - begin : 0;
+    uint64_t begin =
+        s->part_from > s->utt_start + PART_LEAD ? s->part_from - PART_LEAD : s->utt_start;
+    uint64_t lead = s->part_from > begin ? s->part_from - begin : 0;
     uint64_t skip = (begin - s->utt_start) * 2, want = upto > begin ? (upto - begin) * 2 : 0;
     uint32_t have = s->utt_len > skip ? s->utt_len - (uint32_t)skip : 0;
     uint32_t len = want < have ? (uint32_t)want : have;
@@ -363,17 +365,12 @@ static void submit(struct voice *v, struct voice_session *s, uint64_t upto, bool
         return;
     struct stt_job *j = len || (!part && s->parts) ? append_job(v, s) : NULL;
     if (j) {
-        *j = (struct stt_job){.v = v,
-                              .q = j->q,
-                              .slot = j->slot,
-                              .gen = j->gen,
-                              .part = part,
-                              .begin = begin,
-                              .lead = lead,
-                              .start_s = (double)begin / VOICE_UP_RATE,
-                              .end_s = (double)upto / VOICE_UP_RATE,
-                              .ended_ns = mono_ns()};
-        memcpy(j->device, s->device, sizeof(j->device));
+        j->part = part;
+        j->begin = begin;
+        j->lead = lead;
+        j->start_s = (double)begin / VOICE_UP_RATE;
+        j->end_s = (double)upto / VOICE_UP_RATE;
+        j->ended_ns = mono_ns();
         if (part) {
             s->part_upto = upto;
             if (recognize(v, j, s->utt + skip, len))
@@ -397,7 +394,6 @@ static void submit(struct voice *v, struct voice_session *s, uint64_t upto, bool
     s->part_from = s->part_upto = upto;
     voice_stt_trim(v, s, upto);
     s->parts = 0;
-    s->utt_began = upto;
     s->voiced = false;
     s->voiced_end = upto;
 }
@@ -501,7 +497,7 @@ void voice_stt_listen(struct voice *v, struct voice_session *s, bool start,
         s->closing = false;
         s->endpointing = mode != VOICE_MODE_MANUAL && v->vad_kind >= 0;
         uint64_t from = s->heard - s->preroll_len / 2;
-        s->utt_start = s->utt_began = s->part_from = s->part_upto = from;
+        s->utt_start = s->part_from = s->part_upto = from;
         s->utt_len = 0;
         s->voiced = false;
         s->vad_done = s->voiced_end = from;

@@ -135,3 +135,17 @@ bool run_has_program(const char *name)
     free(copy);
     return found;
 }
+
+long run_figure(const char *mqforkstat, const char *instance, const char *name)
+{
+    const char *argv[] = {mqforkstat, "-n", instance, "-1", NULL};
+    struct run r = run(argv);
+    long v = -1;
+    char key[128];
+    snprintf(key, sizeof(key), "\n%s ", name);
+    const char *at = r.out ? strstr(r.out, key) : NULL;
+    if (at)
+        v = strtol(at + strlen(key), NULL, 10);
+    run_free(&r);
+    return v;
+}

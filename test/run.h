@@ -27,6 +27,10 @@ int run_wait(pid_t pid);
 struct run run_as(const char *user, int in_fd, const char *const argv[]);
 struct run run(const char *const argv[]);
 
+/* Figure NAME of instance INSTANCE as MQFORKSTAT -1 prints it; -1 when it
+ * is not there. */
+long run_figure(const char *mqforkstat, const char *instance, const char *name);
+
 /* Whether NAME is an executable on $PATH. */
 bool run_has_program(const char *name);
 

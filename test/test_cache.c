@@ -133,16 +133,7 @@ static void drain_log(void)
 static long stat_of(const char *name)
 {
     drain_log();
-    const char *argv[] = {stat_bin, "-n", instance, "-1", NULL};
-    struct run r = run(argv);
-    long v = -1;
-    char key[128];
-    snprintf(key, sizeof(key), "\n%s ", name);
-    const char *at = r.out ? strstr(r.out, key) : NULL;
-    if (at)
-        v = strtol(at + strlen(key), NULL, 10);
-    run_free(&r);
-    return v;
+    return run_figure(stat_bin, instance, name);
 }
 
 /* Ask on ROUTE's topic for PAYLOAD and wait for the answer. */

@@ -168,20 +168,6 @@ static void send_all(int fd, int port, struct voice_server_hello *h, uint8_t pkt
     voice_cipher_free(&c);
 }
 
-static long stat_of(const char *mqforkstat, const char *instance, const char *name)
-{
-    const char *argv[] = {mqforkstat, "-n", instance, "-1", NULL};
-    struct run r = run(argv);
-    long v = -1;
-    char key[128];
-    snprintf(key, sizeof(key), "\n%s ", name);
-    const char *at = r.out ? strstr(r.out, key) : NULL;
-    if (at)
-        v = strtol(at + strlen(key), NULL, 10);
-    run_free(&r);
-    return v;
-}
-
 /* A UDP port nobody has now. */
 static int free_udp_port(void)
 {
@@ -262,11 +248,11 @@ static void check_batched(struct proc *daemon, struct mosquitto *m, struct clien
                           const char *mqforkstat, const char *instance)
 {
     say_hello(m, cl, h);
-    long in0 = stat_of(mqforkstat, instance, "voice.datagrams_in");
-    long jobs0 = stat_of(mqforkstat, instance, "voice.decode_jobs");
-    long dec0 = stat_of(mqforkstat, instance, "voice.decoded");
-    long fail0 = stat_of(mqforkstat, instance, "voice.decode_failed");
-    long conc0 = stat_of(mqforkstat, instance, "voice.concealed");
+    long in0 = run_figure(mqforkstat, instance, "voice.datagrams_in");
+    long jobs0 = run_figure(mqforkstat, instance, "voice.decode_jobs");
+    long dec0 = run_figure(mqforkstat, instance, "voice.decoded");
+    long fail0 = run_figure(mqforkstat, instance, "voice.decode_failed");
+    long conc0 = run_figure(mqforkstat, instance, "voice.concealed");
     size_t before = locked_len(cl, false);
     struct voice_cipher c;
     T_REQUIRE(voice_cipher_init(&c, h->key) == 0, "cipher");
@@ -276,7 +262,7 @@ static void check_batched(struct proc *daemon, struct mosquitto *m, struct clien
             send_one(fd, port, h, &c, pkt[seq], len[seq], seq);
     /* a job's attempt may run 1 s: they go on well before that */
     for (int t = 0;
-         t < 40 && stat_of(mqforkstat, instance, "voice.datagrams_in") < in0 + FRAMES - 10; t++)
+         t < 40 && run_figure(mqforkstat, instance, "voice.datagrams_in") < in0 + FRAMES - 10; t++)
         usleep(5000);
     signal_workers(daemon->pid, SIGCONT);
     voice_cipher_free(&c);
@@ -287,15 +273,16 @@ static void check_batched(struct proc *daemon, struct mosquitto *m, struct clien
             "batched, the PCM equals an independent decode (%zu vs %zu bytes)",
             cl->pcm_len - before, samples * 2);
     pthread_mutex_unlock(&cl->mu);
-    long jobs = stat_of(mqforkstat, instance, "voice.decode_jobs") - jobs0;
-    long decoded = stat_of(mqforkstat, instance, "voice.decoded") - dec0;
+    long jobs = run_figure(mqforkstat, instance, "voice.decode_jobs") - jobs0;
+    long decoded = run_figure(mqforkstat, instance, "voice.decoded") - dec0;
     T_CHECK(jobs >= 2 && jobs <= 6, "%d frames while the pool was stopped went in %ld jobs",
             FRAMES - 10, jobs);
-    T_CHECK(decoded == FRAMES - 10 && stat_of(mqforkstat, instance, "voice.decode_failed") == fail0,
+    T_CHECK(decoded == FRAMES - 10 &&
+                run_figure(mqforkstat, instance, "voice.decode_failed") == fail0,
             "every frame of the burst decoded: %ld of %d", decoded, FRAMES - 10);
-    T_CHECK(stat_of(mqforkstat, instance, "voice.concealed") - conc0 == concealed,
+    T_CHECK(run_figure(mqforkstat, instance, "voice.concealed") - conc0 == concealed,
             "batched, as many concealed: %ld, want %d",
-            stat_of(mqforkstat, instance, "voice.concealed") - conc0, concealed);
+            run_figure(mqforkstat, instance, "voice.concealed") - conc0, concealed);
 }
 
 /* Every packet again, as sequence FRAMES + 1 on, in one burst while the
@@ -311,20 +298,20 @@ static void check_refused(struct proc *daemon, int fd, int port, struct voice_se
     struct voice_cipher c;
     T_REQUIRE(voice_cipher_init(&c, h->key) == 0, "cipher");
     size_t before = locked_len(cl, false);
-    long failed0 = stat_of(mqforkstat, instance, "voice.decode_failed");
-    long answered0 = stat_of(mqforkstat, instance, "voice.decoded") + failed0;
-    long in0 = stat_of(mqforkstat, instance, "voice.datagrams_in");
+    long failed0 = run_figure(mqforkstat, instance, "voice.decode_failed");
+    long answered0 = run_figure(mqforkstat, instance, "voice.decoded") + failed0;
+    long in0 = run_figure(mqforkstat, instance, "voice.datagrams_in");
     signal_workers(daemon->pid, SIGSTOP);
     for (uint32_t f = 1; f <= FRAMES; f++)
         send_one(fd, port, h, &c, pkt[f], len[f], FRAMES + f);
-    for (int t = 0; t < 40 && stat_of(mqforkstat, instance, "voice.datagrams_in") < in0 + FRAMES;
+    for (int t = 0; t < 40 && run_figure(mqforkstat, instance, "voice.datagrams_in") < in0 + FRAMES;
          t++)
         usleep(5000);
     signal_workers(daemon->pid, SIGCONT);
     bool idle = false; /* every packet of the burst decoded or refused */
     for (int t = 0; t < 300 && !idle; t++, usleep(50000))
-        idle = stat_of(mqforkstat, instance, "voice.decoded") +
-                   stat_of(mqforkstat, instance, "voice.decode_failed") >=
+        idle = run_figure(mqforkstat, instance, "voice.decoded") +
+                   run_figure(mqforkstat, instance, "voice.decode_failed") >=
                answered0 + FRAMES;
     T_CHECK(idle, "the burst is answered");
     send_one(fd, port, h, &c, pkt[1], len[1], 2 * FRAMES + 1);
@@ -332,7 +319,7 @@ static void check_refused(struct proc *daemon, int fd, int port, struct voice_se
     size_t want = before + (size_t)(FRAMES + 1) * FRAME * 2;
     T_CHECK(wait_len(cl, false, want, 15000), "refused packets are silence: %zu of %zu bytes",
             locked_len(cl, false), want);
-    long failed = stat_of(mqforkstat, instance, "voice.decode_failed") - failed0;
+    long failed = run_figure(mqforkstat, instance, "voice.decode_failed") - failed0;
     T_CHECK(failed > 0 && failed < FRAMES, "a burst with max_pending 1 is partly refused: %ld",
             failed);
 }
@@ -394,13 +381,13 @@ int main(int argc, char **argv)
             "bytes)",
             c.pcm_len, samples * 2);
     pthread_mutex_unlock(&c.mu);
-    T_CHECK(stat_of(argv[2], instance, "voice.lost") == 10, "voice.lost %ld, want 10",
-            stat_of(argv[2], instance, "voice.lost"));
-    T_CHECK(stat_of(argv[2], instance, "voice.concealed") == concealed,
-            "voice.concealed %ld, want %d", stat_of(argv[2], instance, "voice.concealed"),
+    T_CHECK(run_figure(argv[2], instance, "voice.lost") == 10, "voice.lost %ld, want 10",
+            run_figure(argv[2], instance, "voice.lost"));
+    T_CHECK(run_figure(argv[2], instance, "voice.concealed") == concealed,
+            "voice.concealed %ld, want %d", run_figure(argv[2], instance, "voice.concealed"),
             concealed);
-    T_CHECK(stat_of(argv[2], instance, "voice.decoded") == FRAMES - 10, "voice.decoded %ld",
-            stat_of(argv[2], instance, "voice.decoded"));
+    T_CHECK(run_figure(argv[2], instance, "voice.decoded") == FRAMES - 10, "voice.decoded %ld",
+            run_figure(argv[2], instance, "voice.decoded"));
 
     check_batched(&daemon, m, &c, &h, fd, udp_port, pkt, len, want, samples, concealed, argv[2],
                   instance);
