@@ -132,11 +132,12 @@ struct conf_workers {
     uint32_t max;      /* min..1024, default 8 */
     uint32_t inflight; /* jobs queued to one worker at most: 1..1024, default 32 */
     uint32_t
-        inflight_us;   /* estimated work queued to one worker at most: 1..10000000, default 2000 */
-    uint64_t max_jobs; /* recycle after this many jobs; 0 = never (default) */
-    uint32_t max_rss_mb;  /* recycle above this RSS; 0 = never (default) */
-    double backoff_max_s; /* crash-loop respawn backoff cap, 0.01..600, default 2 */
-    double stable_s;      /* a worker that lived this long resets its slot's backoff, default 10 */
+        inflight_us; /* estimated work queued to one worker at most: 1..10000000, default 2000 */
+    uint32_t short_reserve; /* workers a long job leaves to short ones: 0..1023, default 1 */
+    uint64_t max_jobs;      /* recycle after this many jobs; 0 = never (default) */
+    uint32_t max_rss_mb;    /* recycle above this RSS; 0 = never (default) */
+    double backoff_max_s;   /* crash-loop respawn backoff cap, 0.01..600, default 2 */
+    double stable_s; /* a worker that lived this long resets its slot's backoff, default 10 */
 };
 
 struct conf_limits {

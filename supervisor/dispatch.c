@@ -4,12 +4,18 @@
  * and stops handing a worker more once that passes workers.inflight_us or
  * workers.inflight jobs: a slow job then holds up only its own worker. A
  * job of a stream reaches the queues only when its turn has come
- * (engine_streams.c). */
+ * (engine_streams.c).
+ *
+ * A long job (expected to run past workers.inflight_us: a recognition,
+ * say) never takes the last workers.short_reserve workers free of long
+ * jobs while short ones come: the engine does not preempt, so a pool full
+ * of long jobs would hold every short one (a device's 60 ms frame) until
+ * one of them ends. */
 #include "common/log.h"
 #include "supervisor/engine_inflight.h"
 #include "supervisor/engine_queue.h"
 
-#define SKIP_MAX 64 /* jobs passed over per queue while a reload recycles */
+#define SKIP_MAX 64 /* jobs passed over per queue and round */
 
 /* What waking a parked worker costs, counted as queued work: the
  * supervisor's futex syscall, the worker's way back through the scheduler
@@ -17,6 +23,9 @@
  * that is awake, or already being woken this round, while the work queued
  * there is less than this; a parked one is woken only beyond it. */
 #define WAKE_COST_NS 100000
+
+/* Short jobs count as coming while one was taken this recently. */
+#define SHORT_SEEN_NS 1000000000ull
 
 /* Expected work queued to W: the estimates of its jobs, plus however long
  * the running one has already overrun its estimate, plus the cost of a
@@ -34,6 +43,30 @@ static uint64_t worker_load(const struct engine *e, const struct worker *w)
             load += age - est;
     }
     return load;
+}
+
+/* Whether J is a long job that must wait for the short ones: short jobs
+ * came of late, no more than workers.short_reserve workers are free of
+ * long work, and one is not (its end dispatches J: a held job is never
+ * left waiting on an idle pool). */
+static bool held_for_short(struct engine *e, const struct job *j)
+{
+    uint64_t budget = (uint64_t)e->wconf.inflight_us * 1000;
+    if (e->kinds[j->kind].est_ns <= budget) {
+        e->short_seen_ns = e->now_ns;
+        return false;
+    }
+    if (!e->wconf.short_reserve || e->now_ns - e->short_seen_ns > SHORT_SEEN_NS)
+        return false;
+    unsigned free_of_long = 0, with_long = 0;
+    for (unsigned i = 0; i < e->pool.nslots; i++) {
+        const struct worker *w = &e->pool.workers[i];
+        if (pool_takes_jobs(w)) {
+            free_of_long += w->est_ns <= budget;
+            with_long += w->est_ns > budget;
+        }
+    }
+    return with_long && free_of_long <= e->wconf.short_reserve;
 }
 
 /* The least loaded worker that may take J, or NULL. Ties go to the lowest
@@ -108,12 +141,13 @@ static void answer_failing(struct engine *e, struct job *j)
 }
 
 /* While a reload recycles the pool, a job of a new or changed kind may find
- * no worker forked with its handler yet; jobs behind it that old workers
- * can run go on, up to SKIP_MAX passed over. Otherwise the queue's head
- * waiting means everything behind it waits too. */
-static bool may_skip(const struct engine *e, const struct job *j, unsigned *skipped)
+ * no worker forked with its handler yet, and a long job HELD for the short
+ * ones waits; jobs behind it that can run go on, up to SKIP_MAX passed
+ * over. Otherwise the queue's head waiting means everything behind it
+ * waits too. */
+static bool may_skip(const struct engine *e, const struct job *j, bool held, unsigned *skipped)
 {
-    return e->kinds[j->kind].since_gen > 0 && engine_stale_workers(e) > 0 &&
+    return (held || (e->kinds[j->kind].since_gen > 0 && engine_stale_workers(e) > 0)) &&
            (*skipped)++ < SKIP_MAX;
 }
 
@@ -135,8 +169,9 @@ void dispatch(struct engine *e)
                 answer_failing(e, j);
                 continue;
             }
-            struct worker *w = pick_worker(e, j);
-            if (!w && may_skip(e, j, &skipped))
+            bool held = held_for_short(e, j);
+            struct worker *w = held ? NULL : pick_worker(e, j);
+            if (!w && may_skip(e, j, held, &skipped))
                 continue;
             if (!w)
                 goto wake;

@@ -301,6 +301,7 @@ struct engine {
     unsigned ndeclared;
     bool g_dirty;
     uint64_t now_ns; /* the loop's time, as of the round or timer running */
+    uint64_t short_seen_ns; /* when dispatch last took a short job (dispatch.c) */
     uint64_t rate_accepted[RATE_SAMPLES], rate_answered[RATE_SAMPLES];
     unsigned rate_pos, rate_count;
 };

@@ -1,5 +1,6 @@
 /* test_engine.c - the engine through its C API with real worker processes:
- * round trip, order within a stream, priority order, stream eviction,
+ * round trip, order within a stream, priority order, a slow job's and long
+ * jobs' (workers.short_reserve) hold on the pool, stream eviction,
  * refusal and end, refusals, every kind of crash mid-job, hang -> timeout
  * -> retry -> quarantine, crash-loop backoff, recycling by job count and
  * by RSS, and a second outcome for one job aborting (debug builds). Each
@@ -124,6 +125,60 @@ static void test_slow_job_isolated(void)
         behind += f.recs[i].order > f.recs[0].order;
     T_CHECK(behind == 0, "%zu quick jobs waited for the slow one", behind);
     fixture_free(&f);
+}
+
+/* Workers with a long job in flight (one expected to run past
+ * workers.inflight_us). */
+static unsigned workers_with_long(const struct fixture *f)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < f->e->pool.nslots; i++)
+        n += f->e->pool.workers[i].est_ns > (uint64_t)f->conf.workers.inflight_us * 1000;
+    return n;
+}
+
+/* While short jobs come, two long ones offered at once to a pool of two
+ * take one worker (workers.short_reserve 1), and a short job offered after
+ * them is answered before either; with the reserve off, both take one. */
+static void reserve_round(unsigned reserve)
+{
+    struct fixture f;
+    enum { N = 5 };
+    fixture_init(&f, "reserve", N);
+    f.conf.workers.min = f.conf.workers.max = 2;
+    f.conf.workers.short_reserve = reserve;
+    fixture_start(&f);
+    /* the spin handler's estimate learns that it is long, and a short job
+     * is seen */
+    T_REQUIRE(fixture_submit(&f, 0, f.spin, "50000", 5, NULL, PRIO_NORMAL, 0, 0) == JOB_OK,
+              "first long job accepted");
+    size_t n = 1;
+    T_REQUIRE(fixture_run_until(&f, fixture_all_answered, &n, 20), "first long job answered");
+    T_REQUIRE(fixture_submit(&f, 1, f.echo, "q", 1, NULL, PRIO_NORMAL, 0, 0) == JOB_OK,
+              "short job accepted");
+    n = 2;
+    T_REQUIRE(fixture_run_until(&f, fixture_all_answered, &n, 20), "short job answered");
+    for (size_t i = 2; i < 4; i++)
+        T_REQUIRE(fixture_submit(&f, i, f.spin, "300000", 6, NULL, PRIO_NORMAL, 0, 0) == JOB_OK,
+                  "long job %zu accepted", i);
+    engine_turn(f.e, 0);
+    T_CHECK(workers_with_long(&f) == (reserve ? 1u : 2u), "reserve %u: %u workers took a long job",
+            reserve, workers_with_long(&f));
+    T_REQUIRE(fixture_submit(&f, 4, f.echo, "q", 1, NULL, PRIO_NORMAL, 0, 0) == JOB_OK,
+              "short job accepted");
+    n = N;
+    T_CHECK(fixture_run_until(&f, fixture_all_answered, &n, 20), "all answered");
+    if (reserve)
+        T_CHECK(f.recs[4].order < f.recs[2].order && f.recs[4].order < f.recs[3].order,
+                "the short job waited for a long one");
+    T_CHECK(fixture_each_once(&f, N), "each job answered once");
+    fixture_free(&f);
+}
+
+static void test_short_reserve(void)
+{
+    reserve_round(1);
+    reserve_round(0);
 }
 
 /* A job still pending past its deadline_ms is answered `expired`, never run. */
@@ -562,6 +617,7 @@ int main(void)
     test_stream_order();
     test_priority_order();
     test_slow_job_isolated();
+    test_short_reserve();
     test_deadline();
     test_stream_eviction();
     test_stream_refusal();
