@@ -45,14 +45,14 @@ static uint64_t worker_load(const struct engine *e, const struct worker *w)
     return load;
 }
 
-/* Whether J is a long job that must wait for the short ones: short jobs
+/* Whether a job of KIND is a long one that must wait for the short ones: short jobs
  * came of late, no more than workers.short_reserve workers are free of
  * long work, and one is not (its end dispatches J: a held job is never
  * left waiting on an idle pool). */
-static bool held_for_short(struct engine *e, const struct job *j)
+static bool held_for_short(struct engine *e, uint32_t kind)
 {
     uint64_t budget = (uint64_t)e->wconf.inflight_us * 1000;
-    if (e->kinds[j->kind].est_ns <= budget) {
+    if (e->kinds[kind].est_ns <= budget) {
         e->short_seen_ns = e->now_ns;
         return false;
     }
@@ -69,19 +69,20 @@ static bool held_for_short(struct engine *e, const struct job *j)
     return with_long && free_of_long <= e->wconf.short_reserve;
 }
 
-/* The least loaded worker that may take J, or NULL. Ties go to the lowest
- * slot, and a parked worker counts the cost of waking it, so a lightly
- * loaded pool keeps using the same warm workers and the others can sleep. */
-static struct worker *pick_worker(struct engine *e, const struct job *j)
+/* The least loaded worker that may take a job of KIND, or NULL. Ties go to
+ * the lowest slot, and a parked worker counts the cost of waking it, so a
+ * lightly loaded pool keeps using the same warm workers and the others can
+ * sleep. */
+static struct worker *pick_worker(struct engine *e, uint32_t kind)
 {
     uint64_t budget = (uint64_t)e->wconf.inflight_us * 1000;
-    uint64_t est = e->kinds[j->kind].est_ns;
+    uint64_t est = e->kinds[kind].est_ns;
     struct worker *best = NULL;
     uint64_t best_load = UINT64_MAX;
     for (unsigned i = 0; i < e->pool.nslots; i++) {
         struct worker *w = &e->pool.workers[i];
         if (!pool_takes_jobs(w) || w->ninflight >= e->wconf.inflight ||
-            w->kinds_gen < e->kinds[j->kind].since_gen)
+            w->kinds_gen < e->kinds[kind].since_gen)
             continue;
         uint64_t load = worker_load(e, w);
         if (w->ninflight && load + est > budget)
@@ -151,6 +152,12 @@ static bool may_skip(const struct engine *e, const struct job *j, bool held, uns
            (*skipped)++ < SKIP_MAX;
 }
 
+bool engine_would_start(struct engine *e, uint32_t kind)
+{
+    return kind < e->nkinds && e->kinds[kind].handler && !e->q.n &&
+           !held_for_short(e, kind) && pick_worker(e, kind);
+}
+
 void dispatch(struct engine *e)
 {
     for (int p = 0; p < PRIO_COUNT; p++) {
@@ -169,8 +176,8 @@ void dispatch(struct engine *e)
                 answer_failing(e, j);
                 continue;
             }
-            bool held = held_for_short(e, j);
-            struct worker *w = held ? NULL : pick_worker(e, j);
+            bool held = held_for_short(e, j->kind);
+            struct worker *w = held ? NULL : pick_worker(e, j->kind);
             if (!w && may_skip(e, j, held, &skipped))
                 continue;
             if (!w)

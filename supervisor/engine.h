@@ -156,6 +156,11 @@ void engine_turn(struct engine *e, int64_t wait_ns);
 /* Jobs accepted and not yet answered. */
 size_t engine_outstanding(const struct engine *e);
 
+/* Whether a job of KIND submitted now would go to a worker at once:
+ * nothing waits ahead of it, and a worker may take it. For work that is
+ * worth doing only when it need not wait (voice_stt.c's parts). */
+bool engine_would_start(struct engine *e, uint32_t kind);
+
 /* Workers ready to take jobs now. */
 unsigned engine_live_workers(const struct engine *e);
 

@@ -417,7 +417,10 @@ void voice_stt_cut(struct voice *v, struct voice_session *s, uint64_t upto)
 
 /* What S has said since the last cut, recognized while it goes on
  * speaking: every voice.stt_part_ms of it, one part at a time, and in auto
- * mode once the detector heard speech (before, the audio is let go). */
+ * mode once the detector heard speech (before, the audio is let go). A
+ * part goes only when a worker can take it at once: one that waited would
+ * hear less than the audio come meanwhile, and hear its lead again for
+ * nothing, so a busy pool recognizes fewer, longer parts. */
 static void part_due(struct voice *v, struct voice_session *s)
 {
     uint64_t now = s->utt_start + s->utt_len / 2;
@@ -425,7 +428,8 @@ static void part_due(struct voice *v, struct voice_session *s)
     /* from the last part's end, not its cut: a part hears again only the
      * words its predecessor left, never all of them */
     uint64_t from = s->part_upto > s->utt_start ? s->part_upto : s->utt_start;
-    if (every && !s->part_out && now >= from + every && (!s->endpointing || s->voiced))
+    if (every && !s->part_out && now >= from + every && (!s->endpointing || s->voiced) &&
+        engine_would_start(v->engine, (uint32_t)v->stt_kind))
         submit(v, s, now, true);
 }
 

@@ -139,7 +139,8 @@ static unsigned workers_with_long(const struct fixture *f)
 
 /* While short jobs come, two long ones offered at once to a pool of two
  * take one worker (workers.short_reserve 1), and a short job offered after
- * them is answered before either; with the reserve off, both take one. */
+ * them is answered before either; with the reserve off, both take one.
+ * engine_would_start says whether one more would wait. */
 static void reserve_round(unsigned reserve)
 {
     struct fixture f;
@@ -158,12 +159,14 @@ static void reserve_round(unsigned reserve)
               "short job accepted");
     n = 2;
     T_REQUIRE(fixture_run_until(&f, fixture_all_answered, &n, 20), "short job answered");
+    T_CHECK(engine_would_start(f.e, (uint32_t)f.spin), "a long job would wait on an idle pool");
     for (size_t i = 2; i < 4; i++)
         T_REQUIRE(fixture_submit(&f, i, f.spin, "300000", 6, NULL, PRIO_NORMAL, 0, 0) == JOB_OK,
                   "long job %zu accepted", i);
     engine_turn(f.e, 0);
     T_CHECK(workers_with_long(&f) == (reserve ? 1u : 2u), "reserve %u: %u workers took a long job",
             reserve, workers_with_long(&f));
+    T_CHECK(!engine_would_start(f.e, (uint32_t)f.spin), "a long job would start with none free");
     T_REQUIRE(fixture_submit(&f, 4, f.echo, "q", 1, NULL, PRIO_NORMAL, 0, 0) == JOB_OK,
               "short job accepted");
     n = N;
