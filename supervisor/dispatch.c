@@ -154,8 +154,8 @@ static bool may_skip(const struct engine *e, const struct job *j, bool held, uns
 
 bool engine_would_start(struct engine *e, uint32_t kind)
 {
-    return kind < e->nkinds && e->kinds[kind].handler && !e->q.n &&
-           !held_for_short(e, kind) && pick_worker(e, kind);
+    return kind < e->nkinds && e->kinds[kind].handler && !e->q.n && !held_for_short(e, kind) &&
+           pick_worker(e, kind);
 }
 
 void dispatch(struct engine *e)
