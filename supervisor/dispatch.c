@@ -45,19 +45,24 @@ static uint64_t worker_load(const struct engine *e, const struct worker *w)
     return load;
 }
 
-/* Whether a job of KIND is a long one that must wait for the short ones: short jobs
- * came of late, no more than workers.short_reserve workers are free of
- * long work, and one is not (its end dispatches J: a held job is never
- * left waiting on an idle pool). */
-static bool held_for_short(struct engine *e, uint32_t kind)
+/* Whether jobs of KIND are long ones: expected to run past
+ * workers.inflight_us, so that they go only to a worker with nothing
+ * queued. */
+static bool kind_is_long(const struct engine *e, uint32_t kind)
 {
+    return e->kinds[kind].est_ns > (uint64_t)e->wconf.inflight_us * 1000;
+}
+
+/* Whether a job of KIND is a long one that must wait for the short ones:
+ * short jobs came of late, no more than workers.short_reserve workers are
+ * free of long work, and one is not (its end dispatches again: a held job
+ * never waits on an idle pool). */
+static bool held_for_short(const struct engine *e, uint32_t kind)
+{
+    if (!kind_is_long(e, kind) || !e->wconf.short_reserve ||
+        e->now_ns - e->short_seen_ns > SHORT_SEEN_NS)
+        return false;
     uint64_t budget = (uint64_t)e->wconf.inflight_us * 1000;
-    if (e->kinds[kind].est_ns <= budget) {
-        e->short_seen_ns = e->now_ns;
-        return false;
-    }
-    if (!e->wconf.short_reserve || e->now_ns - e->short_seen_ns > SHORT_SEEN_NS)
-        return false;
     unsigned free_of_long = 0, with_long = 0;
     for (unsigned i = 0; i < e->pool.nslots; i++) {
         const struct worker *w = &e->pool.workers[i];
@@ -176,6 +181,8 @@ void dispatch(struct engine *e)
                 answer_failing(e, j);
                 continue;
             }
+            if (!kind_is_long(e, j->kind))
+                e->short_seen_ns = e->now_ns;
             bool held = held_for_short(e, j->kind);
             struct worker *w = held ? NULL : pick_worker(e, j->kind);
             if (!w && may_skip(e, j, held, &skipped))

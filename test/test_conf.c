@@ -401,7 +401,7 @@ static void check_examples(const char *dir, const char *speech)
 
     load_demo(dir, speech, &c);
     T_CHECK(str_eq(c.instance, "demo"), "demo instance %s", c.instance);
-    T_CHECK(c.workers.min == 2 && c.workers.max == 4, "demo pool");
+    T_CHECK(c.workers.min == 3 && c.workers.max == 4, "demo pool");
     T_REQUIRE(c.nroutes == 4, "demo routes %zu", c.nroutes);
     T_CHECK(str_eq(c.routes[0].name, "echo") && str_eq(c.routes[0].job, "test.echo") &&
                 str_eq(c.routes[0].subscribe.items[0], "demo/echo/+/in") &&
