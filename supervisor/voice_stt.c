@@ -419,7 +419,7 @@ void voice_stt_cut(struct voice *v, struct voice_session *s, uint64_t upto)
  * speaking: every voice.stt_part_ms of it, one part at a time, and in auto
  * mode once the detector heard speech (before, the audio is let go). A
  * part goes only when a worker can take it at once: one that waited would
- * hear less than the audio come meanwhile, and hear its lead again for
+ * hear less than the audio that came meanwhile, and its lead again for
  * nothing, so a busy pool recognizes fewer, longer parts. */
 static void part_due(struct voice *v, struct voice_session *s)
 {
