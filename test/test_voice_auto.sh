@@ -19,6 +19,8 @@ FAILS=0
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 speech_test_init test_voice_auto "$@"
 
+# Parts off: step 3 kills the worker in the middle of one long recognition,
+# and a part (shorter) may end just before the kill lands.
 start_voice_speech "  vad_silence_ms: 800" "  stt_part_ms: 0" || exit 1
 
 # The backend: it logs the transcripts.
