@@ -45,12 +45,17 @@ static uint64_t worker_load(const struct engine *e, const struct worker *w)
     return load;
 }
 
-/* Whether jobs of KIND are long ones: expected to run past
- * workers.inflight_us, so that they go only to a worker with nothing
- * queued. */
+/* workers.inflight_us in ns: the expected work one worker may have queued. */
+static uint64_t budget_ns(const struct engine *e)
+{
+    return (uint64_t)e->wconf.inflight_us * 1000;
+}
+
+/* Whether jobs of KIND are long ones: expected to run past the budget, so
+ * that they go only to a worker with nothing queued. */
 static bool kind_is_long(const struct engine *e, uint32_t kind)
 {
-    return e->kinds[kind].est_ns > (uint64_t)e->wconf.inflight_us * 1000;
+    return e->kinds[kind].est_ns > budget_ns(e);
 }
 
 /* Whether a job of KIND is a long one that must wait for the short ones:
@@ -62,13 +67,12 @@ static bool held_for_short(const struct engine *e, uint32_t kind)
     if (!kind_is_long(e, kind) || !e->wconf.short_reserve ||
         e->now_ns - e->short_seen_ns > SHORT_SEEN_NS)
         return false;
-    uint64_t budget = (uint64_t)e->wconf.inflight_us * 1000;
     unsigned free_of_long = 0, with_long = 0;
     for (unsigned i = 0; i < e->pool.nslots; i++) {
         const struct worker *w = &e->pool.workers[i];
         if (pool_takes_jobs(w)) {
-            free_of_long += w->est_ns <= budget;
-            with_long += w->est_ns > budget;
+            free_of_long += w->est_ns <= budget_ns(e);
+            with_long += w->est_ns > budget_ns(e);
         }
     }
     return with_long && free_of_long <= e->wconf.short_reserve;
@@ -80,7 +84,7 @@ static bool held_for_short(const struct engine *e, uint32_t kind)
  * sleep. */
 static struct worker *pick_worker(struct engine *e, uint32_t kind)
 {
-    uint64_t budget = (uint64_t)e->wconf.inflight_us * 1000;
+    uint64_t budget = budget_ns(e);
     uint64_t est = e->kinds[kind].est_ns;
     struct worker *best = NULL;
     uint64_t best_load = UINT64_MAX;

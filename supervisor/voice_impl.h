@@ -27,6 +27,7 @@
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/socket.h>
 
 #include "common/log.h"
@@ -50,6 +51,18 @@ struct up_job;
 #define VOICE_CONCEAL      4     /* lost uplink packets concealed before the next: 240 ms */
 #define VOICE_DECODE_BATCH 16    /* entries (packets, losses) of a decode job at most */
 #define VOICE_UP_RATE      16000 /* the uplink as decoded: 16 kHz mono s16le */
+
+/* Up to ROOM bytes of LEN of decoded uplink at PCM (NULL: silence) into
+ * DST; returns how many. */
+static inline size_t voice_pcm_fill(uint8_t *dst, size_t room, const uint8_t *pcm, size_t len)
+{
+    size_t take = room < len ? room : len;
+    if (pcm)
+        memcpy(dst, pcm, take);
+    else
+        memset(dst, 0, take);
+    return take;
+}
 
 enum voice_end {
     END_GOODBYE,  /* the device said goodbye */

@@ -454,11 +454,8 @@ static void append_audio(struct voice *v, struct voice_session *s, const uint8_t
     if (!s->utt && !(s->utt = malloc(most)))
         return;
     while (len) {
-        size_t take = most - s->utt_len < len ? most - s->utt_len : len;
-        if (pcm)
-            memcpy(s->utt + s->utt_len, pcm, take), pcm += take;
-        else
-            memset(s->utt + s->utt_len, 0, take);
+        size_t take = voice_pcm_fill(s->utt + s->utt_len, most - s->utt_len, pcm, len);
+        pcm = pcm ? pcm + take : NULL;
         s->utt_len += (uint32_t)take;
         len -= take;
         if (s->utt_len == most) {
@@ -482,11 +479,7 @@ static void keep_preroll(struct voice_session *s, const uint8_t *pcm, size_t len
         memmove(s->preroll, s->preroll + drop, s->preroll_len - drop);
         s->preroll_len -= (uint16_t)drop;
     }
-    if (pcm)
-        memcpy(s->preroll + s->preroll_len, pcm, len);
-    else
-        memset(s->preroll + s->preroll_len, 0, len);
-    s->preroll_len += (uint16_t)len;
+    s->preroll_len += (uint16_t)voice_pcm_fill(s->preroll + s->preroll_len, len, pcm, len);
 }
 
 void voice_stt_listen(struct voice *v, struct voice_session *s, bool start,

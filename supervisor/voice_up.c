@@ -89,11 +89,8 @@ static void add_pcm(struct voice *v, struct voice_session *s, const uint8_t *pcm
     if (!s->pcm && !(s->pcm = malloc(batch)))
         return;
     while (len) {
-        size_t take = batch - s->pcm_len < len ? batch - s->pcm_len : len;
-        if (pcm)
-            memcpy(s->pcm + s->pcm_len, pcm, take), pcm += take;
-        else
-            memset(s->pcm + s->pcm_len, 0, take);
+        size_t take = voice_pcm_fill(s->pcm + s->pcm_len, batch - s->pcm_len, pcm, len);
+        pcm = pcm ? pcm + take : NULL;
         s->pcm_len += (uint32_t)take;
         len -= take;
         if (s->pcm_len == batch)
